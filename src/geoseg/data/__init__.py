@@ -1,0 +1,1 @@
+"""Rasterio chip pipeline: scenes, windows, samplers, datasets, statistics and transforms."""

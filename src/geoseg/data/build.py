@@ -1,0 +1,200 @@
+"""Build scenes, statistics, datasets, samplers and DataLoaders from the ``data`` and ``aug`` configs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from geoseg.data.dataset import ChipDataset
+from geoseg.data.demo import make_demo_data
+from geoseg.data.gdal_env import configure_gdal
+from geoseg.data.labels import ClassMap
+from geoseg.data.masks import coarse_valid_mask, label_codes
+from geoseg.data.samplers import GridChipSampler, RandomChipSampler
+from geoseg.data.scenes import Scene, find_scene_files, inspect_scene, read_manifest
+from geoseg.data.stats import BandStats, load_or_compute_stats
+from geoseg.data.transforms import Augment, Normalize
+from geoseg.data.windows import candidate_step, random_candidates
+from geoseg.errors import GeosegError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitData:
+    """One split's scenes, dataset, sampler and loader."""
+
+    scenes: list[Scene]
+    dataset: ChipDataset
+    sampler: RandomChipSampler | GridChipSampler
+    loader: DataLoader
+
+
+def check_data_config(cfg: Mapping[str, Any]) -> None:
+    """Catch impossible data options before any file is opened."""
+    if int(cfg["chip_size"]) < 1:
+        raise GeosegError(f"data.chip_size must be a positive number of pixels, got {cfg['chip_size']}.")
+    if not 0.0 <= float(cfg["max_nodata_fraction"]) <= 1.0:
+        raise GeosegError(f"data.max_nodata_fraction must be in [0, 1], got {cfg['max_nodata_fraction']}.")
+    if int(cfg["batch_size"]) < 1:
+        raise GeosegError(f"data.batch_size must be >= 1 (it is per GPU), got {cfg['batch_size']}.")
+    classes = cfg.get("classes") or []
+    if not classes:
+        raise GeosegError("data.classes is empty; list the classes as {code, name, color} entries.")
+    codes = label_codes(classes)
+    if len(set(codes)) != len(codes):
+        raise GeosegError(f"data.classes has duplicate codes: {codes}.")
+    if 0 <= int(cfg["ignore_index"]) < len(classes):
+        raise GeosegError(
+            f"data.ignore_index={cfg['ignore_index']} collides with a class index "
+            f"(0..{len(classes) - 1}); use 255."
+        )
+    if cfg.get("unknown_labels", "error") not in ("error", "ignore"):
+        raise GeosegError(f"data.unknown_labels must be 'error' or 'ignore', got '{cfg['unknown_labels']}'.")
+
+
+def data_root(cfg: Mapping[str, Any]) -> str:
+    """``data.root`` as an absolute path, generating the demo scenes there first when asked to."""
+    root = os.path.abspath(os.path.expanduser(str(cfg["root"])))
+    if cfg.get("demo") and not os.path.exists(root):
+        log.info("demo data missing: generating it under %s", root)
+        make_demo_data(root)
+    if not os.path.isdir(root) and not cfg.get("manifest"):
+        raise GeosegError(f"data.root '{root}' is not a folder; point data.root at your scenes.")
+    return root
+
+
+def class_map_from(cfg: Mapping[str, Any]) -> ClassMap:
+    return ClassMap(label_codes(cfg["classes"]), ignore_index=int(cfg["ignore_index"]))
+
+
+def load_scenes(cfg: Mapping[str, Any], split: str) -> list[Scene]:
+    """Find and validate the scenes of ``split`` (from ``data.manifest`` or ``data.splits``)."""
+    root = data_root(cfg)
+    if cfg.get("manifest"):
+        manifest = str(cfg["manifest"])
+        pairs = read_manifest(manifest if os.path.isabs(manifest) else os.path.join(root, manifest), split)
+    else:
+        spec = (cfg.get("splits") or {}).get(split)
+        if spec is None:
+            raise GeosegError(f"data.splits has no '{split}' entry; add images/labels patterns for it.")
+        pairs = find_scene_files(root, spec["images"], spec.get("labels"))
+    bands = None if cfg.get("bands") is None else list(cfg["bands"])
+    return [
+        inspect_scene(
+            image, label, bands=bands, nodata=cfg.get("nodata"), label_nodata=cfg.get("label_nodata"),
+            class_codes=label_codes(cfg["classes"]), chip_size=int(cfg["chip_size"]),
+            unknown_labels=cfg.get("unknown_labels", "error"),
+        )
+        for image, label in pairs
+    ]  # fmt: skip
+
+
+def build_augment(aug_cfg: Any) -> Augment | None:
+    """Instantiate ``configs/aug`` (an albumentations Compose) and wrap it; empty means no augmentation."""
+    if not aug_cfg or "_target_" not in aug_cfg:
+        return None
+    return Augment(hydra.utils.instantiate(aug_cfg))
+
+
+def make_loader(
+    dataset: ChipDataset, sampler: Any, cfg: Mapping[str, Any], shuffle_workers: bool = True
+) -> DataLoader:
+    """A DataLoader with the data config's worker, pinning and prefetch settings."""
+    workers = int(cfg.get("num_workers", 0))
+    extra = {}
+    if workers > 0:
+        extra = {
+            "prefetch_factor": int(cfg.get("prefetch_factor", 2)),
+            "persistent_workers": bool(cfg.get("persistent_workers", True)),
+            "worker_init_fn": configure_gdal_worker,
+        }
+    return DataLoader(
+        dataset,
+        batch_size=int(cfg["batch_size"]),
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=bool(cfg.get("pin_memory", torch.cuda.is_available())),
+        drop_last=False,
+        **extra,
+    )
+
+
+def configure_gdal_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: GDAL defaults sized to the number of workers."""
+    info = torch.utils.data.get_worker_info()
+    configure_gdal(workers=info.num_workers if info else 1)
+
+
+def build_split(
+    cfg: Mapping[str, Any],
+    split: str,
+    stats: BandStats,
+    augment: Augment | None,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> SplitData:
+    """Dataset, sampler (random for ``train``, grid otherwise) and loader of one split."""
+    scenes = load_scenes(cfg, split)
+    stats.check_bands(scenes[0].bands, stats_path(cfg))
+    cmap = class_map_from(cfg)
+    size = int(cfg["chip_size"])
+    dataset = ChipDataset(
+        scenes, size, cmap, Normalize(stats.mean, stats.std),
+        augment=augment if split == "train" else None, max_open_files=int(cfg.get("max_open_files", 64)),
+    )  # fmt: skip
+    if split == "train":
+        sampler = random_sampler(scenes, cfg, cmap, seed, rank, world_size)
+    else:
+        stride = cfg.get("val_stride") or size
+        sampler = GridChipSampler([(s.height, s.width) for s in scenes], size, int(stride), rank, world_size)
+    return SplitData(scenes, dataset, sampler, make_loader(dataset, sampler, cfg))
+
+
+def random_sampler(
+    scenes: Sequence[Scene], cfg: Mapping[str, Any], cmap: ClassMap, seed: int, rank: int, world_size: int
+) -> RandomChipSampler:
+    """Random chips weighted by valid area, filtered by ``data.max_nodata_fraction``."""
+    size = int(cfg["chip_size"])
+    candidates, weights = [], []
+    for scene in scenes:
+        coarse = coarse_valid_mask(scene, candidate_step(size), cmap)
+        origins, frac = random_candidates(
+            coarse, scene.height, scene.width, size, float(cfg["max_nodata_fraction"])
+        )
+        if len(origins) == 0:
+            log.warning("scene %s has no chip with enough valid pixels; it is skipped", scene.image)
+        candidates.append(origins)
+        weights.append(frac)
+    if sum(len(c) for c in candidates) == 0:
+        raise GeosegError(
+            "no training chip passes data.max_nodata_fraction="
+            f"{cfg['max_nodata_fraction']}; raise it or check data.nodata / the label files."
+        )
+    return RandomChipSampler(candidates, weights, int(cfg["chips_per_epoch"]), seed, rank, world_size)
+
+
+def stats_path(cfg: Mapping[str, Any]) -> str:
+    """``data.stats_path`` as an absolute path."""
+    return os.path.abspath(os.path.expanduser(str(cfg["stats_path"])))
+
+
+def train_stats(cfg: Mapping[str, Any], progress: bool = True) -> BandStats:
+    """Band statistics of the training split, loaded from ``data.stats_path`` or computed and cached."""
+    return load_or_compute_stats(load_scenes(cfg, "train"), stats_path(cfg), progress=progress)
+
+
+def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved plain dict of a config node."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)

@@ -1,0 +1,215 @@
+"""Scenes: an image GeoTIFF, an optional label raster, a band list and nodata, checked at start-up."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from geoseg.errors import GeosegError
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One image (and optional label) with everything the chip reader needs, resolved once."""
+
+    image: str
+    label: str | None
+    bands: tuple[int, ...]
+    nodata: float | None
+    label_nodata: float | None
+    height: int
+    width: int
+    label_on_grid: bool
+    block_shape: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return Path(self.image).stem
+
+
+def open_raster(path: str | os.PathLike, what: str = "raster") -> rasterio.DatasetReader:
+    """Open ``path`` with rasterio, turning GDAL failures into one-line :class:`GeosegError` messages."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise GeosegError(f"{what} file not found: '{path}'. Check the path or the data.* options.")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise GeosegError(
+            f"cannot read {what} '{path}' as a raster ({first}). Is it a valid GeoTIFF?"
+        ) from None
+
+
+def resolve_bands(
+    src: rasterio.DatasetReader, bands: Sequence[int | str] | None, path: str
+) -> tuple[int, ...]:
+    """Turn 1-based indices or band descriptions into 1-based indices, checking the range."""
+    if bands is None:
+        return tuple(range(1, src.count + 1))
+    names = [d for d in src.descriptions]
+    out = []
+    for band in bands:
+        if isinstance(band, str) and not band.lstrip("-").isdigit():
+            if band not in names:
+                raise GeosegError(
+                    f"data.bands: band '{band}' is not a band name of '{path}' (names: {names}); "
+                    "use 1-based indices or one of those names."
+                )
+            out.append(names.index(band) + 1)
+            continue
+        index = int(band)
+        if not 1 <= index <= src.count:
+            raise GeosegError(
+                f"data.bands: band index {index} is out of range for '{path}', which has {src.count} bands "
+                f"(indices are 1-based: 1..{src.count})."
+            )
+        out.append(index)
+    return tuple(out)
+
+
+def label_fill_value(dtype: str, label_nodata: float | None, codes: Sequence[int]) -> float:
+    """A value for label pixels outside the label's extent: its nodata, or a dtype value that is no class."""
+    if label_nodata is not None:
+        return label_nodata
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        return float("nan")
+    info = np.iinfo(np.dtype(dtype))
+    for candidate in (info.max, info.min):
+        if candidate not in codes:
+            return candidate
+    raise GeosegError(f"set data.label_nodata: every {dtype} value is a class code")
+
+
+def check_label_values(
+    src: rasterio.DatasetReader, codes: Sequence[int], label_nodata: float | None, path: str
+) -> None:
+    """Fail when the label holds a value that is neither a class code nor the label nodata."""
+    allowed = set(int(c) for c in codes)
+    seen: set = set()
+    for _, window in src.block_windows(1):
+        seen.update(np.unique(src.read(1, window=window)).tolist())
+    unknown = sorted(
+        v for v in seen if not (v in allowed or (label_nodata is not None and v == label_nodata) or v != v)
+    )
+    if unknown:
+        raise GeosegError(
+            f"label '{path}' has values {unknown[:10]} that are not in data.classes "
+            f"(codes {sorted(allowed)}); add them to data.classes, set data.label_nodata, "
+            "or set data.unknown_labels=ignore."
+        )
+
+
+def _check_overlap(img: rasterio.DatasetReader, lab: rasterio.DatasetReader, image: str, label: str) -> None:
+    left, bottom, right, top = transform_bounds(lab.crs, img.crs, *lab.bounds)
+    ib = img.bounds
+    if left >= ib.right or right <= ib.left or bottom >= ib.top or top <= ib.bottom:
+        raise GeosegError(
+            f"label '{label}' ({lab.crs}) does not overlap image '{image}' ({img.crs}); "
+            "check that the label belongs to this image and that both CRSs are right."
+        )
+
+
+def inspect_scene(
+    image: str,
+    label: str | None,
+    bands: Sequence[int | str] | None = None,
+    nodata: float | None = None,
+    label_nodata: float | None = None,
+    class_codes: Sequence[int] = (),
+    chip_size: int | None = None,
+    unknown_labels: str = "error",
+) -> Scene:
+    """Open and validate one scene; every problem becomes a one-line :class:`GeosegError`."""
+    with open_raster(image, "image") as img:
+        if img.crs is None:
+            raise GeosegError(f"image '{image}' has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx).")
+        band_idx = resolve_bands(img, bands, image)
+        if chip_size is not None and (chip_size > img.height or chip_size > img.width):
+            raise GeosegError(
+                f"data.chip_size={chip_size} is larger than image '{image}' ({img.width}x{img.height} px); "
+                "lower data.chip_size or drop this scene."
+            )
+        label_on_grid = False
+        lab_nodata = label_nodata
+        if label is not None:
+            with open_raster(label, "label") as lab:
+                if lab.crs is None:
+                    raise GeosegError(
+                        f"label '{label}' has no CRS; assign one or write it on the image grid."
+                    )
+                _check_overlap(img, lab, image, label)
+                if lab_nodata is None:
+                    lab_nodata = lab.nodata
+                if unknown_labels == "error" and class_codes:
+                    check_label_values(lab, class_codes, lab_nodata, label)
+                label_on_grid = (
+                    lab.crs == img.crs
+                    and lab.shape == img.shape
+                    and lab.transform.almost_equals(img.transform, precision=1e-9)
+                )
+        return Scene(
+            image=str(image),
+            label=None if label is None else str(label),
+            bands=band_idx,
+            nodata=img.nodata if nodata is None else nodata,
+            label_nodata=lab_nodata,
+            height=img.height,
+            width=img.width,
+            label_on_grid=label_on_grid,
+            block_shape=tuple(img.block_shapes[0]),
+        )
+
+
+def _label_for(image: str, template: str | None, root: str) -> str | None:
+    if template is None:
+        return None
+    p = Path(image)
+    name = template.format(stem=p.stem, name=p.name, parent=str(p.parent))
+    return name if os.path.isabs(name) else os.path.join(root, name)
+
+
+def find_scene_files(root: str, images: str, labels: str | None) -> list[tuple[str, str | None]]:
+    """Glob ``images`` under ``root`` and pair each with ``labels`` formatted with ``{stem}``/``{name}``."""
+    pattern = images if os.path.isabs(images) else os.path.join(root, images)
+    found = sorted(glob.glob(pattern, recursive=True))
+    if not found:
+        raise GeosegError(f"no image matches '{pattern}'; check data.root and the split's images pattern.")
+    return [(path, _label_for(path, labels, root)) for path in found]
+
+
+def read_manifest(path: str, split: str) -> list[tuple[str, str | None]]:
+    """Rows of a CSV manifest (columns ``image``, optional ``label`` and ``split``) for one split."""
+    if not os.path.exists(path):
+        raise GeosegError(f"data.manifest not found: '{path}'.")
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "image" not in rows[0]:
+        raise GeosegError(f"manifest '{path}' needs a header with an 'image' column (and 'label', 'split').")
+    out = []
+    for row in rows:
+        if row.get("split", split) != split:
+            continue
+        label = row.get("label") or None
+        out.append((os.path.join(base, row["image"]), None if label is None else os.path.join(base, label)))
+    if not out:
+        raise GeosegError(f"manifest '{path}' has no rows for split '{split}'.")
+    return out
+
+
+def read_window(
+    src: rasterio.DatasetReader, bands: Sequence[int], row: int, col: int, size: int
+) -> np.ndarray:
+    """All selected bands of one window in a single read call (C, size, size)."""
+    return src.read(indexes=list(bands), window=Window(col, row, size, size))

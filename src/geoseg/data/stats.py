@@ -1,0 +1,131 @@
+"""Nodata-aware per-band statistics (float64, Chan's parallel merge) written to ``stats.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import rasterio
+from tqdm import tqdm
+
+from geoseg.data.masks import image_valid
+from geoseg.data.scenes import Scene
+from geoseg.errors import GeosegError
+from geoseg.io import atomic_write_text
+
+PERCENTILES = (2.0, 98.0)
+SAMPLE_PER_SCENE = 200_000
+
+
+@dataclass
+class BandStats:
+    """Per-band statistics over valid pixels, tied to the band list they were computed for."""
+
+    bands: list[int]
+    mean: list[float]
+    std: list[float]
+    min: list[float]
+    max: list[float]
+    p2: list[float]
+    p98: list[float]
+    count: int
+    scenes: list[str]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def check_bands(self, bands: Sequence[int], path: str) -> None:
+        if list(bands) != list(self.bands):
+            raise GeosegError(
+                f"'{path}' was computed for bands {self.bands} but the data selects {list(bands)}; "
+                "delete it or run `geoseg stats` again."
+            )
+
+
+class _Running:
+    """Running count/mean/M2 per band, merged block by block (Chan et al.), all in float64."""
+
+    def __init__(self, n_bands: int) -> None:
+        self.n = 0
+        self.mean = np.zeros(n_bands)
+        self.m2 = np.zeros(n_bands)
+        self.lo = np.full(n_bands, np.inf)
+        self.hi = np.full(n_bands, -np.inf)
+
+    def add(self, values: np.ndarray) -> None:
+        """``values`` is (C, N) float64 of valid pixels."""
+        nb = values.shape[1]
+        if nb == 0:
+            return
+        mb = values.mean(axis=1)
+        m2b = ((values - mb[:, None]) ** 2).sum(axis=1)
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * nb / n
+        self.m2 = self.m2 + m2b + delta**2 * self.n * nb / n
+        self.n = n
+        self.lo = np.minimum(self.lo, values.min(axis=1))
+        self.hi = np.maximum(self.hi, values.max(axis=1))
+
+
+def compute_stats(scenes: Sequence[Scene], progress: bool = True) -> BandStats:
+    """Mean/std/min/max over valid pixels of all scenes, plus p2/p98 from a strided sample."""
+    if not scenes:
+        raise GeosegError("no scenes to compute statistics from; check data.root and the train split.")
+    bands = list(scenes[0].bands)
+    for s in scenes:
+        if list(s.bands) != bands:
+            raise GeosegError(f"scene '{s.image}' selects bands {list(s.bands)}, others {bands}.")
+    run = _Running(len(bands))
+    samples = []
+    for scene in tqdm(scenes, desc="stats", unit="scene", disable=not progress):
+        with rasterio.open(scene.image) as src:
+            picked = []
+            for _, window in src.block_windows(1):
+                arr = src.read(indexes=bands, window=window)
+                valid = image_valid(arr, scene.nodata)
+                values = arr[:, valid].astype(np.float64)
+                run.add(values)
+                picked.append(values[:, :: max(1, (scene.height * scene.width) // SAMPLE_PER_SCENE)])
+            samples.append(np.concatenate(picked, axis=1))
+    if run.n == 0:
+        raise GeosegError("every pixel of the training scenes is nodata; check data.nodata and the files.")
+    sample = np.concatenate(samples, axis=1)
+    p_lo, p_hi = np.percentile(sample, PERCENTILES, axis=1)
+    return BandStats(
+        bands=bands,
+        mean=run.mean.tolist(),
+        std=np.sqrt(run.m2 / run.n).tolist(),
+        min=run.lo.tolist(),
+        max=run.hi.tolist(),
+        p2=p_lo.tolist(),
+        p98=p_hi.tolist(),
+        count=int(run.n),
+        scenes=[s.image for s in scenes],
+    )
+
+
+def load_stats(path: str) -> BandStats:
+    try:
+        with open(path) as fh:
+            return BandStats(**json.load(fh))
+    except (OSError, ValueError, TypeError) as err:
+        raise GeosegError(f"cannot read statistics file '{path}' ({err}); delete it to recompute.") from None
+
+
+def save_stats(stats: BandStats, path: str) -> None:
+    atomic_write_text(path, stats.to_json())
+
+
+def load_or_compute_stats(scenes: Sequence[Scene], path: str, progress: bool = True) -> BandStats:
+    """Cached statistics from ``path`` (checked against the band list), computed and saved when missing."""
+    if os.path.exists(path):
+        stats = load_stats(path)
+        stats.check_bands(scenes[0].bands, path)
+        return stats
+    stats = compute_stats(scenes, progress=progress)
+    save_stats(stats, path)
+    return stats
