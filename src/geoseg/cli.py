@@ -1,0 +1,73 @@
+"""``geoseg <command> [hydra overrides]``: one Hydra app per command, dispatched by name."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+import hydra
+from omegaconf import DictConfig
+
+from geoseg.config import config_dir
+from geoseg.errors import GeosegError
+
+# command -> (module, function, primary config, one-line help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "demo-data": ("geoseg.commands.demo_data", "run", "demo_data", "write the deterministic demo scenes"),
+    "stats": ("geoseg.commands.stats", "run", "stats", "per-band statistics of a split -> stats.json"),
+}
+
+USAGE = """usage: geoseg <command> [hydra overrides] [-m] [--cfg job] [--help]
+
+commands:
+{commands}
+
+Every command is a Hydra app: override any option as key=value (e.g. data.chip_size=128),
+pick a config group option as group=option (e.g. aug=geometric), and see its options with
+`geoseg <command> --help` or the resolved config with `geoseg <command> --cfg job`.
+"""
+
+
+def usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def hydra_app(config_name: str, task: Callable[[DictConfig], object]) -> Callable[[], object]:
+    """Wrap ``task`` as a Hydra main whose user errors print one line and exit with status 2."""
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
+    def app(cfg: DictConfig) -> object:
+        try:
+            return task(cfg)
+        except GeosegError as err:
+            print(f"geoseg: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``geoseg`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    name = args[0]
+    if name not in COMMANDS:
+        print(f"geoseg: error: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    module, func, config_name, _ = COMMANDS[name]
+    task = getattr(importlib.import_module(module), func)
+    sys.argv = [f"geoseg {name}", *args[1:]]
+    try:
+        hydra_app(config_name, task)()
+    except GeosegError as err:  # raised while composing (e.g. configs not found)
+        print(f"geoseg: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""``geoseg stats``: nodata-aware per-band statistics of a split, written to ``stats.json``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from omegaconf import DictConfig
+
+from geoseg.data.build import as_dict, check_data_config, load_scenes
+from geoseg.data.stats import BandStats, compute_stats, save_stats
+
+log = logging.getLogger(__name__)
+
+
+def format_table(stats: BandStats) -> str:
+    """A plain-text table of the statistics, one row per band."""
+    head = f"{'band':>5} {'mean':>12} {'std':>12} {'min':>12} {'max':>12} {'p2':>12} {'p98':>12}"
+    rows = [
+        f"{b:>5} {m:>12.4g} {s:>12.4g} {lo:>12.4g} {hi:>12.4g} {p2:>12.4g} {p98:>12.4g}"
+        for b, m, s, lo, hi, p2, p98 in zip(
+            stats.bands, stats.mean, stats.std, stats.min, stats.max, stats.p2, stats.p98, strict=True
+        )
+    ]
+    return "\n".join([head, *rows])
+
+
+def run(cfg: DictConfig) -> BandStats:
+    data = as_dict(cfg.data)
+    check_data_config(data)
+    scenes = load_scenes(data, str(cfg.split))
+    stats = compute_stats(scenes, progress=bool(cfg.progress))
+    output = os.path.abspath(str(cfg.output))
+    save_stats(stats, output)
+    log.info("%d scenes, %d valid pixels\n%s", len(scenes), stats.count, format_table(stats))
+    log.info("wrote %s", output)
+    return stats
