@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny GeoTIFFs written with rasterio in ``tmp_path``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+UTM = CRS.from_epsg(32633)
+
+
+def write_tif(
+    path: Path,
+    data: np.ndarray,
+    transform=None,
+    crs=UTM,
+    nodata=None,
+    tiled: bool = False,
+    block: int = 16,
+    descriptions=None,
+) -> Path:
+    """Write a (C, H, W) or (H, W) array as a GeoTIFF and return its path."""
+    data = data[None] if data.ndim == 2 else data
+    profile = dict(
+        driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype,
+        transform=transform or from_origin(500_000, 5_000_000, 10, 10), nodata=nodata,
+    )  # fmt: skip
+    if crs is not None:
+        profile["crs"] = crs
+    if tiled:
+        profile.update(tiled=True, blockxsize=block, blockysize=block, compress="deflate")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for b, name in enumerate(descriptions or (), start=1):
+            dst.set_band_description(b, name)
+    return path
+
+
+@pytest.fixture
+def scene_pair(tmp_path: Path):
+    """A 3-band uint16 image (nodata 0 in a corner) and a same-grid label with codes 0..2 (nodata 255)."""
+    rng = np.random.default_rng(0)
+    h, w = 40, 48
+    img = rng.integers(1, 1000, size=(3, h, w), dtype=np.uint16)
+    img[:, :8, :10] = 0
+    lab = rng.integers(0, 3, size=(h, w), dtype=np.uint8)
+    lab[-3:, -3:] = 255
+    image = write_tif(tmp_path / "img.tif", img, nodata=0, tiled=True, descriptions=["blue", "green", "nir"])
+    label = write_tif(tmp_path / "lab.tif", lab, nodata=255)
+    return image, label, img, lab

@@ -1,0 +1,158 @@
+"""ChipDataset: exact windowed reads, nodata -> ignore_index, label alignment, workers and handles."""
+
+import pickle
+
+import albumentations as A
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from torch.utils.data import DataLoader
+
+from conftest import write_tif
+from geoseg.data.dataset import ChipDataset, HandleCache
+from geoseg.data.labels import ClassMap
+from geoseg.data.samplers import GridChipSampler, RandomChipSampler
+from geoseg.data.scenes import inspect_scene
+from geoseg.data.transforms import Augment, Normalize
+from geoseg.data.windows import Chip
+
+IDENTITY = Normalize([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+
+
+def _dataset(image, label, size=16, codes=(0, 1, 2), augment=None, **kw):
+    scene = inspect_scene(
+        str(image), None if label is None else str(label), class_codes=codes, chip_size=size, **kw
+    )
+    return ChipDataset([scene], size, ClassMap(codes), IDENTITY, augment=augment)
+
+
+def test_window_read_equals_slice_of_full_read(scene_pair):
+    image, label, img, lab = scene_pair
+    ds = _dataset(image, label)
+    for r, c in [(0, 0), (13, 21), (24, 32)]:
+        raw, _, raw_label = ds.read(Chip(0, r, c))
+        np.testing.assert_array_equal(raw, img[:, r : r + 16, c : c + 16])
+        np.testing.assert_array_equal(raw_label, lab[r : r + 16, c : c + 16])
+        sample = ds[Chip(0, r, c)]
+        assert sample["image"].dtype == torch.float32 and sample["mask"].dtype == torch.int64
+        window = img[:, r : r + 16, c : c + 16].astype(np.float32)
+        ok = ~np.any(window == 0, axis=0)
+        np.testing.assert_array_equal(sample["image"].numpy()[:, ok], window[:, ok])
+
+
+def test_nodata_pixels_become_ignore_index(scene_pair):
+    image, label, _, lab = scene_pair
+    sample = _dataset(image, label)[Chip(0, 0, 0)]
+    mask = sample["mask"].numpy()
+    assert (mask[:8, :10] == 255).all()  # image nodata corner
+    assert (sample["image"].numpy()[:, :8, :10] == 0).all()
+    expected = lab[:16, :16].astype(np.int64)
+    expected[:8, :10] = 255
+    np.testing.assert_array_equal(mask, expected)
+    corner = _dataset(image, label)[Chip(0, 24, 32)]["mask"].numpy()
+    assert (corner[-3:, -3:] == 255).all()  # label nodata
+
+
+def test_nan_pixels_are_nodata_in_float_images(tmp_path):
+    img = np.ones((2, 16, 16), dtype=np.float32)
+    img[1, 3, 4] = np.nan
+    img[0, 5, 6] = np.inf
+    lab = np.zeros((16, 16), dtype=np.uint8)
+    ds = _dataset(write_tif(tmp_path / "f.tif", img), write_tif(tmp_path / "l.tif", lab), codes=(0,))
+    ds.normalize = Normalize([0.0, 0.0], [1.0, 1.0])
+    sample = ds[Chip(0, 0, 0)]
+    assert sample["mask"][3, 4] == 255 and sample["mask"][5, 6] == 255 and sample["mask"][0, 0] == 0
+    assert torch.isfinite(sample["image"]).all()
+
+
+def test_unmapped_codes_and_gaps_map_through_the_class_list():
+    cmap = ClassMap([0, 1, 2, 3, 4, 8], ignore_index=255)
+    out = cmap(np.array([[0, 8, 5], [4, -1, 1]], dtype=np.int16))
+    np.testing.assert_array_equal(out, [[0, 5, 255], [4, 255, 1]])
+
+
+@pytest.mark.parametrize("grid", ["coarser", "offset"])
+def test_label_on_another_grid_lands_on_the_right_pixels(tmp_path, grid):
+    h = w = 32
+    rng = np.random.default_rng(2)
+    img = rng.integers(1, 100, size=(1, h, w), dtype=np.uint16)
+    if grid == "coarser":  # 20 m label under a 10 m image
+        coarse = rng.integers(0, 4, size=(h // 2, w // 2), dtype=np.uint8)
+        expected = np.repeat(np.repeat(coarse, 2, 0), 2, 1)
+        label = write_tif(tmp_path / "l.tif", coarse, transform=from_origin(500_000, 5_000_000, 20, 20))
+    else:  # larger label, origin 5 px up-left
+        big = rng.integers(0, 4, size=(h + 10, w + 10), dtype=np.uint8)
+        expected = big[5 : 5 + h, 5 : 5 + w]
+        label = write_tif(
+            tmp_path / "l.tif", big, transform=from_origin(500_000 - 50, 5_000_000 + 50, 10, 10)
+        )
+    image = write_tif(tmp_path / "i.tif", img)
+    ds = _dataset(image, label, size=16, codes=(0, 1, 2, 3))
+    ds.normalize = Normalize([0.0], [1.0])
+    assert not ds.scenes[0].label_on_grid
+    for r, c in [(0, 0), (16, 16), (7, 11)]:
+        np.testing.assert_array_equal(ds[Chip(0, r, c)]["mask"].numpy(), expected[r : r + 16, c : c + 16])
+
+
+def test_label_partly_outside_its_extent_is_ignored(tmp_path):
+    img = np.ones((1, 32, 32), dtype=np.uint16)
+    small = np.zeros((16, 16), dtype=np.uint8)  # covers only the top-left quarter, no nodata declared
+    image = write_tif(tmp_path / "i.tif", img)
+    label = write_tif(tmp_path / "l.tif", small)
+    ds = _dataset(image, label, size=32, codes=(0,))
+    ds.normalize = Normalize([0.0], [1.0])
+    mask = ds[Chip(0, 0, 0)]["mask"].numpy()
+    assert (mask[:16, :16] == 0).all() and (mask[16:, :] == 255).all() and (mask[:, 16:] == 255).all()
+
+
+def _loader_samples(ds, sampler, workers):
+    loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers)
+    return [(b["image"], b["mask"], b["chip"]) for b in loader]
+
+
+def test_two_workers_yield_the_same_samples_as_zero(scene_pair):
+    image, label, _, _ = scene_pair
+    aug = Augment(A.Compose([A.HorizontalFlip(p=0.5), A.RandomRotate90(p=0.5)]))
+    ds = _dataset(image, label, augment=aug)
+    sampler = RandomChipSampler([np.array([[r, c] for r in range(0, 25, 3) for c in range(0, 33, 4)])],
+                                [np.ones(81)], num_samples=24, seed=5)  # fmt: skip
+    a = _loader_samples(ds, sampler, 0)
+    b = _loader_samples(ds, sampler, 2)
+    assert len(a) == len(b) == 6
+    for (ia, ma, ca), (ib, mb, cb) in zip(a, b, strict=True):
+        assert torch.equal(ca, cb) and torch.equal(ia, ib) and torch.equal(ma, mb)
+
+
+def test_grid_sampler_through_loader_reads_every_valid_pixel(scene_pair):
+    image, label, img, lab = scene_pair
+    ds = _dataset(image, label)
+    seen = np.zeros(img.shape[1:], dtype=bool)
+    for _, mask, chips in _loader_samples(ds, GridChipSampler([(40, 48)], 16), 0):
+        for m, (_, r, c) in zip(mask, chips.tolist(), strict=True):
+            seen[r : r + 16, c : c + 16] |= m.numpy() != 255
+    valid = (img != 0).all(0) & (lab != 255)
+    np.testing.assert_array_equal(seen, valid)
+
+
+def test_handle_cache_is_bounded_lazy_and_not_pickled(scene_pair):
+    image, _, _, _ = scene_pair
+    cache = HandleCache(max_open=2)
+    opened = []
+
+    def opener(i):
+        def _open():
+            opened.append(i)
+            return (rasterio.open(image),)
+
+        return _open
+
+    handles = [cache.get(i, opener(i))[0] for i in range(3)]
+    assert len(cache) == 2 and handles[0].closed and not handles[2].closed
+    cache.get(2, opener(2))
+    assert opened == [0, 1, 2]  # a hit does not reopen
+    clone = pickle.loads(pickle.dumps(cache))
+    assert len(clone) == 0 and clone.max_open == 2
+    cache.close()
+    assert handles[2].closed

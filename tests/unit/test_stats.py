@@ -1,0 +1,51 @@
+"""Statistics equal numpy's over valid pixels, are tied to the band list, and are cached."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import write_tif
+from geoseg.data.scenes import inspect_scene
+from geoseg.data.stats import compute_stats, load_or_compute_stats
+from geoseg.errors import GeosegError
+
+
+def test_stats_equal_numpy_over_valid_pixels(scene_pair, tmp_path):
+    image, _, img, _ = scene_pair
+    rng = np.random.default_rng(4)
+    img2 = rng.integers(1, 5000, size=(3, 24, 40), dtype=np.uint16)
+    img2[1, 5:9, :] = 0  # nodata in one band invalidates the pixel in every band
+    second = write_tif(tmp_path / "b.tif", img2, nodata=0, tiled=True)
+    scenes = [inspect_scene(str(image), None), inspect_scene(str(second), None)]
+    stats = compute_stats(scenes, progress=False)
+    values = np.concatenate(
+        [a.reshape(3, -1)[:, (a != 0).all(0).ravel()].astype(np.float64) for a in (img, img2)], axis=1
+    )
+    np.testing.assert_allclose(stats.mean, values.mean(1), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, values.std(1), rtol=1e-10)
+    np.testing.assert_array_equal(stats.min, values.min(1))
+    np.testing.assert_array_equal(stats.max, values.max(1))
+    assert stats.count == values.shape[1]
+    assert stats.bands == [1, 2, 3]
+
+
+def test_band_selection_by_index_and_name(scene_pair):
+    image, _, img, _ = scene_pair
+    by_name = compute_stats([inspect_scene(str(image), None, bands=["nir", "blue"])], progress=False)
+    by_index = compute_stats([inspect_scene(str(image), None, bands=[3, 1])], progress=False)
+    assert by_name.bands == by_index.bands == [3, 1]
+    valid = (img != 0).all(0)
+    np.testing.assert_allclose(by_name.mean, [img[2][valid].mean(), img[0][valid].mean()], rtol=1e-12)
+
+
+def test_stats_are_cached_and_checked_against_the_bands(scene_pair, tmp_path):
+    image, _, _, _ = scene_pair
+    path = tmp_path / "stats.json"
+    scenes = [inspect_scene(str(image), None)]
+    first = load_or_compute_stats(scenes, str(path), progress=False)
+    assert json.loads(path.read_text())["mean"] == first.mean
+    path.write_text(path.read_text().replace(str(first.mean[0]), "123.0"))
+    assert load_or_compute_stats(scenes, str(path), progress=False).mean[0] == 123.0  # read, not recomputed
+    with pytest.raises(GeosegError, match=r"computed for bands \[1, 2, 3\] but the data selects \[1\]"):
+        load_or_compute_stats([inspect_scene(str(image), None, bands=[1])], str(path), progress=False)
