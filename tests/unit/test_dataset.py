@@ -11,7 +11,7 @@ from rasterio.transform import from_origin
 from torch.utils.data import DataLoader
 
 from conftest import write_tif
-from geoseg.data.dataset import ChipDataset, HandleCache
+from geoseg.data.dataset import ChipDataset, HandleCache, collate_batch
 from geoseg.data.labels import ClassMap
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scenes import inspect_scene
@@ -32,14 +32,30 @@ def test_window_read_equals_slice_of_full_read(scene_pair):
     image, label, img, lab = scene_pair
     ds = _dataset(image, label)
     for r, c in [(0, 0), (13, 21), (24, 32)]:
-        raw, _, raw_label = ds.read(Chip(0, r, c))
-        np.testing.assert_array_equal(raw, img[:, r : r + 16, c : c + 16])
-        np.testing.assert_array_equal(raw_label, lab[r : r + 16, c : c + 16])
         sample = ds[Chip(0, r, c)]
         assert sample["image"].dtype == torch.float32 and sample["mask"].dtype == torch.int64
         window = img[:, r : r + 16, c : c + 16].astype(np.float32)
         ok = ~np.any(window == 0, axis=0)
-        np.testing.assert_array_equal(sample["image"].numpy()[:, ok], window[:, ok])
+        expected = np.where(ok, window, 0.0)
+        np.testing.assert_array_equal(sample["image"].numpy(), expected)
+        labels = np.where(ok, lab[r : r + 16, c : c + 16], 255)
+        np.testing.assert_array_equal(sample["mask"].numpy(), labels)
+        assert sample["chip"].tolist() == [0, r, c]
+
+
+def test_a_batch_equals_its_chips_read_one_by_one(scene_pair):
+    image, label, _, _ = scene_pair
+    stats_like = Normalize([300.0, 500.0, 700.0], [10.0, 20.0, 30.0])
+    aug = Augment(A.Compose([A.HorizontalFlip(p=0.5), A.RandomRotate90(p=0.5)]))
+    scene = inspect_scene(str(image), str(label), class_codes=(0, 1, 2), chip_size=16)
+    ds = ChipDataset([scene], 16, ClassMap((0, 1, 2)), stats_like, augment=aug)
+    chips = [Chip(0, 0, 0, 1), Chip(0, 5, 30, 2), Chip(0, 24, 7, 3)]
+    batch = ds.__getitems__(chips)
+    for i, chip in enumerate(chips):
+        one = ds[chip]
+        for key in ("image", "mask", "chip"):
+            assert torch.equal(batch[key][i], one[key])
+    assert batch["image"].shape == (3, 3, 16, 16)
 
 
 def test_nodata_pixels_become_ignore_index(scene_pair):
@@ -108,7 +124,7 @@ def test_label_partly_outside_its_extent_is_ignored(tmp_path):
 
 
 def _loader_samples(ds, sampler, workers):
-    loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers)
+    loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers, collate_fn=collate_batch)
     return [(b["image"], b["mask"], b["chip"]) for b in loader]
 
 

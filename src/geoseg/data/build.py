@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from geoseg.data.dataset import ChipDataset
+from geoseg.data.dataset import ChipDataset, collate_batch
 from geoseg.data.demo import make_demo_data
 from geoseg.data.gdal_env import configure_gdal
 from geoseg.data.labels import ClassMap
@@ -124,6 +124,7 @@ def make_loader(
         num_workers=workers,
         pin_memory=bool(cfg.get("pin_memory", torch.cuda.is_available())),
         drop_last=False,
+        collate_fn=collate_batch,
         **extra,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -11,12 +12,15 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from torch.utils.data import Dataset
+from rasterio.windows import Window
+from torch.utils.data import Dataset, get_worker_info
 
 from geoseg.data.labels import ClassMap, open_label_on_grid
-from geoseg.data.masks import image_valid
-from geoseg.data.scenes import Scene, read_window
+from geoseg.data.masks import image_invalid
+from geoseg.data.scenes import Scene
+from geoseg.data.transforms import Normalize
 from geoseg.data.windows import Chip
+from geoseg.errors import GeosegError
 
 
 class HandleCache:
@@ -63,12 +67,34 @@ class HandleCache:
         self.__init__(state["max_open"])
 
 
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor, allocated in shared memory inside a DataLoader worker.
+
+    Workers hand batches to the main process through shared memory; allocating there directly
+    saves the copy PyTorch would otherwise make (as ``default_collate`` does).
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = math.prod(shape)
+    storage = torch.empty(0, dtype=dtype).untyped_storage()._new_shared(numel * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+
+
+def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DataLoader ``collate_fn`` for :class:`ChipDataset`: its ``__getitems__`` already built the batch."""
+    return batch
+
+
 class ChipDataset(Dataset):
     """Reads :class:`Chip` requests into ``{"image": float32 CxHxW, "mask": int64 HxW, "chip": int64[3]}``.
 
     Image nodata and unmapped label codes become ``ignore_index`` in the mask; invalid image pixels
-    are zero after normalisation (the band mean). ``normalize`` maps (C,H,W) raw bands to float32;
-    ``augment(image_hwc, mask, seed)`` is applied after it.
+    are zero after normalisation (the band mean). ``augment(image_hwc, mask, seed)`` runs last.
+
+    ``__getitems__`` (which DataLoader calls with a whole batch of chips) reads every chip straight
+    into one preallocated float32 batch, letting GDAL convert the dtype during the read, and
+    normalises the batch in place, so there is no per-chip copy and no collate copy. Use
+    :func:`collate_batch` as the DataLoader's ``collate_fn``.
     """
 
     def __init__(
@@ -76,7 +102,7 @@ class ChipDataset(Dataset):
         scenes: Sequence[Scene],
         chip_size: int,
         class_map: ClassMap,
-        normalize: Callable[[np.ndarray], np.ndarray],
+        normalize: Normalize,
         augment: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
         max_open_files: int = 64,
     ) -> None:
@@ -95,34 +121,55 @@ class ChipDataset(Dataset):
         codes = self.class_map.codes.astype(int).tolist()
         return self.handles.get(("label", i), lambda: open_label_on_grid(scene, codes))[-1]
 
-    def read(self, chip: Chip) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Raw bands (C,H,W), the image valid mask (H,W) and the raw label (H,W) or None."""
+    def _read_into(self, chip: Chip, image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+        """Fill float32 (C,H,W) ``image`` with raw bands and int64 ``mask``; return the invalid mask."""
         scene = self.scenes[chip.scene]
-        arr = read_window(self._image(chip.scene), scene.bands, chip.row, chip.col, self.chip_size)
-        valid = image_valid(arr, scene.nodata)
-        label = None
-        if scene.label is not None:
-            label = read_window(self._label(chip.scene), (1,), chip.row, chip.col, self.chip_size)[0]
-        return arr, valid, label
+        window = Window(chip.col, chip.row, self.chip_size, self.chip_size)
+        self._image(chip.scene).read(indexes=list(scene.bands), window=window, out=image)
+        invalid = image_invalid(image, scene.nodata, check_finite=scene.is_float)
+        if scene.label is None:
+            mask.fill(self.class_map.ignore_index)
+        else:
+            self.class_map(self._label(chip.scene).read(1, window=window), out=mask)
+        if invalid is not None:
+            mask[invalid] = self.class_map.ignore_index
+        return invalid
+
+    def __getitems__(self, chips: Sequence[Chip]) -> dict[str, torch.Tensor]:
+        """A whole batch: ``image`` (B,C,H,W) float32, ``mask`` (B,H,W) int64, ``chip`` (B,3) int64."""
+        chips = [Chip(*c) for c in chips]
+        size = self.chip_size
+        n_bands = len(self.scenes[chips[0].scene].bands)
+        image = _empty((len(chips), n_bands, size, size), torch.float32)
+        mask = _empty((len(chips), size, size), torch.int64)
+        image_np, mask_np = image.numpy(), mask.numpy()
+        invalid = [self._read_into(chip, image_np[i], mask_np[i]) for i, chip in enumerate(chips)]
+        self.normalize.inplace(image_np)
+        for i, inv in enumerate(invalid):
+            if inv is not None:
+                np.copyto(image_np[i], 0.0, where=inv)
+        if self.augment is not None:
+            for i, chip in enumerate(chips):
+                self._augment_into(image_np[i], mask_np[i], chip.seed)
+        return {
+            "image": image,
+            "mask": mask,
+            "chip": torch.tensor([[c.scene, c.row, c.col] for c in chips], dtype=torch.int64),
+        }
+
+    def _augment_into(self, image: np.ndarray, mask: np.ndarray, seed: int) -> None:
+        hwc, out_mask = self.augment(np.moveaxis(image, 0, -1), mask, seed)
+        if out_mask.shape != mask.shape:
+            raise GeosegError(
+                f"aug changed the chip size from {mask.shape} to {out_mask.shape}; "
+                "augmentations must keep data.chip_size (e.g. RandomResizedCrop(size=chip_size))."
+            )
+        image[...] = np.moveaxis(hwc, -1, 0)
+        mask[...] = out_mask
 
     def __getitem__(self, chip: Chip) -> dict[str, torch.Tensor]:
-        chip = Chip(*chip)
-        arr, valid, label = self.read(chip)
-        if label is None:
-            mask = np.full(valid.shape, self.class_map.ignore_index, dtype=np.int64)
-        else:
-            mask = self.class_map(label)
-            mask[~valid] = self.class_map.ignore_index
-        image = self.normalize(arr)
-        image[:, ~valid] = 0.0
-        if self.augment is not None:
-            hwc, mask = self.augment(np.moveaxis(image, 0, -1), mask, chip.seed)
-            image = np.moveaxis(hwc, -1, 0)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64)),
-            "chip": torch.tensor([chip.scene, chip.row, chip.col], dtype=torch.int64),
-        }
+        """One sample, the same as row 0 of ``__getitems__([chip])``."""
+        return {k: v[0] for k, v in self.__getitems__([chip]).items()}
 
     def close(self) -> None:
         """Close every file handle this process holds."""

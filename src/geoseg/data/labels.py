@@ -13,7 +13,11 @@ from geoseg.data.scenes import Scene, label_fill_value
 
 
 class ClassMap:
-    """Maps label codes (any dtype, gaps allowed) to indices ``0..K-1``; anything else to ``ignore_index``."""
+    """Maps label codes (any dtype, gaps allowed) to indices ``0..K-1``; anything else to ``ignore_index``.
+
+    8- and 16-bit integer labels go through a lookup table over the whole dtype (one gather per
+    pixel); other dtypes fall back to a binary search over the sorted codes.
+    """
 
     def __init__(self, codes: Sequence[int], ignore_index: int = 255) -> None:
         codes = np.asarray(codes, dtype=np.float64)
@@ -23,9 +27,33 @@ class ClassMap:
         self.sorted_codes = codes[self.order]
         self.codes = codes
         self.ignore_index = ignore_index
+        self._luts: dict[np.dtype, np.ndarray] = {}
 
-    def __call__(self, label: np.ndarray) -> np.ndarray:
-        """int64 indices of the same shape as ``label``."""
+    def _lut(self, dtype: np.dtype) -> np.ndarray:
+        """Lookup table indexed by ``value - dtype.min`` for a small integer dtype."""
+        if dtype not in self._luts:
+            info = np.iinfo(dtype)
+            lut = np.full(int(info.max) - int(info.min) + 1, self.ignore_index, dtype=np.int64)
+            for index, code in enumerate(self.codes):
+                if code == int(code) and info.min <= code <= info.max:
+                    lut[int(code) - int(info.min)] = index
+            self._luts[dtype] = lut
+        return self._luts[dtype]
+
+    def __call__(self, label: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """int64 indices of the same shape as ``label`` (written into ``out`` when given)."""
+        if label.dtype.kind in "ui" and label.dtype.itemsize <= 2:
+            lut = self._lut(label.dtype)
+            offset = int(np.iinfo(label.dtype).min)
+            index = label if offset == 0 else label.astype(np.int32) - offset
+            return np.take(lut, index, out=out, mode="clip")
+        mapped = self._search(label)
+        if out is None:
+            return mapped
+        out[...] = mapped
+        return out
+
+    def _search(self, label: np.ndarray) -> np.ndarray:
         if len(self.sorted_codes) == 0:
             return np.full(label.shape, self.ignore_index, dtype=np.int64)
         values = label.astype(np.float64, copy=False)

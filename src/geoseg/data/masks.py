@@ -13,14 +13,29 @@ from geoseg.data.labels import ClassMap, open_label_on_grid
 from geoseg.data.scenes import Scene
 
 
+def image_invalid(
+    arr: np.ndarray, nodata: float | None, check_finite: bool | None = None
+) -> np.ndarray | None:
+    """(H, W) bool of pixels where any selected band is nodata (or non-finite); None when all are valid.
+
+    ``check_finite`` defaults to whether ``arr`` is floating point; pass the source's float-ness
+    when ``arr`` is a float32 copy of integer data, to skip a pass that can find nothing.
+    """
+    if check_finite is None:
+        check_finite = np.issubdtype(arr.dtype, np.floating)
+    invalid = None
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        invalid = np.any(arr == nodata, axis=0)
+    if check_finite:
+        nonfinite = ~np.all(np.isfinite(arr), axis=0)
+        invalid = nonfinite if invalid is None else invalid | nonfinite
+    return invalid if invalid is not None and invalid.any() else None
+
+
 def image_valid(arr: np.ndarray, nodata: float | None) -> np.ndarray:
     """(H, W) bool: a pixel is valid when no selected band is nodata and all bands are finite."""
-    valid = np.ones(arr.shape[1:], dtype=bool)
-    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        valid &= ~np.any(arr == nodata, axis=0)
-    if np.issubdtype(arr.dtype, np.floating):
-        valid &= np.all(np.isfinite(arr), axis=0)
-    return valid
+    invalid = image_invalid(arr, nodata)
+    return np.ones(arr.shape[1:], dtype=bool) if invalid is None else ~invalid
 
 
 def coarse_valid_mask(scene: Scene, step: int, class_map: ClassMap | None) -> np.ndarray:

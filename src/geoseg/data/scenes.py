@@ -13,7 +13,6 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window
 
 from geoseg.errors import GeosegError
 
@@ -31,6 +30,12 @@ class Scene:
     width: int
     label_on_grid: bool
     block_shape: tuple[int, int]
+    dtype: str = "uint16"
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the image holds floating-point values (so NaN/inf count as nodata)."""
+        return np.issubdtype(np.dtype(self.dtype), np.floating)
 
     @property
     def name(self) -> str:
@@ -168,6 +173,7 @@ def inspect_scene(
             width=img.width,
             label_on_grid=label_on_grid,
             block_shape=tuple(img.block_shapes[0]),
+            dtype=img.dtypes[0],
         )
 
 
@@ -206,10 +212,3 @@ def read_manifest(path: str, split: str) -> list[tuple[str, str | None]]:
     if not out:
         raise GeosegError(f"manifest '{path}' has no rows for split '{split}'.")
     return out
-
-
-def read_window(
-    src: rasterio.DatasetReader, bands: Sequence[int], row: int, col: int, size: int
-) -> np.ndarray:
-    """All selected bands of one window in a single read call (C, size, size)."""
-    return src.read(indexes=list(bands), window=Window(col, row, size, size))

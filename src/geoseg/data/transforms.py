@@ -29,17 +29,21 @@ class Normalize:
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean = np.asarray(mean, dtype=np.float32)[:, None, None]
         std = np.asarray(std, dtype=np.float32)
-        self.std = np.where(std > 0, std, 1.0).astype(np.float32)[:, None, None]
+        self.scale = (1.0 / np.where(std > 0, std, 1.0)).astype(np.float32)[:, None, None]
 
     def __call__(self, arr: np.ndarray) -> np.ndarray:
-        if arr.shape[0] != self.mean.shape[0]:
+        """A normalised float32 copy of (..., C, H, W) ``arr``."""
+        return self.inplace(arr.astype(np.float32))
+
+    def inplace(self, out: np.ndarray) -> np.ndarray:
+        """Normalise float32 (..., C, H, W) ``out`` in place (two passes, no temporaries)."""
+        if out.shape[-3] != self.mean.shape[0]:
             raise GeosegError(
-                f"the chip has {arr.shape[0]} bands but the statistics have {self.mean.shape[0]}; "
+                f"the chip has {out.shape[-3]} bands but the statistics have {self.mean.shape[0]}; "
                 "recompute them with `geoseg stats` for the selected data.bands."
             )
-        out = arr.astype(np.float32)
         out -= self.mean
-        out /= self.std
+        out *= self.scale
         return out
 
 
