@@ -23,9 +23,9 @@ from geoseg.config import config_dir
 from geoseg.data.build import as_dict, build_split, load_scenes, stats_path, train_stats
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.labels import ClassMap
+from geoseg.data.normalize import BandNormalize, batch_dtype
 from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stats import compute_stats, load_stats
-from geoseg.data.transforms import Normalize
 from geoseg.data.windows import Chip, grid_windows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -181,25 +181,27 @@ def test_chips_match_full_read(loaded: Loaded) -> None:
     size = case.chip_size
     stats = compute_stats([scene], progress=False)
     codes = case.codes
-    ds = ChipDataset([scene], size, ClassMap(codes, ignore_index=IGNORE), Normalize(stats.mean, stats.std))
+    ds = ChipDataset([scene], size, ClassMap(codes, ignore_index=IGNORE), fill=stats.mean)
+    normalize = BandNormalize(stats.mean, stats.std)
     mean = np.asarray(stats.mean)[:, None, None]
     std = np.asarray(stats.std)[:, None, None]
     try:
         for row, col in pick_windows(scene, size):
             item = ds[Chip(0, row, col)]
-            image, mask = item["image"], item["mask"]
-            assert image.dtype == torch.float32 and mask.dtype == torch.int64
-            assert image.shape == (len(scene.bands), size, size) and mask.shape == (size, size)
+            raw_chip, mask = item["image"], item["mask"]
+            assert str(raw_chip.dtype) == f"torch.{batch_dtype([scene.dtype])}" and mask.dtype == torch.uint8
+            assert raw_chip.shape == (len(scene.bands), size, size) and mask.shape == (size, size)
             assert item["chip"].tolist() == [0, row, col]
-            image, mask = image.numpy(), mask.numpy()
+            image, mask = normalize(raw_chip).numpy(), mask.numpy()
             assert np.isfinite(image).all()
 
             win = np.s_[row : row + size, col : col + size]
             valid = loaded.valid[win]
             raw = loaded.image[(slice(None), *win)].astype(np.float64)
-            # nodata (and non-finite) image pixels are ignored in the mask and zero in the image
+            # nodata (and non-finite) image pixels are ignored in the mask and hold the band mean,
+            # rounded to the raw dtype, so they normalise to within half a raw unit of zero
             assert (mask[~valid] == IGNORE).all()
-            assert (image[:, ~valid] == 0).all()
+            assert (np.abs(image[:, ~valid]) <= (0.5 / std + 1e-6)[:, :, 0]).all()
             np.testing.assert_allclose(image[:, valid], ((raw - mean) / std)[:, valid], rtol=1e-4, atol=1e-4)
             if loaded.label is None:
                 assert (mask == IGNORE).all()
@@ -211,8 +213,7 @@ def test_chips_match_full_read(loaded: Loaded) -> None:
 
 def read_all_chips(scene: Scene, size: int, codes: tuple[int, ...]) -> np.ndarray:
     """The whole scene's mask assembled from grid chips (later chips overwrite overlaps)."""
-    n = len(scene.bands)
-    ds = ChipDataset([scene], size, ClassMap(codes, ignore_index=IGNORE), Normalize([0.0] * n, [1.0] * n))
+    ds = ChipDataset([scene], size, ClassMap(codes, ignore_index=IGNORE), fill=[0.0] * len(scene.bands))
     out = np.full((scene.height, scene.width), -1, dtype=np.int64)
     try:
         for row, col in grid_windows(scene.height, scene.width, size):
@@ -323,9 +324,9 @@ def test_build_split_sen1floods11(tmp_path: Path) -> None:
     train = build_split(cfg, "train", stats, augment=None, seed=0)
     assert len(train.sampler) == 4
     batch = next(iter(train.loader))
-    assert batch["image"].shape == (2, 13, 256, 256) and batch["image"].dtype == torch.float32
-    assert batch["mask"].shape == (2, 256, 256) and batch["mask"].dtype == torch.int64
-    assert torch.isfinite(batch["image"]).all()
+    assert batch["image"].shape == (2, 13, 256, 256) and batch["image"].dtype == torch.int16
+    assert batch["mask"].shape == (2, 256, 256) and batch["mask"].dtype == torch.uint8
+    assert torch.isfinite(BandNormalize(stats.mean, stats.std)(batch["image"])).all()
     assert set(batch["mask"].unique().tolist()) <= {0, 1, IGNORE}
     assert (batch["mask"] == 1).any()  # about 27% water: two 256 px chips can't miss it all
     train.dataset.close()

@@ -15,17 +15,16 @@ from geoseg.data.dataset import ChipDataset, HandleCache, collate_batch
 from geoseg.data.labels import ClassMap
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scenes import inspect_scene
-from geoseg.data.transforms import Augment, Normalize
+from geoseg.data.transforms import Augment
 from geoseg.data.windows import Chip
 
-IDENTITY = Normalize([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+FILL = [300.4, 500.0, 700.6]  # band means: invalid pixels get these, rounded to the raw dtype
 
 
-def _dataset(image, label, size=16, codes=(0, 1, 2), augment=None, **kw):
-    scene = inspect_scene(
-        str(image), None if label is None else str(label), class_codes=codes, chip_size=size, **kw
-    )
-    return ChipDataset([scene], size, ClassMap(codes), IDENTITY, augment=augment)
+def _dataset(image, label, size=16, codes=(0, 1, 2), augment=None, fill=FILL, **kw):
+    label = None if label is None else str(label)
+    scene = inspect_scene(str(image), label, class_codes=codes, chip_size=size, **kw)
+    return ChipDataset([scene], size, ClassMap(codes), fill=fill, augment=augment)
 
 
 def test_window_read_equals_slice_of_full_read(scene_pair):
@@ -33,22 +32,19 @@ def test_window_read_equals_slice_of_full_read(scene_pair):
     ds = _dataset(image, label)
     for r, c in [(0, 0), (13, 21), (24, 32)]:
         sample = ds[Chip(0, r, c)]
-        assert sample["image"].dtype == torch.float32 and sample["mask"].dtype == torch.int64
-        window = img[:, r : r + 16, c : c + 16].astype(np.float32)
+        assert sample["image"].dtype == torch.uint16 and sample["mask"].dtype == torch.uint8
+        window = img[:, r : r + 16, c : c + 16]
         ok = ~np.any(window == 0, axis=0)
-        expected = np.where(ok, window, 0.0)
+        expected = np.where(ok, window, np.array([300, 500, 701], np.uint16)[:, None, None])
         np.testing.assert_array_equal(sample["image"].numpy(), expected)
-        labels = np.where(ok, lab[r : r + 16, c : c + 16], 255)
-        np.testing.assert_array_equal(sample["mask"].numpy(), labels)
+        np.testing.assert_array_equal(sample["mask"].numpy(), np.where(ok, lab[r : r + 16, c : c + 16], 255))
         assert sample["chip"].tolist() == [0, r, c]
 
 
 def test_a_batch_equals_its_chips_read_one_by_one(scene_pair):
     image, label, _, _ = scene_pair
-    stats_like = Normalize([300.0, 500.0, 700.0], [10.0, 20.0, 30.0])
     aug = Augment(A.Compose([A.HorizontalFlip(p=0.5), A.RandomRotate90(p=0.5)]))
-    scene = inspect_scene(str(image), str(label), class_codes=(0, 1, 2), chip_size=16)
-    ds = ChipDataset([scene], 16, ClassMap((0, 1, 2)), stats_like, augment=aug)
+    ds = _dataset(image, label, augment=aug)
     chips = [Chip(0, 0, 0, 1), Chip(0, 5, 30, 2), Chip(0, 24, 7, 3)]
     batch = ds.__getitems__(chips)
     for i, chip in enumerate(chips):
@@ -58,13 +54,13 @@ def test_a_batch_equals_its_chips_read_one_by_one(scene_pair):
     assert batch["image"].shape == (3, 3, 16, 16)
 
 
-def test_nodata_pixels_become_ignore_index(scene_pair):
+def test_nodata_pixels_become_ignore_index_and_the_band_mean(scene_pair):
     image, label, _, lab = scene_pair
     sample = _dataset(image, label)[Chip(0, 0, 0)]
     mask = sample["mask"].numpy()
     assert (mask[:8, :10] == 255).all()  # image nodata corner
-    assert (sample["image"].numpy()[:, :8, :10] == 0).all()
-    expected = lab[:16, :16].astype(np.int64)
+    assert (sample["image"].numpy()[:, :8, :10] == np.array([300, 500, 701])[:, None, None]).all()
+    expected = lab[:16, :16].copy()
     expected[:8, :10] = 255
     np.testing.assert_array_equal(mask, expected)
     corner = _dataset(image, label)[Chip(0, 24, 32)]["mask"].numpy()
@@ -76,17 +72,23 @@ def test_nan_pixels_are_nodata_in_float_images(tmp_path):
     img[1, 3, 4] = np.nan
     img[0, 5, 6] = np.inf
     lab = np.zeros((16, 16), dtype=np.uint8)
-    ds = _dataset(write_tif(tmp_path / "f.tif", img), write_tif(tmp_path / "l.tif", lab), codes=(0,))
-    ds.normalize = Normalize([0.0, 0.0], [1.0, 1.0])
+    ds = _dataset(
+        write_tif(tmp_path / "f.tif", img), write_tif(tmp_path / "l.tif", lab), codes=(0,), fill=[0.5, 2]
+    )
     sample = ds[Chip(0, 0, 0)]
+    assert sample["image"].dtype == torch.float32
     assert sample["mask"][3, 4] == 255 and sample["mask"][5, 6] == 255 and sample["mask"][0, 0] == 0
-    assert torch.isfinite(sample["image"]).all()
+    assert torch.isfinite(sample["image"]).all() and sample["image"][0, 5, 6] == 0.5
 
 
 def test_unmapped_codes_and_gaps_map_through_the_class_list():
     cmap = ClassMap([0, 1, 2, 3, 4, 8], ignore_index=255)
-    out = cmap(np.array([[0, 8, 5], [4, -1, 1]], dtype=np.int16))
-    np.testing.assert_array_equal(out, [[0, 5, 255], [4, 255, 1]])
+    for dtype in (np.int16, np.uint8, np.float32, np.int32):
+        label = np.array([[0, 8, 5], [4, 9 if dtype == np.uint8 else -1, 1]], dtype=dtype)
+        out = cmap(label)
+        assert out.dtype == np.uint8
+        np.testing.assert_array_equal(out, [[0, 5, 255], [4, 255, 1]])
+    assert ClassMap(list(range(300)), ignore_index=-100).dtype == np.int16
 
 
 @pytest.mark.parametrize("grid", ["coarser", "offset"])
@@ -101,12 +103,10 @@ def test_label_on_another_grid_lands_on_the_right_pixels(tmp_path, grid):
     else:  # larger label, origin 5 px up-left
         big = rng.integers(0, 4, size=(h + 10, w + 10), dtype=np.uint8)
         expected = big[5 : 5 + h, 5 : 5 + w]
-        label = write_tif(
-            tmp_path / "l.tif", big, transform=from_origin(500_000 - 50, 5_000_000 + 50, 10, 10)
-        )
+        origin = from_origin(500_000 - 50, 5_000_000 + 50, 10, 10)
+        label = write_tif(tmp_path / "l.tif", big, transform=origin)
     image = write_tif(tmp_path / "i.tif", img)
-    ds = _dataset(image, label, size=16, codes=(0, 1, 2, 3))
-    ds.normalize = Normalize([0.0], [1.0])
+    ds = _dataset(image, label, size=16, codes=(0, 1, 2, 3), fill=[50])
     assert not ds.scenes[0].label_on_grid
     for r, c in [(0, 0), (16, 16), (7, 11)]:
         np.testing.assert_array_equal(ds[Chip(0, r, c)]["mask"].numpy(), expected[r : r + 16, c : c + 16])
@@ -117,10 +117,18 @@ def test_label_partly_outside_its_extent_is_ignored(tmp_path):
     small = np.zeros((16, 16), dtype=np.uint8)  # covers only the top-left quarter, no nodata declared
     image = write_tif(tmp_path / "i.tif", img)
     label = write_tif(tmp_path / "l.tif", small)
-    ds = _dataset(image, label, size=32, codes=(0,))
-    ds.normalize = Normalize([0.0], [1.0])
-    mask = ds[Chip(0, 0, 0)]["mask"].numpy()
+    mask = _dataset(image, label, size=32, codes=(0,), fill=[1])[Chip(0, 0, 0)]["mask"].numpy()
     assert (mask[:16, :16] == 0).all() and (mask[16:, :] == 255).all() and (mask[:, 16:] == 255).all()
+
+
+def test_pixels_a_warp_brings_in_are_invalid(scene_pair):
+    image, label, _, _ = scene_pair
+    warp = A.Compose([A.Affine(translate_px={"x": 5, "y": 0}, fill=0, fill_mask=255, p=1.0)])
+    ds = _dataset(image, label, augment=Augment(warp))
+    sample = ds[Chip(0, 20, 30, 7)]
+    assert (sample["mask"][:, :5] == 255).all()
+    assert (sample["image"].numpy()[:, :, :5] == np.array([300, 500, 701])[:, None, None]).all()
+    assert (sample["mask"][:, 5:] != 255).any()
 
 
 def _loader_samples(ds, sampler, workers):
@@ -132,8 +140,8 @@ def test_two_workers_yield_the_same_samples_as_zero(scene_pair):
     image, label, _, _ = scene_pair
     aug = Augment(A.Compose([A.HorizontalFlip(p=0.5), A.RandomRotate90(p=0.5)]))
     ds = _dataset(image, label, augment=aug)
-    sampler = RandomChipSampler([np.array([[r, c] for r in range(0, 25, 3) for c in range(0, 33, 4)])],
-                                [np.ones(81)], num_samples=24, seed=5)  # fmt: skip
+    origins = np.array([[r, c] for r in range(0, 25, 3) for c in range(0, 33, 4)])
+    sampler = RandomChipSampler([origins], [np.ones(len(origins))], num_samples=24, seed=5)
     a = _loader_samples(ds, sampler, 0)
     b = _loader_samples(ds, sampler, 2)
     assert len(a) == len(b) == 6
@@ -150,6 +158,14 @@ def test_grid_sampler_through_loader_reads_every_valid_pixel(scene_pair):
             seen[r : r + 16, c : c + 16] |= m.numpy() != 255
     valid = (img != 0).all(0) & (lab != 255)
     np.testing.assert_array_equal(seen, valid)
+
+
+def test_scenes_must_agree_on_the_band_count(scene_pair, tmp_path):
+    image, _, _, _ = scene_pair
+    other = write_tif(tmp_path / "two.tif", np.ones((2, 16, 16), np.uint16))
+    scenes = [inspect_scene(str(image), None), inspect_scene(str(other), None)]
+    with pytest.raises(Exception, match=r"the scenes select \[2, 3\] bands"):
+        ChipDataset(scenes, 16, ClassMap([0]), fill=FILL)
 
 
 def test_handle_cache_is_bounded_lazy_and_not_pickled(scene_pair):

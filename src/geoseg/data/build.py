@@ -21,7 +21,7 @@ from geoseg.data.masks import coarse_valid_mask, label_codes
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scenes import Scene, find_scene_files, inspect_scene, read_manifest
 from geoseg.data.stats import BandStats, load_or_compute_stats
-from geoseg.data.transforms import Augment, Normalize
+from geoseg.data.transforms import Augment
 from geoseg.data.windows import candidate_step, random_candidates
 from geoseg.errors import GeosegError
 
@@ -150,7 +150,7 @@ def build_split(
     cmap = class_map_from(cfg)
     size = int(cfg["chip_size"])
     dataset = ChipDataset(
-        scenes, size, cmap, Normalize(stats.mean, stats.std),
+        scenes, size, cmap, fill=stats.mean,
         augment=augment if split == "train" else None, max_open_files=int(cfg.get("max_open_files", 64)),
     )  # fmt: skip
     if split == "train":

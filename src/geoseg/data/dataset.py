@@ -17,8 +17,9 @@ from torch.utils.data import Dataset, get_worker_info
 
 from geoseg.data.labels import ClassMap, open_label_on_grid
 from geoseg.data.masks import image_invalid
+from geoseg.data.normalize import BATCH_DTYPES, batch_dtype, raw_fill_values
 from geoseg.data.scenes import Scene
-from geoseg.data.transforms import Normalize
+from geoseg.data.transforms import Augment
 from geoseg.data.windows import Chip
 from geoseg.errors import GeosegError
 
@@ -86,15 +87,17 @@ def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class ChipDataset(Dataset):
-    """Reads :class:`Chip` requests into ``{"image": float32 CxHxW, "mask": int64 HxW, "chip": int64[3]}``.
+    """Reads :class:`Chip` requests into raw chips: ``{"image": CxHxW, "mask": HxW, "chip": int64[3]}``.
 
-    Image nodata and unmapped label codes become ``ignore_index`` in the mask; invalid image pixels
-    are zero after normalisation (the band mean). ``augment(image_hwc, mask, seed)`` runs last.
+    - ``image`` keeps the scenes' raw dtype (see :func:`batch_dtype`: uint16 stays uint16); pixels
+      that are nodata or non-finite hold the band mean (``fill``), so they normalise to about 0.
+      Normalise with :class:`~geoseg.data.normalize.BandNormalize` where the model runs.
+    - ``mask`` holds class indices in the smallest integer dtype (uint8 normally) with
+      ``ignore_index`` where the image is invalid or the label unmapped; call ``.long()`` for a loss.
 
     ``__getitems__`` (which DataLoader calls with a whole batch of chips) reads every chip straight
-    into one preallocated float32 batch, letting GDAL convert the dtype during the read, and
-    normalises the batch in place, so there is no per-chip copy and no collate copy. Use
-    :func:`collate_batch` as the DataLoader's ``collate_fn``.
+    into one preallocated batch (in shared memory inside a worker), so there is no per-chip copy and
+    no collate copy. Use :func:`collate_batch` as the DataLoader's ``collate_fn``.
     """
 
     def __init__(
@@ -102,16 +105,24 @@ class ChipDataset(Dataset):
         scenes: Sequence[Scene],
         chip_size: int,
         class_map: ClassMap,
-        normalize: Normalize,
-        augment: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
+        fill: Sequence[float],
+        augment: Augment | None = None,
         max_open_files: int = 64,
     ) -> None:
         self.scenes = list(scenes)
         self.chip_size = chip_size
         self.class_map = class_map
-        self.normalize = normalize
+        self.dtype = batch_dtype([s.dtype for s in self.scenes])
+        self.fill = raw_fill_values(fill, self.dtype)[:, None, None]
         self.augment = augment
         self.handles = HandleCache(max_open_files)
+        bands = {len(s.bands) for s in self.scenes}
+        if len(bands) != 1 or len(self.fill) not in bands:
+            raise GeosegError(
+                f"the scenes select {sorted(bands)} bands and the statistics have {len(self.fill)}; "
+                "every scene must give the same bands (data.bands) as the stats file."
+            )
+        self.num_bands = bands.pop()
 
     def _image(self, i: int) -> rasterio.DatasetReader:
         return self.handles.get(("image", i), lambda: (rasterio.open(self.scenes[i].image),))[0]
@@ -122,7 +133,7 @@ class ChipDataset(Dataset):
         return self.handles.get(("label", i), lambda: open_label_on_grid(scene, codes))[-1]
 
     def _read_into(self, chip: Chip, image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-        """Fill float32 (C,H,W) ``image`` with raw bands and int64 ``mask``; return the invalid mask."""
+        """Fill (C,H,W) ``image`` and (H,W) ``mask`` for one chip; return its invalid mask (or None)."""
         scene = self.scenes[chip.scene]
         window = Window(chip.col, chip.row, self.chip_size, self.chip_size)
         self._image(chip.scene).read(indexes=list(scene.bands), window=window, out=image)
@@ -132,33 +143,18 @@ class ChipDataset(Dataset):
         else:
             self.class_map(self._label(chip.scene).read(1, window=window), out=mask)
         if invalid is not None:
-            mask[invalid] = self.class_map.ignore_index
+            self._invalidate(image, mask, invalid)
         return invalid
 
-    def __getitems__(self, chips: Sequence[Chip]) -> dict[str, torch.Tensor]:
-        """A whole batch: ``image`` (B,C,H,W) float32, ``mask`` (B,H,W) int64, ``chip`` (B,3) int64."""
-        chips = [Chip(*c) for c in chips]
-        size = self.chip_size
-        n_bands = len(self.scenes[chips[0].scene].bands)
-        image = _empty((len(chips), n_bands, size, size), torch.float32)
-        mask = _empty((len(chips), size, size), torch.int64)
-        image_np, mask_np = image.numpy(), mask.numpy()
-        invalid = [self._read_into(chip, image_np[i], mask_np[i]) for i, chip in enumerate(chips)]
-        self.normalize.inplace(image_np)
-        for i, inv in enumerate(invalid):
-            if inv is not None:
-                np.copyto(image_np[i], 0.0, where=inv)
-        if self.augment is not None:
-            for i, chip in enumerate(chips):
-                self._augment_into(image_np[i], mask_np[i], chip.seed)
-        return {
-            "image": image,
-            "mask": mask,
-            "chip": torch.tensor([[c.scene, c.row, c.col] for c in chips], dtype=torch.int64),
-        }
+    def _invalidate(self, image: np.ndarray, mask: np.ndarray, invalid: np.ndarray) -> None:
+        mask[invalid] = self.class_map.ignore_index
+        np.copyto(image, self.fill, where=invalid)
 
-    def _augment_into(self, image: np.ndarray, mask: np.ndarray, seed: int) -> None:
-        hwc, out_mask = self.augment(np.moveaxis(image, 0, -1), mask, seed)
+    def _augment_into(
+        self, image: np.ndarray, mask: np.ndarray, invalid: np.ndarray | None, seed: int
+    ) -> None:
+        valid = np.ones(mask.shape, dtype=bool) if invalid is None else ~invalid
+        hwc, out_mask, out_valid = self.augment(np.moveaxis(image, 0, -1), mask, valid, seed)
         if out_mask.shape != mask.shape:
             raise GeosegError(
                 f"aug changed the chip size from {mask.shape} to {out_mask.shape}; "
@@ -166,6 +162,25 @@ class ChipDataset(Dataset):
             )
         image[...] = np.moveaxis(hwc, -1, 0)
         mask[...] = out_mask
+        if not out_valid.all():
+            self._invalidate(image, mask, ~out_valid)
+
+    def __getitems__(self, chips: Sequence[Chip]) -> dict[str, torch.Tensor]:
+        """A whole batch: ``image`` (B,C,H,W) raw, ``mask`` (B,H,W), ``chip`` (B,3) int64."""
+        chips = [Chip(*c) for c in chips]
+        size = self.chip_size
+        image = _empty((len(chips), self.num_bands, size, size), BATCH_DTYPES[self.dtype])
+        mask = _empty((len(chips), size, size), getattr(torch, self.class_map.dtype.name))
+        image_np, mask_np = image.numpy(), mask.numpy()
+        for i, chip in enumerate(chips):
+            invalid = self._read_into(chip, image_np[i], mask_np[i])
+            if self.augment is not None:
+                self._augment_into(image_np[i], mask_np[i], invalid, chip.seed)
+        return {
+            "image": image,
+            "mask": mask,
+            "chip": torch.tensor([[c.scene, c.row, c.col] for c in chips], dtype=torch.int64),
+        }
 
     def __getitem__(self, chip: Chip) -> dict[str, torch.Tensor]:
         """One sample, the same as row 0 of ``__getitems__([chip])``."""

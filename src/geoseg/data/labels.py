@@ -12,6 +12,15 @@ from rasterio.vrt import WarpedVRT
 from geoseg.data.scenes import Scene, label_fill_value
 
 
+def mask_dtype(num_classes: int, ignore_index: int) -> np.dtype:
+    """The smallest integer dtype for class indices and ``ignore_index`` (uint8 in the usual case)."""
+    for dtype in (np.uint8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= ignore_index <= info.max and num_classes - 1 <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
 class ClassMap:
     """Maps label codes (any dtype, gaps allowed) to indices ``0..K-1``; anything else to ``ignore_index``.
 
@@ -27,13 +36,14 @@ class ClassMap:
         self.sorted_codes = codes[self.order]
         self.codes = codes
         self.ignore_index = ignore_index
+        self.dtype = mask_dtype(len(codes), ignore_index)
         self._luts: dict[np.dtype, np.ndarray] = {}
 
     def _lut(self, dtype: np.dtype) -> np.ndarray:
         """Lookup table indexed by ``value - dtype.min`` for a small integer dtype."""
         if dtype not in self._luts:
             info = np.iinfo(dtype)
-            lut = np.full(int(info.max) - int(info.min) + 1, self.ignore_index, dtype=np.int64)
+            lut = np.full(int(info.max) - int(info.min) + 1, self.ignore_index, dtype=self.dtype)
             for index, code in enumerate(self.codes):
                 if code == int(code) and info.min <= code <= info.max:
                     lut[int(code) - int(info.min)] = index
@@ -41,7 +51,7 @@ class ClassMap:
         return self._luts[dtype]
 
     def __call__(self, label: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """int64 indices of the same shape as ``label`` (written into ``out`` when given)."""
+        """Class indices (in :attr:`dtype`) of the same shape as ``label``, into ``out`` when given."""
         if label.dtype.kind in "ui" and label.dtype.itemsize <= 2:
             lut = self._lut(label.dtype)
             offset = int(np.iinfo(label.dtype).min)
@@ -55,11 +65,11 @@ class ClassMap:
 
     def _search(self, label: np.ndarray) -> np.ndarray:
         if len(self.sorted_codes) == 0:
-            return np.full(label.shape, self.ignore_index, dtype=np.int64)
+            return np.full(label.shape, self.ignore_index, dtype=self.dtype)
         values = label.astype(np.float64, copy=False)
         pos = np.searchsorted(self.sorted_codes, values).clip(0, len(self.sorted_codes) - 1)
         hit = self.sorted_codes[pos] == values
-        return np.where(hit, self.order[pos], self.ignore_index).astype(np.int64)
+        return np.where(hit, self.order[pos], self.ignore_index).astype(self.dtype)
 
 
 def open_label_on_grid(scene: Scene, codes: Sequence[int]) -> tuple[rasterio.DatasetReader, object]:
