@@ -49,3 +49,13 @@ def test_stats_are_cached_and_checked_against_the_bands(scene_pair, tmp_path):
     assert load_or_compute_stats(scenes, str(path), progress=False).mean[0] == 123.0  # read, not recomputed
     with pytest.raises(GeosegError, match=r"computed for bands \[1, 2, 3\] but the data selects \[1\]"):
         load_or_compute_stats([inspect_scene(str(image), None, bands=[1])], str(path), progress=False)
+
+
+def test_stats_computed_with_another_nodata_are_refused(scene_pair, tmp_path):
+    image, _, _, _ = scene_pair
+    path = tmp_path / "stats.json"
+    load_or_compute_stats([inspect_scene(str(image), None)], str(path), progress=False)
+    with pytest.raises(
+        GeosegError, match=r"computed with image nodata \[0\.0\] but the data now uses \[7\.0\]"
+    ):
+        load_or_compute_stats([inspect_scene(str(image), None, nodata=7.0)], str(path), progress=False)

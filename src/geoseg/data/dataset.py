@@ -76,8 +76,10 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """
     if get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
-    numel = math.prod(shape)
-    storage = torch.empty(0, dtype=dtype).untyped_storage()._new_shared(numel * dtype.itemsize)
+    try:  # the private allocator default_collate uses; fall back to a copy into shared memory
+        storage = torch.empty(0, dtype=dtype).untyped_storage()._new_shared(math.prod(shape) * dtype.itemsize)
+    except AttributeError:
+        return torch.empty(shape, dtype=dtype).share_memory_()
     return torch.empty(0, dtype=dtype).set_(storage).view(shape)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import rasterio
@@ -15,6 +16,8 @@ from geoseg.data.masks import image_valid
 from geoseg.data.scenes import Scene
 from geoseg.errors import GeosegError
 from geoseg.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 PERCENTILES = (2.0, 98.0)
 SAMPLE_PER_SCENE = 200_000
@@ -33,9 +36,24 @@ class BandStats:
     p98: list[float]
     count: int
     scenes: list[str]
+    nodata: list[float | None] = field(default_factory=list)  # per scene, as used for the statistics
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    def check_matches(self, scenes: Sequence[Scene], path: str) -> None:
+        """Fail when the data now selects other bands or nodata; warn when the scene files differ."""
+        self.check_bands(scenes[0].bands, path)
+        now = [_nodata_key(s.nodata) for s in scenes]
+        if self.nodata and [_nodata_key(v) for v in self.nodata] != now:
+            raise GeosegError(
+                f"'{path}' was computed with image nodata {self.nodata} but the data now uses "
+                f"{[s.nodata for s in scenes]}; delete it or run `geoseg stats` again."
+            )
+        if sorted(os.path.basename(p) for p in self.scenes) != sorted(
+            os.path.basename(s.image) for s in scenes
+        ):
+            log.warning("'%s' was computed from other scene files than the current train split", path)
 
     def check_bands(self, bands: Sequence[int], path: str) -> None:
         if list(bands) != list(self.bands):
@@ -43,6 +61,10 @@ class BandStats:
                 f"'{path}' was computed for bands {self.bands} but the data selects {list(bands)}; "
                 "delete it or run `geoseg stats` again."
             )
+
+
+def _nodata_key(value: float | None) -> str:
+    return "none" if value is None else repr(float(value))
 
 
 class _Running:
@@ -105,6 +127,7 @@ def compute_stats(scenes: Sequence[Scene], progress: bool = True) -> BandStats:
         p98=p_hi.tolist(),
         count=int(run.n),
         scenes=[s.image for s in scenes],
+        nodata=[s.nodata for s in scenes],
     )
 
 
@@ -121,10 +144,10 @@ def save_stats(stats: BandStats, path: str) -> None:
 
 
 def load_or_compute_stats(scenes: Sequence[Scene], path: str, progress: bool = True) -> BandStats:
-    """Cached statistics from ``path`` (checked against the band list), computed and saved when missing."""
+    """Cached statistics from ``path`` (checked against bands and nodata), computed and saved when missing."""
     if os.path.exists(path):
         stats = load_stats(path)
-        stats.check_bands(scenes[0].bands, path)
+        stats.check_matches(scenes, path)
         return stats
     stats = compute_stats(scenes, progress=progress)
     save_stats(stats, path)
