@@ -338,7 +338,7 @@ def test_build_split_sen1floods11(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "n_scenes", "n_bands", "chip_size"),
-    [("sen1floods11", 1, 13, 128), ("eolearn_slovenia", 5, 13, 64)],
+    [("sen1floods11", 1, 13, 128), ("eolearn_slovenia", 5, 13, 32)],
 )
 def test_data_config_composes_and_loads(
     name: str, n_scenes: int, n_bands: int, chip_size: int, monkeypatch: pytest.MonkeyPatch
@@ -358,3 +358,7 @@ def test_data_config_composes_and_loads(
             assert scene.label is not None and scene.label_on_grid
             assert len(scene.bands) == n_bands
             assert scene.label_nodata == data["label_nodata"]
+    # the splits are spatial: train and val regions of the same scene never overlap
+    train, val = load_scenes(data, "train")[0], load_scenes(data, "val")[0]
+    assert train.image == val.image and train.bounds[3] <= val.bounds[1]
+    assert val.bounds[3] == val.width and train.bounds[1] == 0

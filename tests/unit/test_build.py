@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -78,3 +79,31 @@ def test_every_aug_config_builds_an_n_band_safe_pipeline(name):
     out_image, out_mask, out_valid = aug(image, mask, np.ones((32, 32), bool), seed=3)
     assert out_image.shape == (32, 32, 13) and out_image.dtype == np.uint16 and out_mask.shape == (32, 32)
     assert set(np.unique(out_mask)) <= {0, 1, 255} and out_valid.dtype == bool
+
+
+def test_a_spatial_split_keeps_train_and_val_apart(demo_root, tmp_path):
+    """One scene split by region: left 3/4 for training, right 1/4 for validation."""
+    overrides = [
+        "data.num_workers=0",
+        "data.chip_size=32",
+        "data.chips_per_epoch=200",
+        "data.splits.train.images=val/images/scene_05.tif",
+        "data.splits.train.labels='val/labels/{stem}.tif'",
+        "data.splits.train.region=[0,0,0.75,1]",
+        "data.splits.val.images=val/images/scene_05.tif",
+        "data.splits.val.region=[0.75,0,1,1]",
+    ]
+    cfg = data_cfg(demo_root, tmp_path, *overrides)
+    stats = train_stats(cfg, progress=False)
+    with rasterio.open(demo_root / "val/images/scene_05.tif") as src:
+        left = src.read()[:, :, :192].reshape(6, -1).astype(np.float64)
+    np.testing.assert_allclose(stats.mean, left.mean(1), rtol=1e-12)  # stats from the train region only
+    train = build_split(cfg, "train", stats, augment=None, seed=0)
+    val = build_split(cfg, "val", stats, augment=None, seed=0)
+    train_cols = [c.col for c in train.sampler]
+    val_cols = [c.col for c in val.sampler]
+    assert max(train_cols) + 32 <= 192 and min(val_cols) >= 192 and len(val_cols) == 2 * 8
+    with pytest.raises(GeosegError, match=r"needs left < right"):
+        load_scenes({**cfg, "splits": {"val": {**cfg["splits"]["val"], "region": [0.9, 0, 0.1, 1]}}}, "val")
+    with pytest.raises(GeosegError, match=r"larger than the region \[0.9, 0, 1, 1\]"):
+        load_scenes({**cfg, "splits": {"val": {**cfg["splits"]["val"], "region": [0.9, 0, 1, 1]}}}, "val")

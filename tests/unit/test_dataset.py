@@ -153,7 +153,7 @@ def test_grid_sampler_through_loader_reads_every_valid_pixel(scene_pair):
     image, label, img, lab = scene_pair
     ds = _dataset(image, label)
     seen = np.zeros(img.shape[1:], dtype=bool)
-    for _, mask, chips in _loader_samples(ds, GridChipSampler([(40, 48)], 16), 0):
+    for _, mask, chips in _loader_samples(ds, GridChipSampler([(0, 0, 40, 48)], 16), 0):
         for m, (_, r, c) in zip(mask, chips.tolist(), strict=True):
             seen[r : r + 16, c : c + 16] |= m.numpy() != 255
     valid = (img != 0).all(0) & (lab != 255)

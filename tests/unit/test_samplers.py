@@ -50,8 +50,13 @@ def test_num_samples_rounds_down_to_the_world_size():
 
 
 def test_grid_sampler_shards_cover_the_grid_once():
-    shapes = [(40, 48), (33, 20)]
+    shapes = [(0, 0, 40, 48), (0, 0, 33, 20)]
     full = list(GridChipSampler(shapes, 16))
     shards = [list(GridChipSampler(shapes, 16, rank=r, world_size=3)) for r in range(3)]
     assert sorted(c for shard in shards for c in shard) == sorted(full)
     assert len(set(full)) == len(full)
+
+
+def test_grid_sampler_stays_inside_each_region():
+    chips = list(GridChipSampler([(5, 30, 40, 48)], 16))
+    assert {(c.row, c.col) for c in chips} == {(5, 30), (21, 30), (24, 30), (5, 32), (21, 32), (24, 32)}

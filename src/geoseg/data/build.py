@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -79,6 +80,7 @@ def class_map_from(cfg: Mapping[str, Any]) -> ClassMap:
 def load_scenes(cfg: Mapping[str, Any], split: str) -> list[Scene]:
     """Find and validate the scenes of ``split`` (from ``data.manifest`` or ``data.splits``)."""
     root = data_root(cfg)
+    region = None
     if cfg.get("manifest"):
         manifest = str(cfg["manifest"])
         pairs = read_manifest(manifest if os.path.isabs(manifest) else os.path.join(root, manifest), split)
@@ -87,12 +89,13 @@ def load_scenes(cfg: Mapping[str, Any], split: str) -> list[Scene]:
         if spec is None:
             raise GeosegError(f"data.splits has no '{split}' entry; add images/labels patterns for it.")
         pairs = find_scene_files(root, spec["images"], spec.get("labels"))
+        region = spec.get("region")
     bands = None if cfg.get("bands") is None else list(cfg["bands"])
     return [
         inspect_scene(
             image, label, bands=bands, nodata=cfg.get("nodata"), label_nodata=cfg.get("label_nodata"),
             class_codes=label_codes(cfg["classes"]), chip_size=int(cfg["chip_size"]),
-            unknown_labels=cfg.get("unknown_labels", "error"),
+            unknown_labels=cfg.get("unknown_labels", "error"), region=region,
         )
         for image, label in pairs
     ]  # fmt: skip
@@ -157,7 +160,7 @@ def build_split(
         sampler = random_sampler(scenes, cfg, cmap, seed, rank, world_size)
     else:
         stride = cfg.get("val_stride") or size
-        sampler = GridChipSampler([(s.height, s.width) for s in scenes], size, int(stride), rank, world_size)
+        sampler = GridChipSampler([s.bounds for s in scenes], size, int(stride), rank, world_size)
     return SplitData(scenes, dataset, sampler, make_loader(dataset, sampler, cfg))
 
 
@@ -167,11 +170,16 @@ def random_sampler(
     """Random chips weighted by valid area, filtered by ``data.max_nodata_fraction``."""
     size = int(cfg["chip_size"])
     candidates, weights = [], []
+    step = candidate_step(size)
     for scene in scenes:
-        coarse = coarse_valid_mask(scene, candidate_step(size), cmap)
+        coarse = coarse_valid_mask(scene, step, cmap)
+        row0, col0, row1, col1 = scene.bounds
+        i0, j0 = -(-row0 // step), -(-col0 // step)  # first candidate cell inside the region
+        sub = coarse[i0 : row1 // step, j0 : col1 // step]
         origins, frac = random_candidates(
-            coarse, scene.height, scene.width, size, float(cfg["max_nodata_fraction"])
+            sub, row1 - i0 * step, col1 - j0 * step, size, float(cfg["max_nodata_fraction"])
         )
+        origins += np.array([i0 * step, j0 * step])
         if len(origins) == 0:
             log.warning("scene %s has no chip with enough valid pixels; it is skipped", scene.image)
         candidates.append(origins)

@@ -77,15 +77,18 @@ class GridChipSampler(Sampler[Chip]):
 
     def __init__(
         self,
-        shapes: Sequence[tuple[int, int]],
+        bounds: Sequence[tuple[int, int, int, int]],
         size: int,
         stride: int | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        """``bounds``: (row0, col0, row1, col1) per scene, e.g. ``(0, 0, height, width)``."""
         _check_rank(rank, world_size)
         self.chips = [
-            Chip(i, r, c, 0) for i, (h, w) in enumerate(shapes) for r, c in grid_windows(h, w, size, stride)
+            Chip(i, r0 + r, c0 + c, 0)
+            for i, (r0, c0, r1, c1) in enumerate(bounds)
+            for r, c in grid_windows(r1 - r0, c1 - c0, size, stride)
         ]
         self.rank, self.world_size = rank, world_size
 

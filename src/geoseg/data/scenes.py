@@ -31,6 +31,12 @@ class Scene:
     label_on_grid: bool
     block_shape: tuple[int, int]
     dtype: str = "uint16"
+    region: tuple[int, int, int, int] | None = None  # (row0, col0, row1, col1) in px; None = whole scene
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        """(row0, col0, row1, col1) of the part of the scene this split uses."""
+        return self.region or (0, 0, self.height, self.width)
 
     @property
     def is_float(self) -> bool:
@@ -134,16 +140,24 @@ def inspect_scene(
     class_codes: Sequence[int] = (),
     chip_size: int | None = None,
     unknown_labels: str = "error",
+    region: Sequence[float] | None = None,
 ) -> Scene:
-    """Open and validate one scene; every problem becomes a one-line :class:`GeosegError`."""
+    """Open and validate one scene; every problem becomes a one-line :class:`GeosegError`.
+
+    ``region`` = (left, top, right, bottom) as fractions of the scene restricts the split to that
+    part of it, e.g. ``[0, 0, 0.75, 1]`` for training and ``[0.75, 0, 1, 1]`` for validation.
+    """
     with open_raster(image, "image") as img:
         if img.crs is None:
             raise GeosegError(f"image '{image}' has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx).")
         band_idx = resolve_bands(img, bands, image)
-        if chip_size is not None and (chip_size > img.height or chip_size > img.width):
+        px_region = region_pixels(region, img.height, img.width)
+        row0, col0, row1, col1 = px_region or (0, 0, img.height, img.width)
+        if chip_size is not None and (chip_size > row1 - row0 or chip_size > col1 - col0):
+            where = f"the region {list(region)} of" if region is not None else "image"
             raise GeosegError(
-                f"data.chip_size={chip_size} is larger than image '{image}' ({img.width}x{img.height} px); "
-                "lower data.chip_size or drop this scene."
+                f"data.chip_size={chip_size} is larger than {where} '{image}' "
+                f"({col1 - col0}x{row1 - row0} px); lower data.chip_size or drop this scene."
             )
         label_on_grid = False
         lab_nodata = label_nodata
@@ -174,7 +188,24 @@ def inspect_scene(
             label_on_grid=label_on_grid,
             block_shape=tuple(img.block_shapes[0]),
             dtype=img.dtypes[0],
+            region=px_region,
         )
+
+
+def region_pixels(
+    region: Sequence[float] | None, height: int, width: int
+) -> tuple[int, int, int, int] | None:
+    """(row0, col0, row1, col1) of a (left, top, right, bottom) fractional region, checked."""
+    if region is None:
+        return None
+    if len(region) != 4 or not all(0.0 <= float(v) <= 1.0 for v in region):
+        raise GeosegError(
+            f"a split's region must be [left, top, right, bottom] fractions in [0, 1], got {region}."
+        )
+    left, top, right, bottom = (float(v) for v in region)
+    if left >= right or top >= bottom:
+        raise GeosegError(f"a split's region needs left < right and top < bottom, got {list(region)}.")
+    return round(top * height), round(left * width), round(bottom * height), round(right * width)
 
 
 def _label_for(image: str, template: str | None, root: str) -> str | None:

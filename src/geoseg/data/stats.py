@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import rasterio
+from rasterio.windows import Window
 from tqdm import tqdm
 
 from geoseg.data.masks import image_valid
@@ -93,6 +94,19 @@ class _Running:
         self.hi = np.maximum(self.hi, values.max(axis=1))
 
 
+def region_blocks(src: rasterio.DatasetReader, bounds: tuple[int, int, int, int]) -> list[Window]:
+    """The file's internal blocks clipped to (row0, col0, row1, col1), so each read is block-aligned."""
+    row0, col0, row1, col1 = bounds
+    out = []
+    for _, block in src.block_windows(1):
+        top, left = max(block.row_off, row0), max(block.col_off, col0)
+        bottom = min(block.row_off + block.height, row1)
+        right = min(block.col_off + block.width, col1)
+        if bottom > top and right > left:
+            out.append(Window(left, top, right - left, bottom - top))
+    return out
+
+
 def compute_stats(scenes: Sequence[Scene], progress: bool = True) -> BandStats:
     """Mean/std/min/max over valid pixels of all scenes, plus p2/p98 from a strided sample."""
     if not scenes:
@@ -104,14 +118,15 @@ def compute_stats(scenes: Sequence[Scene], progress: bool = True) -> BandStats:
     run = _Running(len(bands))
     samples = []
     for scene in tqdm(scenes, desc="stats", unit="scene", disable=not progress):
+        row0, col0, row1, col1 = scene.bounds
+        stride = max(1, ((row1 - row0) * (col1 - col0)) // SAMPLE_PER_SCENE)
         with rasterio.open(scene.image) as src:
             picked = []
-            for _, window in src.block_windows(1):
+            for window in region_blocks(src, scene.bounds):
                 arr = src.read(indexes=bands, window=window)
-                valid = image_valid(arr, scene.nodata)
-                values = arr[:, valid].astype(np.float64)
+                values = arr[:, image_valid(arr, scene.nodata)].astype(np.float64)
                 run.add(values)
-                picked.append(values[:, :: max(1, (scene.height * scene.width) // SAMPLE_PER_SCENE)])
+                picked.append(values[:, ::stride])
             samples.append(np.concatenate(picked, axis=1))
     if run.n == 0:
         raise GeosegError("every pixel of the training scenes is nodata; check data.nodata and the files.")
