@@ -279,7 +279,7 @@ def sen1floods11_cfg(tmp_path: Path) -> dict:
     """A dict data config modelled on configs/data/demo.yaml for the sen1floods11 S2 chip."""
     return {
         "root": str(SHARED_DATA),
-        "demo": False,
+        "demo": None,
         "manifest": None,
         "splits": {
             split: {
@@ -347,7 +347,7 @@ def test_data_config_composes_and_loads(
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("stats", overrides=[f"data={name}"])
     data = as_dict(cfg.data)
-    assert data["demo"] is False
+    assert data["demo"] is None
     assert data["chip_size"] == chip_size
     assert Path(stats_path(data)).is_relative_to(REPO_ROOT / "outputs")  # git-ignored
     for split in ("train", "val"):

@@ -107,3 +107,14 @@ def test_a_spatial_split_keeps_train_and_val_apart(demo_root, tmp_path):
         load_scenes({**cfg, "splits": {"val": {**cfg["splits"]["val"], "region": [0.9, 0, 0.1, 1]}}}, "val")
     with pytest.raises(GeosegError, match=r"larger than the region \[0.9, 0, 1, 1\]"):
         load_scenes({**cfg, "splits": {"val": {**cfg["splits"]["val"], "region": [0.9, 0, 1, 1]}}}, "val")
+
+
+def test_demo_scenes_are_generated_only_at_the_demo_folder(tmp_path):
+    from geoseg.data.build import data_root
+
+    demo = tmp_path / "data" / "demo"
+    assert data_root({"root": str(demo), "demo": str(demo)}) == str(demo)
+    assert (demo / "manifest.csv").exists()  # generated because it was missing
+    with pytest.raises(GeosegError, match="is not a folder"):
+        data_root({"root": str(tmp_path / "mine"), "demo": str(demo)})
+    assert not (tmp_path / "mine").exists()

@@ -74,7 +74,9 @@ def test_bad_overrides_give_hydras_message_not_a_traceback(tmp_path, override, e
 
 
 def test_user_errors_are_one_line(tmp_path):
-    run = geoseg("stats", f"data.root={tmp_path}/none", "data.demo=false", cwd=tmp_path)
+    run = geoseg(
+        "stats", f"data.root={tmp_path}/none", cwd=tmp_path
+    )  # the demo is generated only at data.demo
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [f"geoseg: error: data.root '{tmp_path}/none' is not a folder; "
                                                "point data.root at your scenes."]  # fmt: skip

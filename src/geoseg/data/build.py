@@ -63,9 +63,14 @@ def check_data_config(cfg: Mapping[str, Any]) -> None:
 
 
 def data_root(cfg: Mapping[str, Any]) -> str:
-    """``data.root`` as an absolute path, generating the demo scenes there first when asked to."""
+    """``data.root`` as an absolute path, generating the demo scenes there first when asked to.
+
+    Only the folder named by ``data.demo`` is ever generated, so pointing ``data.root`` at a
+    missing folder of your own fails instead of filling it with demo scenes.
+    """
     root = os.path.abspath(os.path.expanduser(str(cfg["root"])))
-    if cfg.get("demo") and not os.path.exists(root):
+    demo = cfg.get("demo")
+    if demo and os.path.abspath(os.path.expanduser(str(demo))) == root and not os.path.exists(root):
         log.info("demo data missing: generating it under %s", root)
         make_demo_data(root)
     if not os.path.isdir(root) and not cfg.get("manifest"):
@@ -79,6 +84,7 @@ def class_map_from(cfg: Mapping[str, Any]) -> ClassMap:
 
 def load_scenes(cfg: Mapping[str, Any], split: str) -> list[Scene]:
     """Find and validate the scenes of ``split`` (from ``data.manifest`` or ``data.splits``)."""
+    check_data_config(cfg)
     root = data_root(cfg)
     region = None
     if cfg.get("manifest"):
