@@ -100,10 +100,10 @@ class Loaded:
 
 
 def expected_valid(arr: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Valid = finite in every band and not nodata in any band (numpy only, independent of geoseg)."""
+    """Valid = finite in every band and not nodata in every band (numpy only, independent of geoseg)."""
     valid = np.isfinite(arr.astype(np.float64)).all(axis=0)
     if nodata is not None and not math.isnan(nodata):
-        valid &= (arr != nodata).all(axis=0)
+        valid &= (arr != nodata).any(axis=0)
     return valid
 
 

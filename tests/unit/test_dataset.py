@@ -188,3 +188,36 @@ def test_handle_cache_is_bounded_lazy_and_not_pickled(scene_pair):
     assert len(clone) == 0 and clone.max_open == 2
     cache.close()
     assert handles[2].closed
+
+
+def test_a_pixel_is_nodata_only_when_every_band_is(tmp_path):
+    img = np.full((3, 16, 16), 9, dtype=np.uint16)
+    img[:, 0, 0] = 0  # every band nodata -> invalid
+    img[1, 2, 2] = 0  # one band nodata -> still valid (rasterio's dataset_mask agrees)
+    path = write_tif(tmp_path / "i.tif", img, nodata=0)
+    with rasterio.open(path) as src:
+        dataset_mask = src.dataset_mask()
+    image = _dataset(path, None, codes=(0,), fill=[5, 5, 5])[Chip(0, 0, 0)]["image"].numpy()
+    assert (image[:, 0, 0] == 5).all() and image[1, 2, 2] == 0
+    np.testing.assert_array_equal(dataset_mask == 0, image[0] == 5)
+
+
+@pytest.mark.parametrize("grid", ["same", "offset"])
+def test_labels_read_directly_equal_labels_remapped(tmp_path, grid):
+    """A label already holding class indices skips the lookup table; the result must not change."""
+    rng = np.random.default_rng(3)
+    lab = rng.integers(0, 3, size=(40, 40), dtype=np.uint8)
+    lab[:4] = 255
+    origin = (
+        from_origin(500_000, 5_000_000, 10, 10) if grid == "same" else from_origin(499_950, 5_000_050, 10, 10)
+    )
+    label = write_tif(tmp_path / "l.tif", lab, transform=origin, nodata=255)
+    image = write_tif(tmp_path / "i.tif", rng.integers(1, 99, size=(3, 40, 40), dtype=np.uint16))
+    ds = _dataset(image, label)
+    assert ds.label_is_index == [True]
+    chips = [Chip(0, r, c) for r in (0, 10, 24) for c in (0, 7, 24)]
+    direct = ds.__getitems__(chips)["mask"]
+    ds.label_is_index = [False]
+    assert torch.equal(direct, ds.__getitems__(chips)["mask"])
+    gaps = _dataset(image, label, codes=(0, 2, 1))  # codes out of index order need the table
+    assert gaps.label_is_index == [False]

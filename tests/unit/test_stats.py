@@ -15,12 +15,13 @@ def test_stats_equal_numpy_over_valid_pixels(scene_pair, tmp_path):
     image, _, img, _ = scene_pair
     rng = np.random.default_rng(4)
     img2 = rng.integers(1, 5000, size=(3, 24, 40), dtype=np.uint16)
-    img2[1, 5:9, :] = 0  # nodata in one band invalidates the pixel in every band
+    img2[1, 5:9, :] = 0  # nodata in one band only: the pixel stays valid (GDAL's dataset mask)
+    img2[:, 12:14, 3:30] = 0  # nodata in every band: invalid
     second = write_tif(tmp_path / "b.tif", img2, nodata=0, tiled=True)
     scenes = [inspect_scene(str(image), None), inspect_scene(str(second), None)]
     stats = compute_stats(scenes, progress=False)
     values = np.concatenate(
-        [a.reshape(3, -1)[:, (a != 0).all(0).ravel()].astype(np.float64) for a in (img, img2)], axis=1
+        [a.reshape(3, -1)[:, (a != 0).any(0).ravel()].astype(np.float64) for a in (img, img2)], axis=1
     )
     np.testing.assert_allclose(stats.mean, values.mean(1), rtol=1e-12)
     np.testing.assert_allclose(stats.std, values.std(1), rtol=1e-10)

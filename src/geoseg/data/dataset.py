@@ -125,6 +125,7 @@ class ChipDataset(Dataset):
                 "every scene must give the same bands (data.bands) as the stats file."
             )
         self.num_bands = bands.pop()
+        self.label_is_index = [s.label is not None and class_map.reads_directly(s) for s in self.scenes]
 
     def _image(self, i: int) -> rasterio.DatasetReader:
         return self.handles.get(("image", i), lambda: (rasterio.open(self.scenes[i].image),))[0]
@@ -142,6 +143,8 @@ class ChipDataset(Dataset):
         invalid = image_invalid(image, scene.nodata, check_finite=scene.is_float)
         if scene.label is None:
             mask.fill(self.class_map.ignore_index)
+        elif self.label_is_index[chip.scene]:  # already class indices: read straight into the batch
+            self._label(chip.scene).read(1, window=window, out=mask)
         else:
             self.class_map(self._label(chip.scene).read(1, window=window), out=mask)
         if invalid is not None:

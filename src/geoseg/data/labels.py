@@ -39,6 +39,26 @@ class ClassMap:
         self.dtype = mask_dtype(len(codes), ignore_index)
         self._luts: dict[np.dtype, np.ndarray] = {}
 
+    def reads_directly(self, scene: Scene) -> bool:
+        """Whether ``scene``'s label already holds class indices, so it can be read without a lookup.
+
+        True when its codes are 0..K-1 in list order, its dtype is :attr:`dtype`, every value seen
+        at start-up is a class index or ``ignore_index``, and what fills pixels outside the label's
+        extent is ``ignore_index`` too.
+        """
+        if scene.label_values is None or scene.label_dtype != self.dtype.name:
+            return False
+        if not np.array_equal(self.codes, np.arange(len(self.codes))):
+            return False
+        allowed = set(range(len(self.codes))) | {self.ignore_index}
+        if not set(scene.label_values) <= allowed:
+            return False
+        codes = self.codes.astype(int).tolist()
+        return (
+            scene.label_on_grid
+            or label_fill_value(scene.label_dtype, scene.label_nodata, codes) == self.ignore_index
+        )
+
     def _lut(self, dtype: np.dtype) -> np.ndarray:
         """Lookup table indexed by ``value - dtype.min`` for a small integer dtype."""
         if dtype not in self._luts:

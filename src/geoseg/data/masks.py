@@ -16,24 +16,31 @@ from geoseg.data.scenes import Scene
 def image_invalid(
     arr: np.ndarray, nodata: float | None, check_finite: bool | None = None
 ) -> np.ndarray | None:
-    """(H, W) bool of pixels where any selected band is nodata (or non-finite); None when all are valid.
+    """(H, W) bool of invalid pixels of a (C, H, W) chip, or None when every pixel is valid.
 
-    ``check_finite`` defaults to whether ``arr`` is floating point; pass the source's float-ness
-    when ``arr`` is a float32 copy of integer data, to skip a pass that can find nothing.
+    A pixel is invalid when **every** selected band holds ``nodata`` (GDAL's and rasterio's
+    dataset-mask convention: a valid value in any band keeps the pixel) or when **any** band is
+    non-finite (NaN/inf would poison the model). The nodata test looks at the first band and checks
+    the other bands only where it matched, so a chip without nodata costs one pass over one band.
+    ``check_finite`` defaults to whether ``arr`` is floating point.
     """
     if check_finite is None:
         check_finite = np.issubdtype(arr.dtype, np.floating)
     invalid = None
     if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        invalid = np.any(arr == nodata, axis=0)
+        first = arr[0] == nodata
+        if first.any():
+            rows, cols = np.nonzero(first)
+            first[rows, cols] = (arr[1:, rows, cols] == nodata).all(axis=0)
+            invalid = first
     if check_finite:
-        nonfinite = ~np.all(np.isfinite(arr), axis=0)
+        nonfinite = ~np.isfinite(arr.sum(axis=0, dtype=np.float64))  # one pass; NaN or inf in any band
         invalid = nonfinite if invalid is None else invalid | nonfinite
     return invalid if invalid is not None and invalid.any() else None
 
 
 def image_valid(arr: np.ndarray, nodata: float | None) -> np.ndarray:
-    """(H, W) bool: a pixel is valid when no selected band is nodata and all bands are finite."""
+    """(H, W) bool of valid pixels (see :func:`image_invalid`)."""
     invalid = image_invalid(arr, nodata)
     return np.ones(arr.shape[1:], dtype=bool) if invalid is None else ~invalid
 

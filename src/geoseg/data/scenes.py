@@ -32,6 +32,8 @@ class Scene:
     block_shape: tuple[int, int]
     dtype: str = "uint16"
     region: tuple[int, int, int, int] | None = None  # (row0, col0, row1, col1) in px; None = whole scene
+    label_dtype: str | None = None
+    label_values: tuple[float, ...] | None = None  # distinct label values, when checked at start-up
 
     @property
     def bounds(self) -> tuple[int, int, int, int]:
@@ -104,8 +106,8 @@ def label_fill_value(dtype: str, label_nodata: float | None, codes: Sequence[int
 
 def check_label_values(
     src: rasterio.DatasetReader, codes: Sequence[int], label_nodata: float | None, path: str
-) -> None:
-    """Fail when the label holds a value that is neither a class code nor the label nodata."""
+) -> tuple[float, ...]:
+    """The label's distinct values; fail when one is neither a class code nor the label nodata."""
     allowed = set(int(c) for c in codes)
     seen: set = set()
     for _, window in src.block_windows(1):
@@ -119,6 +121,7 @@ def check_label_values(
             f"(codes {sorted(allowed)}); add them to data.classes, set data.label_nodata, "
             "or set data.unknown_labels=ignore."
         )
+    return tuple(sorted(seen))
 
 
 def _check_overlap(img: rasterio.DatasetReader, lab: rasterio.DatasetReader, image: str, label: str) -> None:
@@ -161,6 +164,7 @@ def inspect_scene(
             )
         label_on_grid = False
         lab_nodata = label_nodata
+        label_values, label_dtype = None, None
         if label is not None:
             with open_raster(label, "label") as lab:
                 if lab.crs is None:
@@ -171,7 +175,8 @@ def inspect_scene(
                 if lab_nodata is None:
                     lab_nodata = lab.nodata
                 if unknown_labels == "error" and class_codes:
-                    check_label_values(lab, class_codes, lab_nodata, label)
+                    label_values = check_label_values(lab, class_codes, lab_nodata, label)
+                label_dtype = lab.dtypes[0]
                 label_on_grid = (
                     lab.crs == img.crs
                     and lab.shape == img.shape
@@ -189,6 +194,8 @@ def inspect_scene(
             block_shape=tuple(img.block_shapes[0]),
             dtype=img.dtypes[0],
             region=px_region,
+            label_dtype=label_dtype,
+            label_values=label_values,
         )
 
 
