@@ -7,12 +7,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from geoseg.errors import GeosegError
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` and rename the temporary file onto ``path`` only if it succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise GeosegError(f"cannot write '{path}' ({err.strerror}); choose a writable folder.") from None
     os.close(fd)
     try:
         write(tmp)

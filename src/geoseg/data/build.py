@@ -39,17 +39,42 @@ class SplitData:
     loader: DataLoader
 
 
+def _number(cfg: Mapping[str, Any], key: str, kind: type = int) -> int | float:
+    value = cfg.get(key)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (kind is int and value != int(value))
+    ):
+        raise GeosegError(
+            f"data.{key} must be {'a whole number' if kind is int else 'a number'}, got {value!r}."
+        )
+    return kind(value)
+
+
 def check_data_config(cfg: Mapping[str, Any]) -> None:
     """Catch impossible data options before any file is opened."""
-    if int(cfg["chip_size"]) < 1:
+    if _number(cfg, "chip_size") < 1:
         raise GeosegError(f"data.chip_size must be a positive number of pixels, got {cfg['chip_size']}.")
-    if not 0.0 <= float(cfg["max_nodata_fraction"]) <= 1.0:
+    if not 0.0 <= _number(cfg, "max_nodata_fraction", float) <= 1.0:
         raise GeosegError(f"data.max_nodata_fraction must be in [0, 1], got {cfg['max_nodata_fraction']}.")
-    if int(cfg["batch_size"]) < 1:
+    if _number(cfg, "batch_size") < 1:
         raise GeosegError(f"data.batch_size must be >= 1 (it is per GPU), got {cfg['batch_size']}.")
+    _number(cfg, "ignore_index")
+    bands = cfg.get("bands")
+    if bands is not None and (isinstance(bands, (str, int)) or not list(bands)):
+        raise GeosegError(
+            f"data.bands must be a list of 1-based indices or band names (or null), got {bands!r}."
+        )
     classes = cfg.get("classes") or []
     if not classes:
         raise GeosegError("data.classes is empty; list the classes as {code, name, color} entries.")
+    for entry in classes:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("code"), int):
+            raise GeosegError(
+                "data.classes: each entry needs an integer code, like {code: 1, name: water}; "
+                f"got {entry!r}."
+            )
     codes = label_codes(classes)
     if len(set(codes)) != len(codes):
         raise GeosegError(f"data.classes has duplicate codes: {codes}.")
