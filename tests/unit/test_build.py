@@ -37,8 +37,10 @@ def test_manifest_and_glob_find_the_same_scenes(demo_root, tmp_path):
 def test_random_chips_respect_max_nodata_fraction(demo_root, tmp_path):
     cfg = data_cfg(demo_root, tmp_path, "data.max_nodata_fraction=0.1", "data.num_workers=0",
                    "data.chips_per_epoch=64", "data.chip_size=32")  # fmt: skip
-    stats = train_stats(cfg, progress=False)
-    train = build_split(cfg, "train", stats, augment=None, seed=0)
+    scenes = load_scenes(cfg, "train")
+    stats = train_stats(cfg, progress=False, scenes=scenes)
+    train = build_split(cfg, "train", stats, augment=None, seed=0, scenes=scenes)
+    assert train.scenes == scenes
     fractions = []
     for batch in train.loader:
         assert batch["image"].shape[1:] == (6, 32, 32) and batch["image"].dtype == torch.uint16

@@ -177,9 +177,13 @@ def build_split(
     seed: int,
     rank: int = 0,
     world_size: int = 1,
+    scenes: Sequence[Scene] | None = None,
 ) -> SplitData:
-    """Dataset, sampler (random for ``train``, grid otherwise) and loader of one split."""
-    scenes = load_scenes(cfg, split)
+    """Dataset, sampler (random for ``train``, grid otherwise) and loader of one split.
+
+    Pass the split's ``scenes`` when you already loaded them, to skip checking the files again.
+    """
+    scenes = list(scenes) if scenes is not None else load_scenes(cfg, split)
     stats.check_bands(scenes[0].bands, stats_path(cfg))
     cmap = class_map_from(cfg)
     size = int(cfg["chip_size"])
@@ -228,9 +232,12 @@ def stats_path(cfg: Mapping[str, Any]) -> str:
     return os.path.abspath(os.path.expanduser(str(cfg["stats_path"])))
 
 
-def train_stats(cfg: Mapping[str, Any], progress: bool = True) -> BandStats:
+def train_stats(
+    cfg: Mapping[str, Any], progress: bool = True, scenes: Sequence[Scene] | None = None
+) -> BandStats:
     """Band statistics of the training split, loaded from ``data.stats_path`` or computed and cached."""
-    return load_or_compute_stats(load_scenes(cfg, "train"), stats_path(cfg), progress=progress)
+    scenes = list(scenes) if scenes is not None else load_scenes(cfg, "train")
+    return load_or_compute_stats(scenes, stats_path(cfg), progress=progress)
 
 
 def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,6 @@ class Scene:
     height: int
     width: int
     label_on_grid: bool
-    block_shape: tuple[int, int]
     dtype: str = "uint16"
     region: tuple[int, int, int, int] | None = None  # (row0, col0, row1, col1) in px; None = whole scene
     label_dtype: str | None = None
@@ -191,7 +190,6 @@ def inspect_scene(
             height=img.height,
             width=img.width,
             label_on_grid=label_on_grid,
-            block_shape=tuple(img.block_shapes[0]),
             dtype=img.dtypes[0],
             region=px_region,
             label_dtype=label_dtype,
