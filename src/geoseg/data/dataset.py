@@ -131,9 +131,10 @@ class ChipDataset(Dataset):
         return self.handles.get(("image", i), lambda: (rasterio.open(self.scenes[i].image),))[0]
 
     def _label(self, i: int) -> Any:
-        scene = self.scenes[i]
-        codes = self.class_map.codes.astype(int).tolist()
-        return self.handles.get(("label", i), lambda: open_label_on_grid(scene, codes))[-1]
+        def opener() -> tuple[Any, ...]:  # runs only on a cache miss, not per chip
+            return open_label_on_grid(self.scenes[i], self.class_map.codes.astype(int).tolist())
+
+        return self.handles.get(("label", i), opener)[-1]
 
     def _read_into(self, chip: Chip, image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
         """Fill (C,H,W) ``image`` and (H,W) ``mask`` for one chip; return its invalid mask (or None)."""
