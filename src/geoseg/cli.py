@@ -16,6 +16,12 @@ from geoseg.errors import GeosegError
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "demo-data": ("geoseg.commands.demo_data", "run", "demo_data", "write the deterministic demo scenes"),
     "stats": ("geoseg.commands.stats", "run", "stats", "per-band statistics of a split -> stats.json"),
+    "model-info": (
+        "geoseg.commands.model_info",
+        "run",
+        "model_info",
+        "build a model and show its norm layers",
+    ),
 }
 
 USAGE = """usage: geoseg <command> [hydra overrides] [-m] [--cfg job] [--help]

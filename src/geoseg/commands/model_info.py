@@ -1,0 +1,46 @@
+"""``geoseg model-info``: build the configured model and show what the norm choice did to it."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from omegaconf import DictConfig
+
+from geoseg.data.build import as_dict, load_scenes
+from geoseg.models.build import SegmentationModel, model_from_config
+from geoseg.models.convert import format_counts
+
+log = logging.getLogger(__name__)
+
+
+def describe(model: SegmentationModel, out_shape: tuple[int, ...], chip: int) -> str:
+    """A few lines on the model: layout, parameter counts, norm layers, weights, output shape."""
+    meta = model.meta
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    summary, divisor = meta["norm_summary"], model.size_divisor
+    return "\n".join(
+        [
+            f"model        {meta['arch']} on {meta['encoder']} (depth {meta['encoder_depth']})",
+            f"input        {meta['in_channels']} bands, {chip}×{chip} px chips (multiple of {divisor})",
+            f"classes      {meta['classes']}",
+            f"parameters   {params / 1e6:.2f} M ({trainable / 1e6:.2f} M trainable)",
+            f"norm layers  {format_counts(summary['before'])} -> {format_counts(summary['after'])}",
+            f"weights      {meta['weights'] or 'random init'} (first conv: {meta['first_conv']})",
+            f"output       {tuple(out_shape)} logits for a batch of {out_shape[0]}",
+        ]
+    )
+
+
+def run(cfg: DictConfig) -> SegmentationModel:
+    data = as_dict(cfg.data)
+    scenes = load_scenes(data, "train")
+    model = model_from_config(cfg, len(scenes[0].bands), len(data["classes"]), stats=None)
+    chip = int(data["chip_size"])
+    x = torch.zeros(int(cfg.batch_size), model.in_channels, chip, chip)
+    model.train()
+    out = model(x)
+    out.float().mean().backward()
+    log.info("%s", describe(model, tuple(out.shape), chip))
+    return model

@@ -1,0 +1,1 @@
+"""The training engine: optimizer set-up, the training loop, checkpoints and metrics."""

@@ -1,0 +1,192 @@
+"""``build_model``: an smp model for N bands with the chosen norm everywhere and the band statistics inside.
+
+The returned :class:`SegmentationModel` takes raw band values (any dtype) and returns class
+logits. Its first layer is :class:`~geoseg.data.normalize.BandNormalize`, so every checkpoint
+carries the statistics it was trained with, and ``model.meta`` records how it was built
+(architecture, encoder, bands, norm, weights and first-conv strategy) for checkpoints and reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from geoseg.data.normalize import BandNormalize
+from geoseg.data.stats import BandStats
+from geoseg.errors import GeosegError
+from geoseg.models.convert import convert_norm
+from geoseg.models.norms import NormFactory, factory_target, resolve_norm
+from geoseg.models.weights import (
+    check_weights_option,
+    is_geoseg_checkpoint,
+    load_checkpoint_weights,
+    load_encoder_weights,
+    read_weights,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SegmentationModel(nn.Module):
+    """Band normalisation followed by an smp encoder-decoder: raw bands in, logits out."""
+
+    def __init__(self, net: nn.Module, normalize: nn.Module, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.net = net
+        self.meta = meta
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.meta["in_channels"])
+
+    @property
+    def size_divisor(self) -> int:
+        """Chip height and width must be multiples of this (the encoder's output stride)."""
+        return int(getattr(self.net.encoder, "output_stride", 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise GeosegError(
+                f"the model takes (batch, {self.in_channels} bands, H, W) but got {tuple(x.shape)}; "
+                "check data.bands against the model's bands"
+            )
+        h, w = x.shape[-2:]
+        if h % self.size_divisor or w % self.size_divisor:
+            raise GeosegError(
+                f"chips of {h}×{w} px do not fit {self.meta['arch']}/{self.meta['encoder']}: height and "
+                f"width must be multiples of {self.size_divisor} (set data.chip_size accordingly)"
+            )
+        return self.net(self.normalize(x))
+
+
+def check_arch_and_encoder(arch: str, encoder: str) -> None:
+    """One-line errors for an unknown architecture or encoder name."""
+    archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
+    if arch.lower() not in archs:
+        raise GeosegError(f"model.arch={arch!r} is not an smp architecture; choose one of {', '.join(archs)}")
+    if encoder.startswith("tu-"):
+        import timm
+
+        if not timm.is_model(encoder[3:]):
+            raise GeosegError(f"encoder.name={encoder!r}: timm has no model {encoder[3:]!r}")
+    elif encoder not in smp.encoders.encoders:
+        raise GeosegError(
+            f"encoder.name={encoder!r} is not an smp encoder; use e.g. resnet18, resnet50 or a timm "
+            "model as tu-<name> (see smp.encoders.get_encoder_names())"
+        )
+
+
+def create_net(
+    arch: str, encoder: str, in_channels: int, classes: int, depth: int, decoder: Mapping
+) -> nn.Module:
+    """``smp.create_model`` without downloads, with its option errors turned into one line."""
+    check_arch_and_encoder(arch, encoder)
+    seg_channels = int(decoder.get("decoder_segmentation_channels", 128))
+    if arch.lower() == "fpn" and seg_channels % 32:
+        raise GeosegError(
+            f"model.decoder_segmentation_channels={seg_channels}: smp's FPN builds GroupNorm(32) there "
+            "before geoseg swaps in the chosen norm, so use a multiple of 32"
+        )
+    try:
+        return smp.create_model(
+            arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes,
+            encoder_depth=depth, **dict(decoder),
+        )  # fmt: skip
+    except (TypeError, ValueError, KeyError, AssertionError) as err:
+        raise GeosegError(f"model.arch={arch} with encoder.name={encoder}: {err}") from None
+
+
+def band_normalize(stats: BandStats | None, in_channels: int) -> nn.Module:
+    """The model's first layer: per-band standardisation, or identity for inputs already normalised."""
+    if stats is None:
+        return nn.Identity()
+    if len(stats.bands) != in_channels:
+        raise GeosegError(
+            f"the band statistics cover {len(stats.bands)} bands but the model has {in_channels}"
+        )
+    return BandNormalize(stats.mean, stats.std)
+
+
+def build_model(
+    arch: str,
+    encoder: str,
+    in_channels: int,
+    classes: int,
+    norm: NormFactory,
+    *,
+    encoder_depth: int = 5,
+    decoder: Mapping[str, Any] | None = None,
+    weights: str | None = None,
+    first_conv: str = "repeat",
+    rgb_channels: Sequence[int] | None = None,
+    stats: BandStats | None = None,
+) -> SegmentationModel:
+    """Build ``arch`` on ``encoder`` for ``in_channels`` bands, load local weights, then convert its norms."""
+    if in_channels < 1 or classes < 1:
+        raise GeosegError(f"a model needs at least 1 band and 1 class (got {in_channels} and {classes})")
+    path = check_weights_option(weights)
+    net = create_net(arch, encoder, in_channels, classes, encoder_depth, decoder or {})
+    stored = read_weights(path) if path is not None else None
+    loaded = {"weights": None, "first_conv": "none"}
+    if path is not None and not is_geoseg_checkpoint(stored):
+        rgb = list(rgb_channels) if rgb_channels is not None else None
+        loaded = load_encoder_weights(net.encoder, path, first_conv, rgb, stored)
+    norm = resolve_norm(norm)
+    summary = convert_norm(net, norm)
+    encoder_dropped = [n for n in summary.dropped_running_stats if n.startswith("encoder.")]
+    if loaded["weights"] and encoder_dropped:
+        warnings.warn(
+            f"encoder.weights: the pretrained BatchNorm running statistics of {len(encoder_dropped)} "
+            f"layers are dropped by norm={summary.norm} (their γ/β are kept)",
+            UserWarning,
+            stacklevel=2,
+        )
+    if factory_target(norm) is torch.nn.Identity and loaded["weights"]:
+        log.warning("norm=identity drops the pretrained γ/β of %d layers", summary.replaced)
+    if summary.norm == "InstanceNorm2d" and arch.lower().startswith("deeplabv3"):
+        log.warning(
+            "norm=instancenorm: DeepLabV3's image-pooling branch is a 1×1 map, which normalises to a constant"
+        )
+    if summary.norm == "FrozenBatchNorm2d" and path is None:
+        warnings.warn(
+            "norm=frozenbatchnorm without encoder.weights freezes every norm at mean 0, var 1, γ 1, β 0 "
+            "(no normalisation); load pretrained weights or pick another norm",
+            UserWarning,
+            stacklevel=2,
+        )
+    meta = {
+        "arch": arch, "encoder": encoder, "encoder_depth": encoder_depth, "decoder": dict(decoder or {}),
+        "in_channels": in_channels, "classes": classes, "bands": list(stats.bands) if stats else None,
+        "norm": summary.norm, "norm_summary": summary.as_dict(), **loaded,
+    }  # fmt: skip
+    model = SegmentationModel(net, band_normalize(stats, in_channels), meta)
+    if path is not None and is_geoseg_checkpoint(stored):
+        model.meta.update(load_checkpoint_weights(model, stored, path))
+    return model
+
+
+def plain(node: Any) -> dict[str, Any]:
+    """A config node as plain Python containers (smp wants lists, not ListConfig)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def model_from_config(
+    cfg: Mapping[str, Any], in_channels: int, classes: int, stats: BandStats | None
+) -> SegmentationModel:
+    """Build the model of a composed config (its ``model``, ``encoder`` and ``norm`` groups)."""
+    model_cfg, enc = plain(cfg["model"]), plain(cfg["encoder"])
+    decoder = {k: v for k, v in model_cfg.items() if k != "arch"}
+    return build_model(
+        str(model_cfg["arch"]), str(enc["name"]), in_channels, classes, instantiate(cfg["norm"]),
+        encoder_depth=int(enc.get("depth", 5)), decoder=decoder, weights=enc.get("weights"),
+        first_conv=str(enc.get("first_conv", "repeat")), rgb_channels=enc.get("rgb_channels"), stats=stats,
+    )  # fmt: skip

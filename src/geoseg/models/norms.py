@@ -1,0 +1,124 @@
+"""Norm-layer factories, each called as ``norm(num_channels)`` (the torchvision/timm ``norm_layer`` rule).
+
+``configs/norm/*.yaml`` instantiates one of these (or a torch class) with ``_partial_: true``.
+The classes here exist where torch's own does not fit that rule or is wrong on conv features:
+
+- :class:`GroupNorm` takes the channel count first and picks the group count by a policy;
+- :class:`LayerNorm2d` normalises each pixel over its channels (``nn.LayerNorm`` on an NCHW
+  tensor would normalise over the last dimension, the image width);
+- :class:`InstanceNorm2d` keeps working on 1×1 maps (DeepLabV3+'s image-pooling branch), where
+  torch raises.
+
+:func:`resolve_norm` turns a ``syncbatchnorm`` choice into plain BatchNorm when there is no
+process group on a GPU to synchronise over.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import distributed as dist
+from torch import nn
+
+from geoseg.errors import GeosegError
+
+NormFactory = Callable[[int], nn.Module]
+GROUP_POLICIES = ("divisor", "strict")
+
+
+def group_count(num_channels: int, num_groups: int, policy: str = "divisor") -> int:
+    """Groups for ``num_channels``: ``num_groups`` itself, or under ``divisor`` its largest divisor ≤ it."""
+    if policy not in GROUP_POLICIES:
+        raise GeosegError(f"norm.group_policy={policy!r} is not one of {', '.join(GROUP_POLICIES)}")
+    if num_groups < 1:
+        raise GeosegError(f"norm.num_groups={num_groups} must be at least 1")
+    if num_channels % num_groups == 0:
+        return num_groups
+    if policy == "strict":
+        raise GeosegError(
+            f"norm.num_groups={num_groups} does not divide {num_channels} channels; "
+            "pick a num_groups that does or set norm.group_policy=divisor"
+        )
+    return max(g for g in range(1, min(num_groups, num_channels) + 1) if num_channels % g == 0)
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` built from the channel count, with the group count chosen by ``group_policy``."""
+
+    def __init__(
+        self,
+        num_channels: int,
+        num_groups: int = 32,
+        group_policy: str = "divisor",
+        eps: float = 1e-5,
+        affine: bool = True,
+    ) -> None:
+        groups = group_count(num_channels, num_groups, group_policy)
+        super().__init__(groups, num_channels, eps=eps, affine=affine)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of each pixel of an NCHW tensor (the ConvNeXt convention)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__(num_channels, eps=eps, elementwise_affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """Affine InstanceNorm without running statistics that also accepts 1×1 maps.
+
+    One pixel normalises to exactly 0, so a 1×1 map becomes the bias β. That is the definition;
+    torch raises instead, which would make DeepLabV3+ unusable with this norm. The result stays
+    in the autograd graph (with zero gradients), so DDP sees every parameter used.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__(num_channels, eps=eps, affine=affine, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] * x.shape[-2] > 1:
+            return super().forward(x)
+        out = x - x  # exactly 0 with a zero gradient, but still connected to the input
+        if self.affine:
+            out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return out
+
+
+def factory_target(norm: NormFactory) -> object:
+    """The class or function a (possibly ``functools.partial``) norm factory builds with."""
+    return norm.func if isinstance(norm, functools.partial) else norm
+
+
+def norm_name(norm: NormFactory) -> str:
+    """A short name of the factory's target, e.g. ``GroupNorm`` or ``FrozenBatchNorm2d``."""
+    target = factory_target(norm)
+    return getattr(target, "__name__", type(target).__name__)
+
+
+def sync_available() -> bool:
+    """Whether SyncBatchNorm can synchronise: an initialised process group and a CUDA device."""
+    return dist.is_available() and dist.is_initialized() and torch.cuda.is_available()
+
+
+def resolve_norm(norm: NormFactory) -> NormFactory:
+    """``norm`` itself, except SyncBatchNorm without a GPU process group, which becomes BatchNorm."""
+    if factory_target(norm) is not nn.SyncBatchNorm or sync_available():
+        return norm
+    warnings.warn(
+        "norm=syncbatchnorm needs an initialised process group on CUDA devices (a torchrun/SLURM run "
+        "on GPUs); using BatchNorm2d, which normalises over each process's own batch",
+        UserWarning,
+        stacklevel=2,
+    )
+    kwargs = dict(norm.keywords) if isinstance(norm, functools.partial) else {}
+    kwargs.pop("process_group", None)
+    return functools.partial(nn.BatchNorm2d, **kwargs)

@@ -1,0 +1,69 @@
+"""The shipped model/encoder/norm config groups compose and build, and `geoseg model-info` reports them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from geoseg.config import config_dir
+from geoseg.models import model_from_config, norm_counts
+
+MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+ENCODERS = sorted(p.stem for p in (config_dir() / "encoder").glob("*.yaml"))
+NORMS = sorted(p.stem for p in (config_dir() / "norm").glob("*.yaml"))
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("model_info", overrides=list(overrides))
+
+
+def test_the_issue_config_groups_are_all_shipped():
+    assert set(MODELS) == {"unet", "fpn", "deeplabv3plus", "unetplusplus"}
+    assert {"resnet18", "resnet34", "resnet50"} <= set(ENCODERS)
+    assert any(composed(f"encoder={e}").encoder.name.startswith("tu-") for e in ENCODERS)
+    assert set(NORMS) == {
+        "batchnorm", "syncbatchnorm", "groupnorm", "instancenorm", "layernorm", "frozenbatchnorm", "identity"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "overrides", [[f"model={m}"] for m in MODELS] + [[f"encoder={e}"] for e in ENCODERS if e != "resnet18"]
+)
+def test_each_model_and_encoder_config_builds_with_its_default_decoder(overrides):
+    cfg = composed(*overrides, "norm=groupnorm")
+    model = model_from_config(cfg, in_channels=5, classes=4, stats=None)
+    assert model.meta["arch"] == cfg.model.arch and model.meta["encoder"] == cfg.encoder.name
+    assert set(norm_counts(model)) == {"GroupNorm"}
+    first = next(m for m in model.net.encoder.modules() if hasattr(m, "in_channels"))
+    assert first.in_channels == 5
+
+
+def geoseg(*args, cwd):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "geoseg", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+
+
+def test_model_info_reports_the_conversion_and_refuses_downloads(tmp_path):
+    assert geoseg("demo-data", "size=64", cwd=tmp_path).returncode == 0
+    run = geoseg("model-info", "model=fpn", "norm=groupnorm", "norm.num_groups=16", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "BatchNorm2d×20 + GroupNorm×7 -> GroupNorm×27" in run.stdout
+    assert "6 bands" in run.stdout and "(2, 4, 64, 64) logits" in run.stdout
+    bad = geoseg("model-info", "encoder.weights=imagenet", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith(
+        "geoseg: error: encoder.weights=imagenet would download"
+    )
+    strict = geoseg(
+        "model-info", "norm=groupnorm", "norm.group_policy=strict", "norm.num_groups=24", cwd=tmp_path
+    )
+    assert strict.returncode == 2
+    assert strict.stderr.strip() == (
+        "geoseg: error: norm layer 'encoder.bn1': norm.num_groups=24 does not divide 64 channels; "
+        "pick a num_groups that does or set norm.group_policy=divisor"
+    )
