@@ -119,3 +119,34 @@ def test_recalibrate_bn_errors_on_an_empty_loader_and_skips_models_without_bn():
         recalibrate_bn(ConvBN(), [], num_batches=3)
     no_bn = nn.Sequential(nn.Conv2d(3, 3, 1), nn.GroupNorm(1, 3))
     assert recalibrate_bn(no_bn, [torch.zeros(1, 3, 4, 4)], 1) == 0
+
+
+def _recalibrate_shard(rank: int, world: int, init_file: str, out: str) -> None:
+    """One gloo rank: recalibrate on its half of the images; rank 0 saves the result."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        images = torch.load(out + ".images")
+        shard = images[rank::world]
+        model = ConvBN().eval()
+        recalibrate_bn(model, [shard[i : i + 3] for i in range(0, len(shard), 3)], num_batches=10)
+        if rank == 0:
+            torch.save({"mean": model.bn1.running_mean, "var": model.bn1.running_var}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_recalibrate_bn_merges_the_statistics_of_all_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(3)
+    images = torch.randn(14, 3, 8, 8) * 2 + torch.arange(14.0).view(14, 1, 1, 1) / 4  # ranks differ
+    out = str(tmp_path / "stats.pt")
+    torch.save(images, out + ".images")
+    mp.spawn(_recalibrate_shard, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
+    merged = torch.load(out)
+    with torch.no_grad():
+        feats = ConvBN().conv1(images).double()
+    assert torch.allclose(merged["mean"].double(), feats.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(merged["var"].double(), feats.var(dim=(0, 2, 3)), rtol=1e-4)

@@ -196,7 +196,8 @@ def load_encoder_weights(
         used = strategy
     encoder.load_state_dict(matched, strict=False)
     log.info("loaded %d encoder tensors from %s (first conv: %s)", len(matched), path, used)
-    return {"weights": str(path), "first_conv": used, "first_conv_key": first}
+    rgb = (rgb_channels or [0, 1, 2]) if used == "rgb_then_random" else None
+    return {"weights": str(path), "first_conv": used, "first_conv_key": first, "rgb_channels": rgb}
 
 
 def load_checkpoint_weights(model: nn.Module, checkpoint: dict, path: Path) -> dict:
