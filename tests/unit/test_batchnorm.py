@@ -13,6 +13,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from geoseg.errors import GeosegError
 from geoseg.models import build_model, convert_norm, recalibrate_bn
+from geoseg.models.norms import GroupNorm, InstanceNorm2d, LayerNorm2d
 
 TINY_UNET = {"decoder_channels": [32, 16, 16, 8, 8]}
 
@@ -24,8 +25,18 @@ def tiny_unet(norm) -> nn.Module:
         return build_model("unet", "resnet18", 4, 3, norm, decoder=TINY_UNET)
 
 
-def test_eval_uses_running_statistics_so_a_chip_is_independent_of_its_batch():
-    model = tiny_unet(functools.partial(nn.BatchNorm2d))
+@pytest.mark.parametrize(
+    "norm",
+    [
+        functools.partial(nn.BatchNorm2d),
+        functools.partial(GroupNorm, num_groups=8),
+        InstanceNorm2d,
+        LayerNorm2d,
+    ],
+    ids=["batchnorm", "groupnorm", "instancenorm", "layernorm"],
+)
+def test_eval_output_of_a_chip_does_not_depend_on_its_batch(norm):
+    model = tiny_unet(norm)
     model.train()
     for _ in range(3):  # move the running statistics away from their initial values
         model(torch.randn(4, 4, 64, 64) * 2 + 1)

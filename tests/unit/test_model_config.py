@@ -7,10 +7,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from geoseg.config import config_dir
-from geoseg.models import model_from_config, norm_counts
+from geoseg.data.stats import BandStats
+from geoseg.errors import GeosegError
+from geoseg.models import build_model, model_from_config, norm_counts
 
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 ENCODERS = sorted(p.stem for p in (config_dir() / "encoder").glob("*.yaml"))
@@ -67,3 +72,35 @@ def test_model_info_reports_the_conversion_and_refuses_downloads(tmp_path):
         "geoseg: error: norm layer 'encoder.bn1': norm.num_groups=24 does not divide 64 channels; "
         "pick a num_groups that does or set norm.group_policy=divisor"
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"arch": "segformerr"}, r"model.arch='segformerr' is not an smp architecture; choose one of"),
+        ({"encoder": "resnet19"}, r"encoder.name='resnet19' is not an smp encoder"),
+        ({"encoder": "tu-resnet19x"}, r"timm has no model 'resnet19x'"),
+        ({"decoder": {"decoder_channels": [16, 8]}}, r"model.arch=unet with encoder.name=resnet18: .*depth"),
+        ({"arch": "fpn", "decoder": {"decoder_segmentation_channels": 48}}, r"a multiple of 32"),
+        ({"stats_bands": 3}, r"the band statistics cover 3 bands but the model has 4"),
+    ],
+)
+def test_model_option_mistakes_are_one_line_errors(kwargs, message):
+    n = kwargs.pop("stats_bands", None)
+    stats = BandStats([*range(1, n + 1)], [0.0] * n, [1.0] * n, [], [], [], [], 1, []) if n else None
+    args = {"arch": "unet", "encoder": "resnet18", "decoder": None, **kwargs}
+    norm = instantiate_norm("batchnorm")
+    with pytest.raises(GeosegError, match=message):
+        build_model(args["arch"], args["encoder"], 4, 3, norm, decoder=args["decoder"], stats=stats)
+
+
+def instantiate_norm(name: str):
+    return instantiate(OmegaConf.load(config_dir() / "norm" / f"{name}.yaml"))
+
+
+def test_chips_the_encoder_cannot_divide_are_a_clear_error():
+    model = build_model("unet", "resnet18", 4, 3, instantiate_norm("batchnorm"))
+    with pytest.raises(GeosegError, match=r"chips of 48×48 px .* multiples of 32 \(set data.chip_size"):
+        model(torch.zeros(1, 4, 48, 48))
+    with pytest.raises(GeosegError, match=r"takes \(batch, 4 bands, H, W\) but got \(1, 6, 64, 64\)"):
+        model(torch.zeros(1, 6, 64, 64))

@@ -151,3 +151,12 @@ def test_syncbatchnorm_falls_back_to_batchnorm_with_one_warning():
     assert len([w for w in record if "syncbatchnorm" in str(w.message)]) == 1
     assert set(norm_counts(model)) == {"BatchNorm2d"}
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+
+
+def test_token_layernorms_are_left_alone_but_counted():
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Flatten(2), nn.LayerNorm(16))
+    summary = convert_norm(net, functools.partial(GroupNorm, num_groups=4))
+    assert summary.before == {"BatchNorm2d": 1, "LayerNorm": 1}
+    assert summary.after == {"GroupNorm": 1, "LayerNorm": 1}
+    assert type(net[3]) is nn.LayerNorm
+    assert net(torch.randn(2, 3, 4, 4)).shape == (2, 8, 16)

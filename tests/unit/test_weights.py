@@ -175,3 +175,18 @@ def test_geoseg_checkpoint_starts_a_model_with_another_head(tmp_path, caplog):
     assert "start fresh" in caplog.text and "segmentation_head" in caplog.text
     with pytest.raises(GeosegError, match="trained on 4 bands"):
         build_model("unet", "resnet18", 6, 3, BN, decoder=TINY, weights=str(path))
+
+
+def test_frozen_batchnorm_from_a_geoseg_checkpoint_keeps_its_statistics(tmp_path):
+    from torchvision.ops import FrozenBatchNorm2d
+
+    trained = build_model("unet", "resnet18", 4, 3, BN, decoder=TINY)
+    trained.train()
+    trained(torch.randn(4, 4, 64, 64) * 3)
+    path = tmp_path / "last.pt"
+    torch.save({"model": trained.state_dict(), "meta": trained.meta}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # statistics come from the checkpoint: no "frozen at identity" warning
+        model = build_model("unet", "resnet18", 4, 3, FrozenBatchNorm2d, decoder=TINY, weights=str(path))
+    assert torch.equal(model.net.encoder.bn1.running_mean, trained.net.encoder.bn1.running_mean)
+    assert not torch.all(model.net.encoder.bn1.running_mean == 0)

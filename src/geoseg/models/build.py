@@ -22,8 +22,8 @@ from torch import nn
 from geoseg.data.normalize import BandNormalize
 from geoseg.data.stats import BandStats
 from geoseg.errors import GeosegError
-from geoseg.models.convert import convert_norm
-from geoseg.models.norms import NormFactory, factory_target, resolve_norm
+from geoseg.models.convert import NormSummary, convert_norm
+from geoseg.models.norms import NormFactory, resolve_norm
 from geoseg.models.weights import (
     check_weights_option,
     is_geoseg_checkpoint,
@@ -116,6 +116,35 @@ def band_normalize(stats: BandStats | None, in_channels: int) -> nn.Module:
     return BandNormalize(stats.mean, stats.std)
 
 
+def warn_about_norm(summary: NormSummary, arch: str, pretrained: bool, weights: bool) -> None:
+    """Say what a norm choice loses: pretrained statistics, γ/β, or any normalisation at all.
+
+    ``pretrained``: encoder weights were loaded before the conversion; ``weights``: any weights
+    file was given (a geoseg checkpoint loads after it).
+    """
+    encoder_dropped = [n for n in summary.dropped_running_stats if n.startswith("encoder.")]
+    if pretrained and encoder_dropped:
+        warnings.warn(
+            f"encoder.weights: the pretrained BatchNorm running statistics of {len(encoder_dropped)} "
+            f"layers are dropped by norm={summary.norm} (their γ/β are kept)",
+            UserWarning,
+            stacklevel=3,
+        )
+    if summary.norm == "Identity" and pretrained:
+        log.warning("norm=identity drops the pretrained γ/β of %d layers", summary.replaced)
+    if summary.norm == "InstanceNorm2d" and arch.lower().startswith("deeplabv3"):
+        log.warning(
+            "norm=instancenorm: DeepLabV3's image-pooling branch is a 1×1 map, normalised to a constant"
+        )
+    if summary.norm == "FrozenBatchNorm2d" and not weights:
+        warnings.warn(
+            "norm=frozenbatchnorm without encoder.weights freezes every norm at mean 0, var 1, γ 1, β 0 "
+            "(no normalisation); load pretrained weights or pick another norm",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def build_model(
     arch: str,
     encoder: str,
@@ -142,27 +171,7 @@ def build_model(
         loaded = load_encoder_weights(net.encoder, path, first_conv, rgb, stored)
     norm = resolve_norm(norm)
     summary = convert_norm(net, norm)
-    encoder_dropped = [n for n in summary.dropped_running_stats if n.startswith("encoder.")]
-    if loaded["weights"] and encoder_dropped:
-        warnings.warn(
-            f"encoder.weights: the pretrained BatchNorm running statistics of {len(encoder_dropped)} "
-            f"layers are dropped by norm={summary.norm} (their γ/β are kept)",
-            UserWarning,
-            stacklevel=2,
-        )
-    if factory_target(norm) is torch.nn.Identity and loaded["weights"]:
-        log.warning("norm=identity drops the pretrained γ/β of %d layers", summary.replaced)
-    if summary.norm == "InstanceNorm2d" and arch.lower().startswith("deeplabv3"):
-        log.warning(
-            "norm=instancenorm: DeepLabV3's image-pooling branch is a 1×1 map, which normalises to a constant"
-        )
-    if summary.norm == "FrozenBatchNorm2d" and path is None:
-        warnings.warn(
-            "norm=frozenbatchnorm without encoder.weights freezes every norm at mean 0, var 1, γ 1, β 0 "
-            "(no normalisation); load pretrained weights or pick another norm",
-            UserWarning,
-            stacklevel=2,
-        )
+    warn_about_norm(summary, arch, pretrained=loaded["weights"] is not None, weights=path is not None)
     meta = {
         "arch": arch, "encoder": encoder, "encoder_depth": encoder_depth, "decoder": dict(decoder or {}),
         "in_channels": in_channels, "classes": classes, "bands": list(stats.bands) if stats else None,

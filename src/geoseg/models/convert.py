@@ -25,11 +25,21 @@ from geoseg.models.norms import LayerNorm2d, NormFactory, norm_name
 
 log = logging.getLogger(__name__)
 
-try:  # timm is a dependency of smp; its 2-D norms are recognised when it is there
-    from timm.layers import FrozenBatchNormAct2d as _TimmFrozenBN
-    from timm.layers import LayerNorm2d as _TimmLayerNorm2d
-except ImportError:  # pragma: no cover - depends on the installed smp
-    _TimmFrozenBN = _TimmLayerNorm2d = ()
+# timm's 2-D norms (timm is a dependency of smp); those with an activation are norm+act modules
+TIMM_FEATURE_NORMS = (
+    "BatchNormAct2d", "FrozenBatchNormAct2d", "GroupNormAct", "LayerNorm2d", "LayerNormAct2d",
+    "LayerNorm2dFp32", "LayerNormAct2dFp32", "RmsNorm2d", "RmsNormAct2d",
+)  # fmt: skip
+
+
+def timm_feature_norms() -> tuple[type, ...]:
+    """The timm 2-D norm classes that this timm version has."""
+    try:
+        import timm.layers
+    except ImportError:  # pragma: no cover - smp without timm
+        return ()
+    return tuple(getattr(timm.layers, name) for name in TIMM_FEATURE_NORMS if hasattr(timm.layers, name))
+
 
 FEATURE_NORMS = (
     nn.BatchNorm2d,  # SyncBatchNorm and timm's BatchNormAct2d too (subclasses)
@@ -38,7 +48,7 @@ FEATURE_NORMS = (
     nn.InstanceNorm2d,
     FrozenBatchNorm2d,
     LayerNorm2d,
-    *([_TimmLayerNorm2d, _TimmFrozenBN] if _TimmLayerNorm2d else []),
+    *timm_feature_norms(),
 )
 ALL_NORMS = (*FEATURE_NORMS, nn.LayerNorm)
 STATE_KEYS = ("weight", "bias", "running_mean", "running_var")
