@@ -160,3 +160,21 @@ def test_token_layernorms_are_left_alone_but_counted():
     assert summary.after == {"GroupNorm": 1, "LayerNorm": 1}
     assert type(net[3]) is nn.LayerNorm
     assert net(torch.randn(2, 3, 4, 4)).shape == (2, 8, 16)
+
+
+@pytest.mark.parametrize("norm_name", NORMS)
+def test_every_norm_runs_under_bf16_autocast_and_channels_last(norm_name):
+    """CPU stand-ins for the CUDA paths: bf16 autocast trains a step; channels_last changes no output."""
+    model = build("deeplabv3plus", norm_from_config(norm_name))  # its ASPP pooling is a 1×1 map
+    x = torch.randn(2, 4, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    loss = nn.functional.cross_entropy(out.float(), torch.randint(0, 3, (2, 64, 64)))
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.eval()
+    with torch.no_grad():
+        reference = model(x)
+        model.to(memory_format=torch.channels_last)
+        fast = model(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(fast, reference, atol=1e-4, rtol=1e-4)
