@@ -46,7 +46,6 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +61,6 @@ NORMS = ("batchnorm", "groupnorm", "instancenorm", "layernorm", "frozenbatchnorm
 PRECISIONS = ("fp32", "bf16")
 LAYOUTS = ("off", "on")
 COLUMNS = ("arch", "norm", "precision", "channels_last", "batch", "tiles/s", "ms/step")
-
-
-def norm_factory(name: str) -> Callable[[int], nn.Module]:
-    """The norm factory (``factory(num_channels)``) of the shipped ``configs/norm/<name>.yaml``."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from geoseg.config import config_dir
-
-    return instantiate(OmegaConf.load(config_dir() / "norm" / f"{name}.yaml"))
 
 
 def peak_rss_mib() -> float:
@@ -101,6 +90,7 @@ def sync(device: str) -> None:
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Build one configuration, run its warm-up and timed steps, return seconds and peak memory."""
     from geoseg.models.build import build_model
+    from geoseg.models.norms import norm_preset
 
     device, bf16 = spec["device"], spec["precision"] == "bf16"
     torch.manual_seed(0)
@@ -109,7 +99,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         spec["encoder"],
         spec["bands"],
         spec["classes"],
-        norm_factory(spec["norm"]),
+        norm_preset(spec["norm"]),
         decoder=None,
     ).to(device)
     model.train()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +56,16 @@ def scene_pair(tmp_path: Path):
     image = write_tif(tmp_path / "img.tif", img, nodata=0, tiled=True, descriptions=["blue", "green", "nir"])
     label = write_tif(tmp_path / "lab.tif", lab, nodata=255)
     return image, label, img, lab
+
+
+def run_geoseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m geoseg ARGS`` in ``cwd``, output captured, Hydra's short errors on."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "geoseg", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+
+
+@pytest.fixture
+def geoseg():
+    """The ``geoseg`` command line as a function: ``geoseg("stats", "data.chip_size=32", cwd=tmp_path)``."""
+    return run_geoseg

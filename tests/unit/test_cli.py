@@ -1,9 +1,6 @@
 """The ``geoseg`` command line: help, Hydra overrides, clear errors, configs found from any folder."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,12 +8,6 @@ from hydra import compose, initialize_config_dir
 
 from geoseg.cli import COMMANDS, main
 from geoseg.config import config_dir
-
-
-def geoseg(*args, cwd):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "geoseg", *args], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip
 
 
 def test_help_lists_the_commands(capsys):
@@ -48,7 +39,7 @@ def test_configs_ship_inside_an_installed_package():
         assert config_dir() == pkg / "configs"
 
 
-def test_demo_data_then_stats_from_another_folder(tmp_path):
+def test_demo_data_then_stats_from_another_folder(tmp_path, geoseg):
     done = geoseg("demo-data", "size=128", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "data/demo/manifest.csv").exists()
@@ -67,13 +58,13 @@ def test_demo_data_then_stats_from_another_folder(tmp_path):
         ("data.chip_sise=3", "Could not override 'data.chip_sise'"),
     ],
 )
-def test_bad_overrides_give_hydras_message_not_a_traceback(tmp_path, override, expected):
+def test_bad_overrides_give_hydras_message_not_a_traceback(tmp_path, override, expected, geoseg):
     run = geoseg("stats", override, cwd=tmp_path)
     assert run.returncode != 0
     assert expected in run.stderr and "Traceback" not in run.stderr
 
 
-def test_user_errors_are_one_line(tmp_path):
+def test_user_errors_are_one_line(tmp_path, geoseg):
     run = geoseg(
         "stats", f"data.root={tmp_path}/none", cwd=tmp_path
     )  # the demo is generated only at data.demo

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from geoseg.config import config_dir
 from geoseg.data.stats import BandStats
 from geoseg.errors import GeosegError
 from geoseg.models import build_model, model_from_config, norm_counts
+from geoseg.models.norms import norm_preset
 
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 ENCODERS = sorted(p.stem for p in (config_dir() / "encoder").glob("*.yaml"))
@@ -48,13 +43,7 @@ def test_each_model_and_encoder_config_builds_with_its_default_decoder(overrides
     assert first.in_channels == 5
 
 
-def geoseg(*args, cwd):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "geoseg", *args], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip
-
-
-def test_model_info_reports_the_conversion_and_refuses_downloads(tmp_path):
+def test_model_info_reports_the_conversion_and_refuses_downloads(tmp_path, geoseg):
     assert geoseg("demo-data", "size=64", cwd=tmp_path).returncode == 0
     run = geoseg("model-info", "model=fpn", "norm=groupnorm", "norm.num_groups=16", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
@@ -89,17 +78,13 @@ def test_model_option_mistakes_are_one_line_errors(kwargs, message):
     n = kwargs.pop("stats_bands", None)
     stats = BandStats([*range(1, n + 1)], [0.0] * n, [1.0] * n, [], [], [], [], 1, []) if n else None
     args = {"arch": "unet", "encoder": "resnet18", "decoder": None, **kwargs}
-    norm = instantiate_norm("batchnorm")
+    norm = norm_preset("batchnorm")
     with pytest.raises(GeosegError, match=message):
         build_model(args["arch"], args["encoder"], 4, 3, norm, decoder=args["decoder"], stats=stats)
 
 
-def instantiate_norm(name: str):
-    return instantiate(OmegaConf.load(config_dir() / "norm" / f"{name}.yaml"))
-
-
 def test_chips_the_encoder_cannot_divide_are_a_clear_error():
-    model = build_model("unet", "resnet18", 4, 3, instantiate_norm("batchnorm"))
+    model = build_model("unet", "resnet18", 4, 3, norm_preset("batchnorm"))
     with pytest.raises(GeosegError, match=r"chips of 48×48 px .* multiples of 32 \(set data.chip_size"):
         model(torch.zeros(1, 4, 48, 48))
     with pytest.raises(GeosegError, match=r"takes \(batch, 4 bands, H, W\) but got \(1, 6, 64, 64\)"):

@@ -7,15 +7,12 @@ import warnings
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from geoseg.config import config_dir
 from geoseg.errors import GeosegError
 from geoseg.models import build_model, convert_norm, norm_counts
-from geoseg.models.norms import GroupNorm, InstanceNorm2d, LayerNorm2d, group_count
+from geoseg.models.norms import GroupNorm, InstanceNorm2d, LayerNorm2d, group_count, norm_preset
 
 NORMS = [
     "batchnorm", "syncbatchnorm", "groupnorm", "instancenorm", "layernorm", "frozenbatchnorm", "identity"
@@ -40,9 +37,8 @@ EXPECTED = {
 
 
 def norm_from_config(name: str):
-    """The shipped ``configs/norm/<name>.yaml`` factory (GroupNorm with 8 groups for tiny decoders)."""
-    cfg = OmegaConf.load(config_dir() / "norm" / f"{name}.yaml")
-    return instantiate(OmegaConf.merge(cfg, {"num_groups": 8} if name == "groupnorm" else {}))
+    """The shipped norm factory (GroupNorm with 8 groups, to divide the tiny decoders' widths)."""
+    return norm_preset(name, **({"num_groups": 8} if name == "groupnorm" else {}))
 
 
 def build(arch: str, norm, encoder: str = "resnet18", bands: int = 4):
@@ -178,3 +174,11 @@ def test_every_norm_runs_under_bf16_autocast_and_channels_last(norm_name):
         model.to(memory_format=torch.channels_last)
         fast = model(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(fast, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_an_unknown_norm_preset_lists_the_shipped_ones():
+    with pytest.raises(
+        GeosegError, match=r"norm='batchnrom' is not a shipped norm; choose one of batchnorm, "
+    ):
+        norm_preset("batchnrom")
+    assert norm_preset("groupnorm", num_groups=4)(12).num_groups == 4

@@ -93,6 +93,20 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         return out
 
 
+def norm_preset(name: str, **overrides: object) -> NormFactory:
+    """The factory of the shipped ``configs/norm/<name>.yaml``, with ``overrides`` applied."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from geoseg.config import config_dir
+
+    path = config_dir() / "norm" / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise GeosegError(f"norm={name!r} is not a shipped norm; choose one of {', '.join(names)}")
+    return instantiate(OmegaConf.merge(OmegaConf.load(path), overrides))
+
+
 def factory_target(norm: NormFactory) -> object:
     """The class or function a (possibly ``functools.partial``) norm factory builds with."""
     return norm.func if isinstance(norm, functools.partial) else norm
