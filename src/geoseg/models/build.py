@@ -16,9 +16,9 @@ from typing import Any
 import segmentation_models_pytorch as smp
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from geoseg.data.build import as_dict
 from geoseg.data.normalize import BandNormalize
 from geoseg.data.stats import BandStats
 from geoseg.errors import GeosegError
@@ -183,16 +183,11 @@ def build_model(
     return model
 
 
-def plain(node: Any) -> dict[str, Any]:
-    """A config node as plain Python containers (smp wants lists, not ListConfig)."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-
-
 def model_from_config(
     cfg: Mapping[str, Any], in_channels: int, classes: int, stats: BandStats | None
 ) -> SegmentationModel:
     """Build the model of a composed config (its ``model``, ``encoder`` and ``norm`` groups)."""
-    model_cfg, enc = plain(cfg["model"]), plain(cfg["encoder"])
+    model_cfg, enc = as_dict(cfg["model"]), as_dict(cfg["encoder"])  # smp wants lists, not ListConfig
     decoder = {k: v for k, v in model_cfg.items() if k != "arch"}
     return build_model(
         str(model_cfg["arch"]), str(enc["name"]), in_channels, classes, instantiate(cfg["norm"]),
