@@ -14,6 +14,7 @@ from geoseg.errors import GeosegError
 
 # command -> (module, function, primary config, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "train": ("geoseg.commands.train", "run", "train", "train a model (under torchrun: -m geoseg.train)"),
     "demo-data": ("geoseg.commands.demo_data", "run", "demo_data", "write the deterministic demo scenes"),
     "stats": ("geoseg.commands.stats", "run", "stats", "per-band statistics of a split -> stats.json"),
     "model-info": (

@@ -39,3 +39,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             fh.write(text)
 
     atomic_write(path, write)
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") -> None:
+    """Create ``path`` and prove it takes a file now, not after hours of work."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test."):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise GeosegError(
+            f"cannot write to the {what} '{path}' ({reason}); choose a writable folder"
+        ) from None

@@ -140,9 +140,13 @@ def build_augment(aug_cfg: Any) -> Augment | None:
 
 
 def make_loader(
-    dataset: ChipDataset, sampler: Any, cfg: Mapping[str, Any], shuffle_workers: bool = True
+    dataset: ChipDataset, sampler: Any, cfg: Mapping[str, Any], drop_last: bool = False
 ) -> DataLoader:
-    """A DataLoader with the data config's worker, pinning and prefetch settings."""
+    """A DataLoader with the data config's worker, pinning and prefetch settings.
+
+    Training drops the last partial batch: a batch of one would break BatchNorm, and every rank
+    must take the same number of steps.
+    """
     workers = int(cfg.get("num_workers", 0))
     extra = {}
     if workers > 0:
@@ -157,7 +161,7 @@ def make_loader(
         sampler=sampler,
         num_workers=workers,
         pin_memory=bool(cfg.get("pin_memory", torch.cuda.is_available())),
-        drop_last=False,
+        drop_last=drop_last,
         collate_fn=collate_batch,
         **extra,
     )
@@ -196,7 +200,7 @@ def build_split(
     else:
         stride = cfg.get("val_stride") or size
         sampler = GridChipSampler([s.bounds for s in scenes], size, int(stride), rank, world_size)
-    return SplitData(scenes, dataset, sampler, make_loader(dataset, sampler, cfg))
+    return SplitData(scenes, dataset, sampler, make_loader(dataset, sampler, cfg, drop_last=split == "train"))
 
 
 def random_sampler(

@@ -1,0 +1,166 @@
+"""Training checkpoints: a plain dict of tensors and numbers, written atomically, loaded weights-only.
+
+A checkpoint holds ``model`` (state dict) and ``meta`` (the model's build record, see
+``SegmentationModel.meta``) -- the two keys any geoseg tool needs to rebuild the model -- and for an
+exact resume the optimizer, scheduler and GradScaler states, the epoch/step counters, the best
+score so far, every RNG state, the resolved config, the band statistics, the class names and the
+norm summary. Everything is a tensor, number, string, list or dict, so
+``torch.load(weights_only=True)`` reads it and no pickled code can run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import random
+import shutil
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+
+from geoseg.engine.distributed import DistInfo
+from geoseg.engine.log import json_safe
+from geoseg.errors import GeosegError
+from geoseg.io import atomic_write
+
+if TYPE_CHECKING:
+    from geoseg.engine.run import Progress, Run
+
+log = logging.getLogger(__name__)
+
+FORMAT = "geoseg-checkpoint"
+VERSION = 1
+REQUIRED = ("format", "version", "model", "meta", "optimizer", "scheduler", "epoch", "step", "rng")
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and this CUDA device) generator states, as plain values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_state` saved."""
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """Write ``state`` (see :data:`REQUIRED`) to a temporary file, then rename it onto ``path``."""
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; every failure is one :class:`GeosegError` line."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise GeosegError(f"checkpoint '{path}' does not exist; check the path or drop trainer.resume")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GeosegError(
+            f"checkpoint '{path}' holds more than tensors and plain values, and geoseg only loads "
+            f"weights (weights_only=True): {first}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GeosegError(
+            f"checkpoint '{path}' is truncated or corrupt ({first}); use another checkpoint "
+            "(e.g. best.pt) or start a new run"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise GeosegError(f"'{path}' is not a geoseg training checkpoint (no format={FORMAT!r} entry)")
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise GeosegError(f"checkpoint '{path}' lacks {', '.join(missing)}; it cannot resume a run")
+    if int(state["version"]) > VERSION:
+        raise GeosegError(
+            f"checkpoint '{path}' has format version {state['version']}; this geoseg reads up to {VERSION}"
+        )
+    return state
+
+
+def check_same_model(saved: Mapping[str, Any], current: Mapping[str, Any], path: str) -> None:
+    """Fail with the differing fields when a checkpoint was trained with another model or data layout."""
+    keys = ("arch", "encoder", "encoder_depth", "in_channels", "classes", "norm", "bands")
+    diff = [f"{k}: {saved.get(k)!r} vs {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+    if diff:
+        raise GeosegError(
+            f"checkpoint '{path}' was trained with another model ({'; '.join(diff)}); "
+            "resume with the same model/encoder/norm/data options or start a new run"
+        )
+
+
+def gather_rng(info: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's RNG states, in rank order (a collective: all ranks call it)."""
+    mine = rng_state(info.device)
+    if not info.enabled:
+        return [mine]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def save_checkpoints(run: Run) -> None:
+    """``last.pt`` every time, and ``best.pt`` when this epoch has the best val mIoU; rank 0 writes."""
+    rng = gather_rng(run.info)
+    if not run.info.is_main:
+        return
+    model, state = run.model, run.state
+    last = os.path.join(run.run_dir, "last.pt")
+    save_checkpoint(last, {
+        "model": model.state_dict(), "meta": model.meta, "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "epoch": state.epoch, "step": state.step, "progress": json_safe(asdict(state)), "rng": rng,
+        "config": OmegaConf.to_container(run.cfg, resolve=True), "stats": asdict(run.stats),
+        "classes": run.classes, "norm_summary": model.meta["norm_summary"], "world_size": run.info.world_size,
+    })  # fmt: skip
+    if state.best_epoch == state.epoch:
+        atomic_write(os.path.join(run.run_dir, "best.pt"), lambda tmp: shutil.copyfile(last, tmp))
+
+
+def restore(run: Run, path: str) -> Progress:
+    """Load model, optimizer, scheduler, scaler and RNG states from ``path``; returns its counters."""
+    from geoseg.engine.run import Progress
+
+    saved = load_checkpoint(path, map_location=run.info.device)
+    check_same_model(saved["meta"], run.model.meta, path)
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    if run.scaler.is_enabled() and saved.get("scaler"):
+        run.scaler.load_state_dict(saved["scaler"])
+    rng = saved["rng"]
+    if len(rng) == run.info.world_size:
+        set_rng_state(rng[run.info.rank], run.info.device)
+    else:
+        log.warning("'%s' has the RNG states of %d ranks and this run has %d: random streams start afresh",
+                    path, len(rng), run.info.world_size)  # fmt: skip
+    counters = dict(saved.get("progress") or {})
+    if counters.get("best_miou") is None:
+        counters["best_miou"] = -math.inf
+    state = Progress(**{**counters, "epoch": int(saved["epoch"]), "step": int(saved["step"])})
+    log.info("resumed from %s at epoch %d, step %d", path, state.epoch, state.step)
+    return state

@@ -1,0 +1,133 @@
+"""The training loop: ``fit(cfg, run_dir)`` in plain PyTorch, read top to bottom.
+
+Set-up is :func:`~geoseg.engine.run.build_run`. Then epochs of steps under autocast with gradient
+accumulation, clipping and a per-step LR schedule. The periodic work -- step logs, BN
+recalibration, evaluation, epoch logs, checkpoints, the final summary -- is one small named
+function each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from geoseg.engine.checkpoint import restore, save_checkpoints
+from geoseg.engine.distributed import all_reduce_sum, broadcast_buffers, cleanup_distributed
+from geoseg.engine.evaluate import evaluate
+from geoseg.engine.log import RunLogger, log_epoch, log_step, progress, write_summary
+from geoseg.engine.run import Run, build_run
+from geoseg.engine.runtime import resume_path, to_device, wrap_model
+from geoseg.models.recalibrate import recalibrate_bn
+
+log = logging.getLogger(__name__)
+
+
+def fit(cfg: Any, run_dir: str) -> dict[str, Any]:
+    """Train the model ``cfg`` describes; write checkpoints, logs and ``summary.json`` under ``run_dir``."""
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    try:
+        return train(build_run(cfg, run_dir), time.perf_counter())
+    finally:
+        if owns_group:
+            cleanup_distributed()
+
+
+def train(run: Run, started: float) -> dict[str, Any]:
+    """Resume if asked, then loop epochs until ``max_epochs`` or ``total_steps``; returns the summary."""
+    tr, info, state = run.trainer, run.info, run.state
+    resume_from = resume_path(tr["resume"], run.run_dir)
+    if resume_from:
+        state = run.state = restore(run, resume_from)
+    train_model = wrap_model(run.model, info, bool(tr["compile"]))
+    logger = RunLogger(run.run_dir, info.is_main, bool(tr["tensorboard"]), resume_step=state.step)
+    log.info(
+        "training %s/%s norm=%s on %s: %d steps in %d epochs, batch %d/rank x %d ranks x %d accumulated",
+        run.model.meta["arch"], run.model.meta["encoder"], run.model.meta["norm"], info.device,
+        run.total_steps, run.max_epochs, run.batch_size, info.world_size, run.accum,
+    )  # fmt: skip
+
+    while state.epoch < run.max_epochs and state.step < run.total_steps:
+        run.train.sampler.set_epoch(state.epoch)
+        train_model.train()
+        t_epoch, t_log, micro, tiles_log = time.perf_counter(), time.perf_counter(), 0, 0
+        loss_sum = torch.zeros((), device=info.device)
+        desc = f"epoch {state.epoch + 1}/{run.max_epochs}"
+        bar = progress(run.train.loader, len(run.train.loader), desc, info.is_main and bool(tr["progress"]))
+        for batch in bar:
+            images, target = to_device(batch, info.device, bool(tr["channels_last"]))
+            micro += 1
+            sync = micro % run.accum == 0  # DDP all-reduces gradients only on the last micro-step
+            no_sync = train_model.no_sync() if info.enabled and not sync else contextlib.nullcontext()
+            with no_sync, torch.autocast(info.device.type, dtype=run.amp, enabled=run.amp is not None):
+                loss = run.loss_fn(train_model(images), target)
+            run.scaler.scale(loss / run.accum).backward()
+            loss_sum += loss.detach()
+            tiles_log += len(images) * info.world_size
+            if not sync:
+                continue
+            grad_norm = optimizer_step(run.model, run.optimizer, run.scaler, tr["grad_clip"])
+            run.scheduler.step()
+            state.step += 1
+            if state.step % int(tr["log_every"]) == 0:  # .item() below is a device sync
+                now = time.perf_counter()
+                log_step(logger, bar, run, loss.item(), grad_norm, tiles_log / (now - t_log))
+                t_log, tiles_log = now, 0
+            if state.step >= run.total_steps:
+                break
+        seconds = time.perf_counter() - t_epoch
+        state.epoch += 1
+        state.train_seconds += seconds
+        state.tiles += micro * run.batch_size * info.world_size
+        train_loss = float(all_reduce_sum(loss_sum, info)) / max(1, micro * info.world_size)
+        last = state.epoch >= run.max_epochs or state.step >= run.total_steps
+
+        broadcast_buffers(run.model, info)  # every rank evaluates and saves rank 0's BN statistics
+        if tr["precise_bn"]["enabled"]:
+            recalibrate(run)
+        if state.epoch % int(tr["eval_every"]) == 0 or last:
+            validate(run)
+        log_epoch(logger, run, train_loss, seconds, micro * run.batch_size * info.world_size)
+        if state.epoch % int(tr["checkpoint_every"]) == 0 or last:
+            save_checkpoints(run)
+
+    summary = write_summary(run, time.perf_counter() - started)
+    logger.close()
+    return summary
+
+
+def optimizer_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip: float | None
+) -> torch.Tensor | None:
+    """Unscale, clip the global gradient norm, step (skipped by the scaler on fp16 overflow), zero."""
+    grad_norm = None
+    if clip:
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def recalibrate(run: Run) -> None:
+    """Precise BN: BatchNorm running statistics recomputed over training batches with the current weights."""
+    cfg = run.trainer["precise_bn"]
+    used = recalibrate_bn(run.model, run.train.loader, int(cfg["num_batches"]), run.info.device, run.amp)
+    log.info("precise BN: running statistics recomputed over %d batches per rank", used)
+
+
+def validate(run: Run) -> None:
+    """Evaluate on the val split and keep the best epoch by val mIoU."""
+    state = run.state
+    state.last_val = evaluate(
+        run.model, run.val.loader, run.loss_fn, run.classes, run.ignore_index, run.info, run.amp,
+        bool(run.trainer["channels_last"]),
+    )  # fmt: skip
+    if state.last_val["miou"] > state.best_miou:
+        state.best_miou, state.best_epoch = state.last_val["miou"], state.epoch

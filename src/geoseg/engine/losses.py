@@ -1,0 +1,68 @@
+"""Losses for the ``loss`` config group: cross-entropy, Dice and their weighted sum.
+
+Each takes raw logits (N, C, H, W) and class indices (N, H, W) in any integer dtype, skips
+``ignore_index`` and computes in float32 even under autocast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.losses import DiceLoss as SmpDiceLoss
+from torch import nn
+
+from geoseg.errors import GeosegError
+
+
+class CrossEntropy(nn.Module):
+    """Cross-entropy with optional per-class weights (listed in ``data.classes`` order)."""
+
+    def __init__(
+        self,
+        ignore_index: int = 255,
+        class_weights: Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        weight = torch.as_tensor(list(class_weights), dtype=torch.float32) if class_weights else None
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.weight is not None and len(self.weight) != logits.shape[1]:
+            raise GeosegError(
+                f"loss.class_weights has {len(self.weight)} values but the model predicts "
+                f"{logits.shape[1]} classes; give one weight per entry of data.classes"
+            )
+        return F.cross_entropy(
+            logits.float(), target.long(), weight=self.weight, ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )  # fmt: skip
+
+
+class Dice(nn.Module):
+    """Soft multiclass Dice (smp's ``DiceLoss``), averaged over the classes present in the batch."""
+
+    def __init__(self, ignore_index: int = 255, smooth: float = 0.0) -> None:
+        super().__init__()
+        self.dice = SmpDiceLoss("multiclass", from_logits=True, smooth=smooth, ignore_index=ignore_index)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.dice(logits.float(), target.long())
+
+
+class WeightedSum(nn.Module):
+    """``sum(w_i * loss_i)``, e.g. cross-entropy + Dice."""
+
+    def __init__(self, losses: Sequence[nn.Module], weights: Sequence[float]) -> None:
+        super().__init__()
+        if len(losses) != len(weights):
+            raise GeosegError(f"loss: {len(losses)} losses but {len(weights)} weights")
+        self.losses = nn.ModuleList(losses)
+        self.weights = [float(w) for w in weights]
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(w * loss(logits, target) for w, loss in zip(self.weights, self.losses, strict=True))

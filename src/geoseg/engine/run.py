@@ -1,0 +1,134 @@
+"""Everything a training run holds, built from the config: :func:`build_run` is the loop's set-up half."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from geoseg.data.build import SplitData, as_dict, build_augment, build_split, load_scenes, train_stats
+from geoseg.data.stats import BandStats, save_stats
+from geoseg.engine.distributed import DistInfo, broadcast_object, init_distributed, main_process_first
+from geoseg.engine.optim import build_optimizer
+from geoseg.engine.runtime import autocast_dtype, check_batch_for_batchnorm, check_trainer, seed_everything
+from geoseg.errors import GeosegError
+from geoseg.io import ensure_writable_dir
+from geoseg.models.build import SegmentationModel, model_from_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Counters a checkpoint carries so that a resumed run continues exactly."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    best_miou: float = -math.inf
+    best_epoch: int | None = None
+    train_seconds: float = 0.0
+    tiles: int = 0  # training chips seen, all ranks
+    last_val: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """The objects of one training run and its resolved options."""
+
+    cfg: DictConfig
+    run_dir: str
+    info: DistInfo
+    amp: torch.dtype | None
+    stats: BandStats
+    classes: list[str]
+    train: SplitData
+    val: SplitData
+    model: SegmentationModel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    accum: int
+    total_steps: int
+    max_epochs: int
+    state: Progress = field(default_factory=Progress)
+
+    @property
+    def trainer(self) -> dict[str, Any]:
+        return as_dict(self.cfg.trainer)
+
+    @property
+    def batch_size(self) -> int:
+        """Chips per rank per micro-step: the batch BatchNorm sees."""
+        return int(self.cfg.data.batch_size)
+
+    @property
+    def ignore_index(self) -> int:
+        return int(self.cfg.data.ignore_index)
+
+
+def build_data(cfg: DictConfig, info: DistInfo) -> tuple[BandStats, SplitData, SplitData]:
+    """Band statistics and the train/val splits, sharded for this rank (rank 0 writes demo data and stats)."""
+    data_cfg = as_dict(cfg.data)
+    with main_process_first(info):
+        scenes = {split: load_scenes(data_cfg, split) for split in ("train", "val")}
+        stats = train_stats(data_cfg, progress=info.is_main, scenes=scenes["train"])
+    common = dict(stats=stats, seed=int(cfg.seed), rank=info.rank, world_size=info.world_size)
+    augment = build_augment(cfg.get("aug"))
+    train = build_split(data_cfg, "train", augment=augment, scenes=scenes["train"], **common)
+    val = build_split(data_cfg, "val", augment=None, scenes=scenes["val"], **common)
+    return stats, train, val
+
+
+def step_counts(cfg: DictConfig, batches_per_epoch: int) -> tuple[int, int, int]:
+    """(gradient-accumulation micro-steps, optimizer steps in the run, epochs) for this loader length."""
+    tr, data = cfg.trainer, cfg.data
+    accum = int(tr.grad_accum_steps)
+    steps_per_epoch = batches_per_epoch // accum
+    if steps_per_epoch == 0:
+        raise GeosegError(
+            f"data.chips_per_epoch={data.chips_per_epoch} gives {batches_per_epoch} full batches of "
+            f"data.batch_size={data.batch_size} per rank, fewer than trainer.grad_accum_steps={accum}; "
+            "raise data.chips_per_epoch"
+        )
+    total_steps = int(tr.max_steps or steps_per_epoch * int(tr.max_epochs))
+    return accum, total_steps, min(int(tr.max_epochs), math.ceil(total_steps / steps_per_epoch))
+
+
+def build_run(cfg: DictConfig, run_dir: str) -> Run:
+    """Join the process group, then build data, model, optimizer, LR schedule, scaler and loss."""
+    tr = as_dict(cfg.trainer)
+    check_trainer(tr)
+    info = init_distributed(str(tr["device"]))
+    run_dir = str(broadcast_object(os.path.abspath(run_dir), info))
+    if info.is_main:
+        ensure_writable_dir(run_dir, "run folder")
+    else:
+        logging.getLogger().setLevel(logging.WARNING)
+    amp = autocast_dtype(str(tr["amp"]), info.device)
+    seed_everything(int(cfg.seed))
+
+    stats, train, val = build_data(cfg, info)
+    classes = [str(c["name"]) for c in cfg.data.classes]
+    model = model_from_config(cfg, len(stats.bands), len(classes), stats).to(info.device)
+    check_batch_for_batchnorm(model, int(cfg.data.batch_size), model.meta["norm"])
+    if tr["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    accum, total_steps, max_epochs = step_counts(cfg, len(train.loader))
+    optimizer = build_optimizer(cfg.optim, model)
+    if info.is_main:
+        save_stats(stats, os.path.join(run_dir, "stats.json"))
+    return Run(
+        cfg, run_dir, info, amp, stats, classes, train, val, model, optimizer,
+        scheduler=instantiate(cfg.sched)(optimizer, total_steps),
+        scaler=torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16),
+        loss_fn=instantiate(cfg.loss).to(info.device),
+        accum=accum, total_steps=total_steps, max_epochs=max_epochs,
+    )  # fmt: skip

@@ -1,0 +1,104 @@
+"""Set-up before the first training step: precision, seeds, checks, DDP/compile wrapping, resume path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from geoseg.engine.distributed import DistInfo
+from geoseg.errors import GeosegError
+from geoseg.models.recalibrate import bn_layers
+
+log = logging.getLogger(__name__)
+
+AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """``trainer.amp`` as an autocast dtype (None = fp32); ``auto`` is bf16 on a bf16 GPU, else fp32.
+
+    fp16 needs CUDA: on CPU its GradScaler has nothing to guard and CPU kernels gain nothing, so it
+    is an error that points to bf16 instead of a silent change of precision.
+    """
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if amp not in AMP:
+        raise GeosegError(f"trainer.amp={amp!r} is not one of auto, bf16, fp16, fp32")
+    if amp == "fp16" and device.type != "cuda":
+        raise GeosegError("trainer.amp=fp16 needs a CUDA device; on CPU use trainer.amp=bf16 or fp32")
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise GeosegError("this GPU has no bf16 support; use trainer.amp=fp16 (with loss scaling) or fp32")
+    return AMP[amp]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_batch_for_batchnorm(model: nn.Module, batch_size: int, norm: str) -> None:
+    """BatchNorm normalises over the per-GPU batch: one chip gives no batch statistics (TerraTorch #349)."""
+    if batch_size < 2 and bn_layers(model):
+        raise GeosegError(
+            f"data.batch_size={batch_size} with norm={norm}: BatchNorm needs at least 2 chips per GPU; "
+            "raise data.batch_size or use norm=groupnorm (or instancenorm, layernorm)"
+        )
+
+
+def check_trainer(tr: Mapping[str, Any]) -> None:
+    """Options of ``configs/trainer`` that must be positive whole numbers."""
+    for key in ("max_epochs", "grad_accum_steps", "eval_every", "checkpoint_every", "log_every"):
+        if int(tr[key]) < 1:
+            raise GeosegError(f"trainer.{key}={tr[key]} must be at least 1")
+    if tr.get("max_steps") is not None and int(tr["max_steps"]) < 1:
+        raise GeosegError(f"trainer.max_steps={tr['max_steps']} must be at least 1 (or null)")
+
+
+def wrap_model(model: nn.Module, info: DistInfo, compile_model: bool) -> nn.Module:
+    """The module the train step calls: DDP across ranks, then ``torch.compile`` when asked."""
+    wrapped: nn.Module = model
+    if info.enabled:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(model, device_ids=ids)
+    if compile_model:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def to_device(
+    batch: Mapping[str, torch.Tensor], device: torch.device, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (raw dtype, normalised inside the model) and integer targets on ``device``."""
+    images = batch["image"].to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, batch["mask"].to(device, non_blocking=True).long()
+
+
+def resume_path(resume: str | None, run_dir: str) -> str | None:
+    """``trainer.resume``: null (new run), ``auto`` (``last.pt`` in the run dir when it exists) or a path."""
+    if resume in (None, "", False):
+        return None
+    if resume == "auto":
+        path = os.path.join(run_dir, "last.pt")
+        if os.path.exists(path):
+            return path
+        log.info(
+            "trainer.resume=auto: no last.pt in %s; a new run starts (hydra.run.dir=<run> resumes one)",
+            run_dir,
+        )
+        return None
+    path = os.path.expanduser(str(resume))
+    if not os.path.isfile(path):
+        raise GeosegError(f"trainer.resume='{resume}' does not exist; give a last.pt path or auto")
+    return path

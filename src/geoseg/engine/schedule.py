@@ -1,0 +1,64 @@
+"""Learning-rate schedules stepped once per optimizer step: linear warmup, then cosine, poly or constant.
+
+:class:`WarmupSchedule` is a plain callable with scalar attributes, so ``LambdaLR.state_dict()``
+stores it as numbers and a resumed run continues the same curve.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from geoseg.errors import GeosegError
+
+KINDS = ("cosine", "poly", "constant")
+
+
+class WarmupSchedule:
+    """The LR multiplier at optimizer step ``step`` of ``total_steps``."""
+
+    def __init__(
+        self,
+        total_steps: int,
+        kind: str = "cosine",
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        power: float = 0.9,
+    ) -> None:
+        if kind not in KINDS:
+            raise GeosegError(f"sched.kind={kind!r} is not one of {', '.join(KINDS)}")
+        if total_steps < 1:
+            raise GeosegError(
+                "the run has no optimizer step; raise trainer.max_epochs or data.chips_per_epoch"
+            )
+        self.total_steps, self.kind = int(total_steps), kind
+        self.warmup_steps = min(int(warmup_steps), self.total_steps - 1)
+        self.min_lr_ratio, self.power = float(min_lr_ratio), float(power)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        if self.kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        if self.kind == "cosine":
+            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+        else:
+            shape = (1.0 - progress) ** self.power
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    kind: str = "cosine",
+    warmup_fraction: float = 0.0,
+    warmup_steps: int | None = None,
+    min_lr_ratio: float = 0.0,
+    power: float = 0.9,
+) -> LambdaLR:
+    """``configs/sched``: warmup for ``warmup_steps`` (or ``warmup_fraction`` of the run), then ``kind``."""
+    warmup = int(warmup_steps) if warmup_steps is not None else round(warmup_fraction * total_steps)
+    return LambdaLR(optimizer, WarmupSchedule(total_steps, kind, warmup, min_lr_ratio, power))

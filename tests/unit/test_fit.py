@@ -1,0 +1,181 @@
+"""The training loop end to end on tiny demo scenes: a short fit, overfitting, exact resume, precision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from geoseg.config import config_dir
+from geoseg.data.build import as_dict, build_split, train_stats
+from geoseg.data.demo import make_demo_data
+from geoseg.engine import fit as fit_module
+from geoseg.engine.checkpoint import load_checkpoint
+from geoseg.engine.fit import fit
+from geoseg.engine.optim import build_optimizer
+from geoseg.errors import GeosegError
+from geoseg.models.build import model_from_config
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """Demo scenes of 128×128 px (4 train, 2 val), written once per session."""
+    return make_demo_data(tmp_path_factory.mktemp("demo") / "demo", size=128)
+
+
+def tiny_cfg(root: Path, *overrides: str):
+    """The shipped ``train`` config shrunk to a few 32-px chips on a small U-Net/ResNet-18, on CPU."""
+    base = [
+        f"data.root={root}",
+        "data.demo=null",
+        f"data.stats_path={root}/stats.json",
+        "data.chip_size=32",
+        "data.batch_size=4",
+        "data.chips_per_epoch=16",
+        "data.num_workers=0",
+        "data.val_stride=64",
+        "model.decoder_channels=[32,16,16,8,8]",
+        "trainer.device=cpu",
+        "trainer.progress=false",
+        "trainer.tensorboard=false",
+        "trainer.log_every=1",
+    ]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=[*base, *overrides])
+
+
+def test_two_step_fit_writes_checkpoints_logs_and_summary(demo_root, tmp_path):
+    cfg = tiny_cfg(demo_root, "trainer.max_steps=2", "trainer.tensorboard=true")
+    summary = fit(cfg, str(tmp_path))
+    assert summary["steps"] == 2 and summary["epochs"] == 1
+    assert {"last.pt", "best.pt", "metrics.jsonl", "summary.json", "stats.json"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
+    assert any((tmp_path / "tensorboard").iterdir())
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+    epoch = [r for r in rows if r["kind"] == "epoch"]
+    assert len(epoch) == 1 and 0.0 <= epoch[0]["val"]["miou"] <= 1.0
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["batch_size_per_gpu"] == 4 and saved["global_batch_size"] == 4
+    assert saved["norm_summary"]["after"] == {"BatchNorm2d": saved["norm_summary"]["after"]["BatchNorm2d"]}
+    assert set(saved["val"]["iou"]) == {"water", "vegetation", "bare_soil", "built_up"}
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["classes"] == ["water", "vegetation", "bare_soil", "built_up"]
+    assert ckpt["meta"]["arch"] == "unet" and ckpt["stats"]["bands"] == ckpt["meta"]["bands"]
+    assert ckpt["step"] == 2 and ckpt["config"]["data"]["chip_size"] == 32
+
+
+def test_loss_falls_when_overfitting_one_batch(demo_root):
+    cfg = tiny_cfg(demo_root, "aug=none", "optim.optimizer.lr=3e-3")
+    data = as_dict(cfg.data)
+    stats = train_stats(data, progress=False)
+    batch = next(iter(build_split(data, "train", stats, None, seed=0).loader))
+    torch.manual_seed(0)
+    model = model_from_config(cfg, len(stats.bands), 4, stats)
+    optimizer, loss_fn = build_optimizer(cfg.optim, model), instantiate(cfg.loss)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    images, target = batch["image"], batch["mask"].long()
+    losses = []
+    for _ in range(30):
+        loss = loss_fn(model(images), target)
+        loss.backward()
+        fit_module.optimizer_step(model, optimizer, scaler, clip=1.0)
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+
+
+class Interrupt(Exception):
+    """Stands in for a kill right after a checkpoint."""
+
+
+def test_resume_after_epoch_one_matches_an_uninterrupted_run(demo_root, tmp_path, monkeypatch):
+    overrides = ("trainer.max_epochs=2", "seed=3")
+    full = fit(tiny_cfg(demo_root, *overrides), str(tmp_path / "full"))
+
+    real_save = fit_module.save_checkpoints
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise Interrupt
+
+    monkeypatch.setattr(fit_module, "save_checkpoints", save_then_die)
+    with pytest.raises(Interrupt):
+        fit(tiny_cfg(demo_root, *overrides), str(tmp_path / "cut"))
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(fit_module, "save_checkpoints", real_save)
+    resumed = fit(tiny_cfg(demo_root, *overrides, "trainer.resume=auto"), str(tmp_path / "cut"))
+
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    assert resumed["steps"] == full["steps"] and resumed["epochs"] == 2
+    assert resumed["val"]["confusion"] == full["val"]["confusion"]
+    assert resumed["val"]["miou"] == pytest.approx(full["val"]["miou"])
+    rows = [json.loads(r) for r in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
+
+
+def test_corrupt_last_checkpoint_is_reported_and_left_alone(demo_root, tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(GeosegError, match="truncated or corrupt"):
+        fit(tiny_cfg(demo_root, "trainer.resume=auto", "trainer.max_steps=1"), str(tmp_path))
+    assert (tmp_path / "last.pt").read_bytes() == b"PK\x03\x04 not really a zip"
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(demo_root, tmp_path):
+    fit(tiny_cfg(demo_root, "trainer.max_steps=1"), str(tmp_path))
+    with pytest.raises(GeosegError, match=r"another model.*norm"):
+        fit(
+            tiny_cfg(demo_root, "trainer.max_steps=2", "norm=groupnorm", "trainer.resume=auto"), str(tmp_path)
+        )
+
+
+def test_bf16_autocast_trains_on_cpu(demo_root, tmp_path):
+    summary = fit(
+        tiny_cfg(demo_root, "trainer.amp=bf16", "trainer.max_steps=2", "trainer.channels_last=true"),
+        str(tmp_path),
+    )
+    assert summary["amp"] == "bfloat16"
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if r["kind"] == "train")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_fp16_without_cuda_is_a_clear_error(demo_root, tmp_path):
+    with pytest.raises(GeosegError, match=r"fp16 needs a CUDA device; on CPU use trainer\.amp=bf16"):
+        fit(tiny_cfg(demo_root, "trainer.amp=fp16", "trainer.max_steps=1"), str(tmp_path))
+
+
+def test_batch_of_one_with_batchnorm_is_refused(demo_root, tmp_path):
+    with pytest.raises(GeosegError, match=r"data\.batch_size=1 with norm=BatchNorm2d"):
+        fit(tiny_cfg(demo_root, "data.batch_size=1", "trainer.max_steps=1"), str(tmp_path))
+    summary = fit(
+        tiny_cfg(demo_root, "data.batch_size=1", "norm=groupnorm", "trainer.max_steps=1"),
+        str(tmp_path / "gn"),
+    )
+    assert summary["steps"] == 1
+
+
+def test_accumulation_clipping_poly_dice_and_precise_bn_run_together(demo_root, tmp_path):
+    cfg = tiny_cfg(
+        demo_root,
+        "trainer.grad_accum_steps=2",
+        "trainer.grad_clip=0.5",
+        "sched=poly",
+        "loss=ce_dice",
+        "trainer.precise_bn.enabled=true",
+        "trainer.precise_bn.num_batches=2",
+        "trainer.max_epochs=1",
+    )
+    summary = fit(cfg, str(tmp_path))
+    assert summary["steps"] == 2  # 4 batches / 2 micro-batches per step
+    assert summary["effective_batch_size"] == 8
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["grad_norm"] >= 0 for r in rows if r["kind"] == "train")
