@@ -69,3 +69,27 @@ def run_geoseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def geoseg():
     """The ``geoseg`` command line as a function: ``geoseg("stats", "data.chip_size=32", cwd=tmp_path)``."""
     return run_geoseg
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """Demo scenes of 128×128 px (4 train, 2 val), written once per session."""
+    from geoseg.data.demo import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo") / "demo", size=128)
+
+
+def tiny_train_cfg(root: Path, *overrides: str):
+    """The shipped ``train`` config shrunk to a few 32-px chips on a small U-Net/ResNet-18, on CPU."""
+    from hydra import compose, initialize_config_dir
+
+    from geoseg.config import config_dir
+
+    base = [
+        f"data.root={root}", "data.demo=null", f"data.stats_path={root}/stats.json", "data.chip_size=32",
+        "data.batch_size=4", "data.chips_per_epoch=16", "data.num_workers=0", "data.val_stride=64",
+        "model.decoder_channels=[32,16,16,8,8]", "trainer.device=cpu", "trainer.progress=false",
+        "trainer.tensorboard=false", "trainer.log_every=1",
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=[*base, *overrides])

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from geoseg.config import config_dir
+from conftest import tiny_train_cfg
 from geoseg.data.build import as_dict, build_split, train_stats
-from geoseg.data.demo import make_demo_data
 from geoseg.engine import fit as fit_module
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.engine.fit import fit
@@ -21,35 +19,8 @@ from geoseg.errors import GeosegError
 from geoseg.models.build import model_from_config
 
 
-@pytest.fixture(scope="session")
-def demo_root(tmp_path_factory) -> Path:
-    """Demo scenes of 128×128 px (4 train, 2 val), written once per session."""
-    return make_demo_data(tmp_path_factory.mktemp("demo") / "demo", size=128)
-
-
-def tiny_cfg(root: Path, *overrides: str):
-    """The shipped ``train`` config shrunk to a few 32-px chips on a small U-Net/ResNet-18, on CPU."""
-    base = [
-        f"data.root={root}",
-        "data.demo=null",
-        f"data.stats_path={root}/stats.json",
-        "data.chip_size=32",
-        "data.batch_size=4",
-        "data.chips_per_epoch=16",
-        "data.num_workers=0",
-        "data.val_stride=64",
-        "model.decoder_channels=[32,16,16,8,8]",
-        "trainer.device=cpu",
-        "trainer.progress=false",
-        "trainer.tensorboard=false",
-        "trainer.log_every=1",
-    ]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=[*base, *overrides])
-
-
 def test_two_step_fit_writes_checkpoints_logs_and_summary(demo_root, tmp_path):
-    cfg = tiny_cfg(demo_root, "trainer.max_steps=2", "trainer.tensorboard=true")
+    cfg = tiny_train_cfg(demo_root, "trainer.max_steps=2", "trainer.tensorboard=true")
     summary = fit(cfg, str(tmp_path))
     assert summary["steps"] == 2 and summary["epochs"] == 1
     assert {"last.pt", "best.pt", "metrics.jsonl", "summary.json", "stats.json"} <= {
@@ -71,7 +42,7 @@ def test_two_step_fit_writes_checkpoints_logs_and_summary(demo_root, tmp_path):
 
 
 def test_loss_falls_when_overfitting_one_batch(demo_root):
-    cfg = tiny_cfg(demo_root, "aug=none", "optim.optimizer.lr=3e-3")
+    cfg = tiny_train_cfg(demo_root, "aug=none", "optim.optimizer.lr=3e-3")
     data = as_dict(cfg.data)
     stats = train_stats(data, progress=False)
     batch = next(iter(build_split(data, "train", stats, None, seed=0).loader))
@@ -95,7 +66,7 @@ class Interrupt(Exception):
 
 def test_resume_after_epoch_one_matches_an_uninterrupted_run(demo_root, tmp_path, monkeypatch):
     overrides = ("trainer.max_epochs=2", "seed=3")
-    full = fit(tiny_cfg(demo_root, *overrides), str(tmp_path / "full"))
+    full = fit(tiny_train_cfg(demo_root, *overrides), str(tmp_path / "full"))
 
     real_save = fit_module.save_checkpoints
 
@@ -105,10 +76,10 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(demo_root, tmp_path
 
     monkeypatch.setattr(fit_module, "save_checkpoints", save_then_die)
     with pytest.raises(Interrupt):
-        fit(tiny_cfg(demo_root, *overrides), str(tmp_path / "cut"))
+        fit(tiny_train_cfg(demo_root, *overrides), str(tmp_path / "cut"))
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
     monkeypatch.setattr(fit_module, "save_checkpoints", real_save)
-    resumed = fit(tiny_cfg(demo_root, *overrides, "trainer.resume=auto"), str(tmp_path / "cut"))
+    resumed = fit(tiny_train_cfg(demo_root, *overrides, "trainer.resume=auto"), str(tmp_path / "cut"))
 
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
@@ -125,21 +96,22 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(demo_root, tmp_path
 def test_corrupt_last_checkpoint_is_reported_and_left_alone(demo_root, tmp_path):
     (tmp_path / "last.pt").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(GeosegError, match="truncated or corrupt"):
-        fit(tiny_cfg(demo_root, "trainer.resume=auto", "trainer.max_steps=1"), str(tmp_path))
+        fit(tiny_train_cfg(demo_root, "trainer.resume=auto", "trainer.max_steps=1"), str(tmp_path))
     assert (tmp_path / "last.pt").read_bytes() == b"PK\x03\x04 not really a zip"
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(demo_root, tmp_path):
-    fit(tiny_cfg(demo_root, "trainer.max_steps=1"), str(tmp_path))
+    fit(tiny_train_cfg(demo_root, "trainer.max_steps=1"), str(tmp_path))
     with pytest.raises(GeosegError, match=r"another model.*norm"):
         fit(
-            tiny_cfg(demo_root, "trainer.max_steps=2", "norm=groupnorm", "trainer.resume=auto"), str(tmp_path)
+            tiny_train_cfg(demo_root, "trainer.max_steps=2", "norm=groupnorm", "trainer.resume=auto"),
+            str(tmp_path),
         )
 
 
 def test_bf16_autocast_trains_on_cpu(demo_root, tmp_path):
     summary = fit(
-        tiny_cfg(demo_root, "trainer.amp=bf16", "trainer.max_steps=2", "trainer.channels_last=true"),
+        tiny_train_cfg(demo_root, "trainer.amp=bf16", "trainer.max_steps=2", "trainer.channels_last=true"),
         str(tmp_path),
     )
     assert summary["amp"] == "bfloat16"
@@ -150,21 +122,21 @@ def test_bf16_autocast_trains_on_cpu(demo_root, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
 def test_fp16_without_cuda_is_a_clear_error(demo_root, tmp_path):
     with pytest.raises(GeosegError, match=r"fp16 needs a CUDA device; on CPU use trainer\.amp=bf16"):
-        fit(tiny_cfg(demo_root, "trainer.amp=fp16", "trainer.max_steps=1"), str(tmp_path))
+        fit(tiny_train_cfg(demo_root, "trainer.amp=fp16", "trainer.max_steps=1"), str(tmp_path))
 
 
 def test_batch_of_one_with_batchnorm_is_refused(demo_root, tmp_path):
     with pytest.raises(GeosegError, match=r"data\.batch_size=1 with norm=BatchNorm2d"):
-        fit(tiny_cfg(demo_root, "data.batch_size=1", "trainer.max_steps=1"), str(tmp_path))
+        fit(tiny_train_cfg(demo_root, "data.batch_size=1", "trainer.max_steps=1"), str(tmp_path))
     summary = fit(
-        tiny_cfg(demo_root, "data.batch_size=1", "norm=groupnorm", "trainer.max_steps=1"),
+        tiny_train_cfg(demo_root, "data.batch_size=1", "norm=groupnorm", "trainer.max_steps=1"),
         str(tmp_path / "gn"),
     )
     assert summary["steps"] == 1
 
 
 def test_accumulation_clipping_poly_dice_and_precise_bn_run_together(demo_root, tmp_path):
-    cfg = tiny_cfg(
+    cfg = tiny_train_cfg(
         demo_root,
         "trainer.grad_accum_steps=2",
         "trainer.grad_clip=0.5",
@@ -179,3 +151,37 @@ def test_accumulation_clipping_poly_dice_and_precise_bn_run_together(demo_root, 
     assert summary["effective_batch_size"] == 8
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(r["grad_norm"] >= 0 for r in rows if r["kind"] == "train")
+
+
+def test_cli_train_reports_user_errors_in_one_line(demo_root, tmp_path, geoseg):
+    args = [f"data.root={demo_root}", "data.demo=null", f"data.stats_path={demo_root}/stats.json",
+            f"hydra.run.dir={tmp_path / 'run'}", "trainer.device=cpu"]  # fmt: skip
+    fp16 = geoseg("train", *args, "trainer.amp=fp16", cwd=tmp_path)
+    assert fp16.returncode == 2
+    assert fp16.stderr.strip().splitlines()[-1] == (
+        "geoseg: error: trainer.amp=fp16 needs a CUDA device; on CPU use trainer.amp=bf16 or fp32"
+    )
+    missing = geoseg("train", *args, f"trainer.resume={tmp_path / 'nope.pt'}", cwd=tmp_path)
+    assert (
+        missing.returncode == 2 and "trainer.resume=" in missing.stderr and "Traceback" not in missing.stderr
+    )
+
+
+@pytest.mark.slow
+def test_train_ddp_script_runs_two_cpu_ranks_into_one_run_folder(demo_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train_ddp.sh"
+    env = {**os.environ, "RUN_DIR": str(tmp_path / "run"), "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    args = [f"data.root={demo_root}", "data.demo=null", f"data.stats_path={demo_root}/stats.json",
+            "trainer.device=cpu", "trainer.max_steps=2", "data.chips_per_epoch=32", "data.chip_size=32",
+            "data.num_workers=0", "trainer.progress=false"]  # fmt: skip
+    done = subprocess.run(["bash", str(script), "2", *args], env=env, capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
+    assert not (tmp_path / "outputs").exists()  # no stray per-rank folders

@@ -16,7 +16,6 @@ import os
 import pickle
 import random
 import shutil
-import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -58,10 +57,10 @@ def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
     """Restore what :func:`rng_state` saved."""
     random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
     if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
@@ -83,7 +82,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint '{path}' holds more than tensors and plain values, and geoseg only loads "
             f"weights (weights_only=True): {first}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+    except Exception as err:  # torch's readers raise RuntimeError, EOFError, KeyError, IndexError, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GeosegError(
             f"checkpoint '{path}' is truncated or corrupt ({first}); use another checkpoint "
@@ -145,7 +144,7 @@ def restore(run: Run, path: str) -> Progress:
     """Load model, optimizer, scheduler, scaler and RNG states from ``path``; returns its counters."""
     from geoseg.engine.run import Progress
 
-    saved = load_checkpoint(path, map_location=run.info.device)
+    saved = load_checkpoint(path)  # on the CPU: load_state_dict copies onto the model's device
     check_same_model(saved["meta"], run.model.meta, path)
     run.model.load_state_dict(saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])

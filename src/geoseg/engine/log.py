@@ -68,9 +68,9 @@ def truncate_jsonl(path: str, max_step: int) -> None:
     keep = []
     for line in rows:
         try:
-            if int(json.loads(line).get("step", 0)) <= max_step:
-                keep.append(line)
-        except (ValueError, AttributeError):
+            if int(json.loads(line).get("step") or 0) <= max_step:
+                keep.append(line.rstrip("\n") + "\n")
+        except (ValueError, AttributeError, TypeError):
             continue  # a half-written last line from a crash
     atomic_write_text(path, "".join(keep))
 

@@ -44,7 +44,11 @@ class CrossEntropy(nn.Module):
 
 
 class Dice(nn.Module):
-    """Soft multiclass Dice (smp's ``DiceLoss``), averaged over the classes present in the batch."""
+    """Soft multiclass Dice (smp's ``DiceLoss``): ``1 - dice`` per class, averaged over all classes.
+
+    A class absent from the batch's labels contributes 0 (smp masks it), so the loss of a batch with
+    few classes is scaled down by the share of classes present.
+    """
 
     def __init__(self, ignore_index: int = 255, smooth: float = 0.0) -> None:
         super().__init__()

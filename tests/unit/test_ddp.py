@@ -1,0 +1,86 @@
+"""2-process DDP on CPU (gloo), started as torchrun starts ranks: RANK, WORLD_SIZE, MASTER_* variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+from hydra.utils import instantiate
+
+from conftest import tiny_train_cfg
+from geoseg.data.build import as_dict, build_split, load_scenes, train_stats
+from geoseg.data.dataset import ChipDataset
+from geoseg.engine import fit as fit_module
+from geoseg.engine.checkpoint import load_checkpoint
+from geoseg.engine.distributed import DistInfo
+from geoseg.engine.evaluate import evaluate
+from geoseg.models.build import model_from_config
+
+WORLD = 2
+EPOCHS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, port: int, cfg, out: str) -> None:
+    """One rank: record the training chips it reads and its final weights, then save them for the test."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    torch.set_num_threads(1)  # two ranks on a small CI machine: no oversubscription
+    seen: list[tuple[int, int, int, int]] = []
+    read = ChipDataset.__getitems__
+
+    def spy(self, chips):
+        if self.augment is not None:  # only the training dataset augments
+            seen.extend(tuple(c) for c in chips)
+        return read(self, chips)
+
+    ChipDataset.__getitems__ = spy
+    final = {}
+    summarise = fit_module.write_summary
+
+    def keep_weights(run, wall):
+        final.update({k: v.clone() for k, v in run.model.state_dict().items()})
+        return summarise(run, wall)
+
+    fit_module.write_summary = keep_weights
+    summary = fit_module.fit(cfg, out)
+    torch.save({"chips": seen, "state": final, "summary": summary}, os.path.join(out, f"rank{rank}.pt"))
+
+
+def test_two_rank_ddp_agrees_shards_chips_and_reduces_the_confusion_matrix(demo_root, tmp_path):
+    cfg = tiny_train_cfg(demo_root, f"trainer.max_epochs={EPOCHS}", "data.chips_per_epoch=16")
+    mp.spawn(_rank_main, args=(free_port(), cfg, str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+    # identical parameters and buffers on both ranks after 2 epochs of steps
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key
+
+    # per epoch: each rank reads 8 chips, none read by the other, together the sampler's epoch
+    per_epoch = 16 // WORLD
+    assert [len(r["chips"]) for r in ranks] == [per_epoch * EPOCHS] * WORLD
+    for epoch in range(EPOCHS):
+        shards = [set(r["chips"][epoch * per_epoch : (epoch + 1) * per_epoch]) for r in ranks]
+        assert len(shards[0]) == per_epoch and not shards[0] & shards[1]
+
+    # the all-reduced validation confusion matrix equals one process evaluating every val chip
+    summary = ranks[0]["summary"]
+    assert (
+        summary["world_size"] == WORLD and summary["global_batch_size"] == 2 * summary["batch_size_per_gpu"]
+    )
+    data = as_dict(cfg.data)
+    stats = train_stats(data, progress=False)
+    model = model_from_config(cfg, len(stats.bands), 4, stats)
+    model.load_state_dict(load_checkpoint(Path(tmp_path) / "last.pt")["model"])
+    val = build_split(data, "val", stats, None, seed=0, scenes=load_scenes(data, "val"))
+    single = evaluate(model, val.loader, instantiate(cfg.loss), ["a", "b", "c", "d"], 255, DistInfo())
+    assert summary["val"]["confusion"] == single["confusion"]
+    assert sum(map(sum, single["confusion"])) > 0
