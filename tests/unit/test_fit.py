@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,10 @@ def test_train_ddp_script_runs_two_cpu_ranks_into_one_run_folder(demo_root, tmp_
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
     assert not (tmp_path / "outputs").exists()  # no stray per-rank folders
+
+
+@pytest.mark.slow
+def test_torch_compile_trains(demo_root, tmp_path):
+    summary = fit(tiny_train_cfg(demo_root, "trainer.compile=true", "trainer.max_steps=2"), str(tmp_path))
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert summary["steps"] == 2 and all(math.isfinite(r["loss"]) for r in rows if r["kind"] == "train")

@@ -148,7 +148,14 @@ def restore(run: Run, path: str) -> Progress:
     check_same_model(saved["meta"], run.model.meta, path)
     run.model.load_state_dict(saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
+    planned = run.total_steps
     run.scheduler.load_state_dict(saved["scheduler"])
+    saved_total = getattr(run.scheduler.lr_lambdas[0], "total_steps", planned)
+    if saved_total != planned:
+        log.warning(
+            "'%s' has an LR schedule of %d steps and this config gives %d; the run continues on the "
+            "checkpoint's curve (start a new run to change the schedule)", path, saved_total, planned,
+        )  # fmt: skip
     if run.scaler.is_enabled() and saved.get("scaler"):
         run.scaler.load_state_dict(saved["scaler"])
     rng = saved["rng"]
