@@ -376,3 +376,18 @@ def test_truncate_jsonl_repairs_a_lost_newline_and_skips_null_steps(tmp_path):
     with open(path, "a") as fh:
         fh.write('{"step": 6}\n')
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [None, 1, 2, 6]
+
+
+def test_stray_run_folder_of_another_rank_is_removed_only_when_it_holds_hydra_files(tmp_path):
+    from geoseg.engine.run import remove_stray_run_dir
+
+    shared, stray, busy = tmp_path / "a" / "t0", tmp_path / "b" / "t1", tmp_path / "c" / "t2"
+    for folder in (shared, stray, busy):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / "train.log").write_text("")
+    (busy / "last.pt").write_bytes(b"x")
+    remove_stray_run_dir(str(stray), str(shared))
+    remove_stray_run_dir(str(busy), str(shared))
+    remove_stray_run_dir(str(shared), str(shared))
+    assert not stray.exists() and not stray.parent.exists()
+    assert (busy / "last.pt").exists() and shared.exists()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +76,19 @@ class Run:
         return int(self.cfg.data.ignore_index)
 
 
+def remove_stray_run_dir(own: str, shared: str) -> None:
+    """Delete the folder Hydra made for this rank when it differs from rank 0's and holds only Hydra's files.
+
+    Ranks started by hand without ``hydra.run.dir`` each time-stamp their own folder (Hydra #2070).
+    """
+    if own == shared or not os.path.isdir(own):
+        return
+    if set(os.listdir(own)) <= {".hydra", "train.log"}:
+        shutil.rmtree(own, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the date folder, when this rank's was its only entry
+            os.rmdir(os.path.dirname(own))
+
+
 def build_data(cfg: DictConfig, info: DistInfo) -> tuple[BandStats, SplitData, SplitData]:
     """Band statistics and the train/val splits, sharded for this rank (rank 0 writes demo data and stats)."""
     data_cfg = as_dict(cfg.data)
@@ -98,8 +113,9 @@ def step_counts(cfg: DictConfig, batches_per_epoch: int) -> tuple[int, int, int]
             f"data.batch_size={data.batch_size} per rank, fewer than trainer.grad_accum_steps={accum}; "
             "raise data.chips_per_epoch"
         )
-    total_steps = int(tr.max_steps or steps_per_epoch * int(tr.max_epochs))
-    return accum, total_steps, min(int(tr.max_epochs), math.ceil(total_steps / steps_per_epoch))
+    if tr.max_steps:  # a step budget replaces max_epochs, so the LR curve always runs to its end
+        return accum, int(tr.max_steps), math.ceil(int(tr.max_steps) / steps_per_epoch)
+    return accum, steps_per_epoch * int(tr.max_epochs), int(tr.max_epochs)
 
 
 def build_run(cfg: DictConfig, run_dir: str) -> Run:
@@ -107,11 +123,14 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     tr = as_dict(cfg.trainer)
     check_trainer(tr)
     info = init_distributed(str(tr["device"]))
-    run_dir = str(broadcast_object(os.path.abspath(run_dir), info))
+    own_dir = os.path.abspath(run_dir)
+    run_dir = str(broadcast_object(own_dir, info))
     if info.is_main:
         ensure_writable_dir(run_dir, "run folder")
+        log.info("run folder: %s", run_dir)
     else:
         logging.getLogger().setLevel(logging.WARNING)
+        remove_stray_run_dir(own_dir, run_dir)
     amp = autocast_dtype(str(tr["amp"]), info.device)
     seed_everything(int(cfg.seed))
 
