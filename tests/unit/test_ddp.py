@@ -71,6 +71,10 @@ def test_two_rank_ddp_agrees_shards_chips_and_reduces_the_confusion_matrix(demo_
         shards = [set(r["chips"][epoch * per_epoch : (epoch + 1) * per_epoch]) for r in ranks]
         assert len(shards[0]) == per_epoch and not shards[0] & shards[1]
 
+    # only rank 0 logs: one row per step
+    rows = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    assert len(rows) == ranks[0]["summary"]["steps"] == EPOCHS * per_epoch // 4
+
     # the all-reduced validation confusion matrix equals one process evaluating every val chip
     summary = ranks[0]["summary"]
     assert (

@@ -193,3 +193,10 @@ def test_torch_compile_trains(demo_root, tmp_path):
     summary = fit(tiny_train_cfg(demo_root, "trainer.compile=true", "trainer.max_steps=2"), str(tmp_path))
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert summary["steps"] == 2 and all(math.isfinite(r["loss"]) for r in rows if r["kind"] == "train")
+
+
+def test_an_unusable_run_folder_fails_before_any_work(demo_root, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(GeosegError, match=r"cannot write to the run folder '.*file\.txt/run'"):
+        fit(tiny_train_cfg(demo_root, "trainer.max_steps=1"), str(blocker / "run"))

@@ -129,5 +129,6 @@ def validate(run: Run) -> None:
         run.model, run.val.loader, run.loss_fn, run.classes, run.ignore_index, run.info, run.amp,
         bool(run.trainer["channels_last"]),
     )  # fmt: skip
+    state.last_val["epoch"] = state.epoch
     if state.last_val["miou"] > state.best_miou:
         state.best_miou, state.best_epoch = state.last_val["miou"], state.epoch
