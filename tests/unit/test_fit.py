@@ -200,3 +200,13 @@ def test_an_unusable_run_folder_fails_before_any_work(demo_root, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(GeosegError, match=r"cannot write to the run folder '.*file\.txt/run'"):
         fit(tiny_train_cfg(demo_root, "trainer.max_steps=1"), str(blocker / "run"))
+
+
+def test_every_optimizer_step_accumulates_exactly_grad_accum_steps_batches(demo_root, tmp_path, monkeypatch):
+    moved, at_step = [], []
+    real_to_device, real_step = fit_module.to_device, fit_module.optimizer_step
+    monkeypatch.setattr(fit_module, "to_device", lambda *a: moved.append(1) or real_to_device(*a))
+    monkeypatch.setattr(fit_module, "optimizer_step", lambda *a: at_step.append(len(moved)) or real_step(*a))
+    # 4 batches per epoch and 3 per step: the 4th batch of an epoch must not leak into the next step
+    fit(tiny_train_cfg(demo_root, "trainer.grad_accum_steps=3", "trainer.max_epochs=2"), str(tmp_path))
+    assert at_step == [3, 6]

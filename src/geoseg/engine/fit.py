@@ -58,8 +58,11 @@ def train(run: Run, started: float) -> dict[str, Any]:
         t_epoch, t_log, micro, tiles_log = time.perf_counter(), time.perf_counter(), 0, 0
         loss_sum = torch.zeros((), device=info.device)
         desc = f"epoch {state.epoch + 1}/{run.max_epochs}"
-        bar = progress(run.train.loader, len(run.train.loader), desc, info.is_main and bool(tr["progress"]))
+        usable = len(run.train.loader) // run.accum * run.accum  # no half-accumulated step at epoch end
+        bar = progress(run.train.loader, usable, desc, info.is_main and bool(tr["progress"]))
         for batch in bar:
+            if micro == usable:
+                break
             images, target = to_device(batch, info.device, bool(tr["channels_last"]))
             micro += 1
             sync = micro % run.accum == 0  # DDP all-reduces gradients only on the last micro-step
