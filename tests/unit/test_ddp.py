@@ -88,3 +88,22 @@ def test_two_rank_ddp_agrees_shards_chips_and_reduces_the_confusion_matrix(demo_
     single = evaluate(model, val.loader, instantiate(cfg.loss), ["a", "b", "c", "d"], 255, DistInfo())
     assert summary["val"]["confusion"] == single["confusion"]
     assert sum(map(sum, single["confusion"])) > 0
+
+
+def _slurm_rank(rank: int, port: int, cfg, out: str) -> None:
+    """One srun task: only SLURM's variables, the rendezvous address from the launching node."""
+    torch.set_num_threads(1)
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR"):
+        os.environ.pop(key, None)
+    os.environ.update(SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_NTASKS=str(WORLD),
+                      SLURM_LAUNCH_NODE_IPADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    summary = fit_module.fit(cfg, out)
+    torch.save(summary, os.path.join(out, f"slurm{rank}.pt"))
+
+
+def test_srun_tasks_form_one_ddp_run_from_slurm_variables(demo_root, tmp_path):
+    cfg = tiny_train_cfg(demo_root, "trainer.max_steps=1")
+    mp.spawn(_slurm_rank, args=(free_port(), cfg, str(tmp_path)), nprocs=WORLD, join=True)
+    summaries = [torch.load(tmp_path / f"slurm{r}.pt", weights_only=False) for r in range(WORLD)]
+    assert [s["world_size"] for s in summaries] == [WORLD, WORLD]
+    assert summaries[0]["val"]["confusion"] == summaries[1]["val"]["confusion"]
