@@ -40,7 +40,6 @@ import itertools
 import json
 import os
 import platform
-import resource
 import shlex
 import subprocess
 import sys
@@ -54,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from geoseg.engine.log import peak_memory_mb
 from geoseg.io import atomic_write_text
 
 ARCHS = ("unet", "fpn", "deeplabv3plus", "unetplusplus")
@@ -61,12 +61,6 @@ NORMS = ("batchnorm", "groupnorm", "instancenorm", "layernorm", "frozenbatchnorm
 PRECISIONS = ("fp32", "bf16")
 LAYOUTS = ("off", "on")
 COLUMNS = ("arch", "norm", "precision", "channels_last", "batch", "tiles/s", "ms/step")
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process in MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def train_step(
@@ -119,7 +113,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         train_step(model, opt, x, y, device, bf16)
     sync(device)
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mib()
+    peak = peak_memory_mb(torch.device(device))
     return {"seconds": seconds, "peak_mib": peak}
 
 
@@ -134,7 +128,7 @@ def run_one(spec_json: str) -> None:
     except Exception as err:  # recorded in the table row, not raised
         result = {"error": f"{type(err).__name__}: {err}"}
         if spec["device"] == "cpu":
-            result["peak_mib"] = peak_rss_mib()
+            result["peak_mib"] = peak_memory_mb(torch.device("cpu"))
     print(json.dumps(result), flush=True)
 
 

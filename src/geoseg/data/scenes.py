@@ -14,7 +14,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
 
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, first_line
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,8 @@ def open_raster(path: str | os.PathLike, what: str = "raster") -> rasterio.Datas
     try:
         return rasterio.open(path)
     except RasterioIOError as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GeosegError(
-            f"cannot read {what} '{path}' as a raster ({first}). Is it a valid GeoTIFF?"
+            f"cannot read {what} '{path}' as a raster ({first_line(err)}). Is it a valid GeoTIFF?"
         ) from None
 
 

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from geoseg.engine.distributed import DistInfo
 from geoseg.engine.log import json_safe
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, first_line
 from geoseg.io import atomic_write
 
 if TYPE_CHECKING:
@@ -77,15 +77,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GeosegError(
             f"checkpoint '{path}' holds more than tensors and plain values, and geoseg only loads "
-            f"weights (weights_only=True): {first}"
+            f"weights (weights_only=True): {first_line(err)}"
         ) from None
     except Exception as err:  # torch's readers raise RuntimeError, EOFError, KeyError, IndexError, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GeosegError(
-            f"checkpoint '{path}' is truncated or corrupt ({first}); use another checkpoint "
+            f"checkpoint '{path}' is truncated or corrupt ({first_line(err)}); use another checkpoint "
             "(e.g. best.pt) or start a new run"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
