@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,33 @@ def tiny_train_cfg(root: Path, *overrides: str):
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("train", overrides=[*base, *overrides])
+
+
+def save_tiny_checkpoint(
+    path: Path, image: Path, classes: int = 3, norm: str = "groupnorm", bands=None, nodata=None, seed: int = 0
+) -> Path:
+    """A geoseg checkpoint of an untrained tiny U-Net whose band statistics come from ``image``."""
+    import torch
+
+    from geoseg.data.scenes import inspect_scene
+    from geoseg.data.stats import compute_stats
+    from geoseg.engine.checkpoint import save_checkpoint
+    from geoseg.models.build import build_model
+
+    stats = compute_stats([inspect_scene(str(image), None, bands=bands, nodata=nodata)], progress=False)
+    torch.manual_seed(seed)
+    norm_cfg = {"_target_": "torch.nn.BatchNorm2d", "_partial_": True} if norm == "batchnorm" else {
+        "_target_": "geoseg.models.norms.GroupNorm", "_partial_": True, "num_groups": 4}  # fmt: skip
+    from hydra.utils import instantiate
+
+    model = build_model("unet", "resnet18", len(stats.bands), classes, instantiate(norm_cfg), encoder_depth=3,
+                        decoder={"decoder_channels": [16, 8, 8]}, stats=stats)  # fmt: skip
+    names = [
+        {"code": 10 * i, "name": f"class{i}", "color": [60 * i, 200 - 50 * i, 90]} for i in range(classes)
+    ]
+    save_checkpoint(path, {
+        "model": model.state_dict(), "meta": model.meta, "optimizer": {}, "scheduler": {}, "epoch": 1,
+        "step": 1, "rng": [], "stats": asdict(stats), "classes": [c["name"] for c in names],
+        "config": {"norm": norm_cfg, "data": {"bands": bands, "nodata": nodata, "classes": names}},
+    })  # fmt: skip
+    return path

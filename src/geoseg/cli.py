@@ -17,6 +17,18 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "train": ("geoseg.commands.train", "run", "train", "train a model (under torchrun: -m geoseg.train)"),
     "demo-data": ("geoseg.commands.demo_data", "run", "demo_data", "write the deterministic demo scenes"),
     "stats": ("geoseg.commands.stats", "run", "stats", "per-band statistics of a split -> stats.json"),
+    "predict": (
+        "geoseg.commands.predict",
+        "run",
+        "predict",
+        "class maps of whole GeoTIFF scenes from a checkpoint",
+    ),
+    "evaluate": (
+        "geoseg.commands.evaluate",
+        "run",
+        "evaluate",
+        "score a predicted class map against a label raster",
+    ),
     "model-info": (
         "geoseg.commands.model_info",
         "run",

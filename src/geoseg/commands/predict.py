@@ -1,0 +1,58 @@
+"""``geoseg predict checkpoint=... input=... output=...``: class maps for whole GeoTIFF scenes.
+
+Under torchrun (``python -m geoseg.predict``) every rank checks all inputs, then predicts every
+world_size-th scene on its own GPU; no rank waits for another until the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from geoseg.engine.distributed import barrier, cleanup_distributed, init_distributed
+from geoseg.engine.runtime import autocast_dtype
+from geoseg.errors import GeosegError
+from geoseg.inference.inputs import find_inputs, output_paths
+from geoseg.inference.loaded import load_model
+from geoseg.inference.predict import PredictOptions, predict_scene, prepare
+
+log = logging.getLogger(__name__)
+
+USAGE = "geoseg predict checkpoint=RUN/best.pt input=SCENE.tif|FOLDER|'GLOB' output=OUT.tif|FOLDER"
+
+
+def require(cfg: DictConfig, *keys: str) -> None:
+    """One-line error naming the options that were not given."""
+    missing = [k for k in keys if cfg.get(k) in (None, "")]
+    if missing:
+        raise GeosegError(f"missing {', '.join(f'{k}=' for k in missing)}; usage: {USAGE}")
+
+
+def options(cfg: DictConfig) -> PredictOptions:
+    values = OmegaConf.to_container(cfg, resolve=True)
+    return PredictOptions(**{f.name: values[f.name] for f in dataclasses.fields(PredictOptions)})
+
+
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    require(cfg, "checkpoint", "input", "output")
+    info = init_distributed(str(cfg.device))
+    try:
+        amp = autocast_dtype(str(cfg.amp), info.device)
+        loaded = load_model(str(cfg.checkpoint), info.device)
+        opts = options(cfg)
+        if opts.channels_last:
+            loaded.model.to(memory_format=torch.channels_last)
+        inputs = find_inputs(str(cfg.input))
+        jobs = prepare(loaded, inputs, output_paths(inputs, str(cfg.output)), opts)
+        mine = jobs[info.rank :: info.world_size]
+        if info.enabled:
+            log.info("rank %d predicts %d of %d scenes", info.rank, len(mine), len(jobs))
+        results = [predict_scene(loaded, job, opts, info.device, amp) for job in mine]
+        barrier(info)
+    finally:
+        cleanup_distributed()
+    return results

@@ -1,0 +1,1 @@
+"""Whole-scene inference: streaming sliding-window prediction to GeoTIFF, and scene evaluation."""

@@ -1,0 +1,105 @@
+"""A trained model rebuilt from a geoseg checkpoint, with what inference needs to know about its data."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+
+from geoseg.data.stats import BandStats
+from geoseg.engine.checkpoint import load_checkpoint
+from geoseg.errors import GeosegError, first_line
+from geoseg.models.build import SegmentationModel, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClassInfo:
+    """The classes a model predicts: index order, label codes, names and display colours."""
+
+    codes: list[int]
+    names: list[str]
+    colors: list[tuple[int, int, int]]
+
+    @classmethod
+    def from_config(cls, classes: Sequence[Mapping[str, Any]]) -> ClassInfo:
+        colors = [tuple(int(v) for v in c.get("color") or default_color(i)) for i, c in enumerate(classes)]
+        return cls([int(c["code"]) for c in classes], [str(c["name"]) for c in classes], colors)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [
+            {"code": c, "name": n, "color": list(rgb)}
+            for c, n, rgb in zip(self.codes, self.names, self.colors, strict=True)
+        ]
+
+
+def default_color(index: int) -> tuple[int, int, int]:
+    """A distinct colour for classes the config gives none (golden-angle hues)."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((index * 0.618034) % 1.0, 0.65, 0.9)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+@dataclass
+class LoadedModel:
+    """An eval-mode model plus the band selection, statistics, nodata and classes it was trained with."""
+
+    model: SegmentationModel
+    path: str
+    bands: list[int | str] | None  # data.bands as configured (None = all bands)
+    stats: BandStats
+    nodata: float | None  # data.nodata override of the training config (None = each file's own)
+    classes: ClassInfo
+
+    @property
+    def num_bands(self) -> int:
+        return self.model.in_channels
+
+
+def rebuild_model(saved: Mapping[str, Any], path: str) -> SegmentationModel:
+    """The checkpoint's model with its weights, on the CPU and in eval mode."""
+    meta, config = saved["meta"], saved.get("config") or {}
+    if "norm" not in config or "stats" not in saved:
+        raise GeosegError(
+            f"checkpoint '{path}' lacks its config or band statistics; use a geoseg train run's"
+        )
+    stats = BandStats(**saved["stats"])
+    model = build_model(
+        meta["arch"], meta["encoder"], int(meta["in_channels"]), int(meta["classes"]),
+        instantiate(config["norm"]),
+        encoder_depth=int(meta["encoder_depth"]), decoder=meta.get("decoder") or {}, stats=stats,
+    )  # fmt: skip
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as err:
+        raise GeosegError(
+            f"checkpoint '{path}' does not fit the model it describes ({first_line(err)})"
+        ) from None
+    model.meta.update({k: v for k, v in meta.items() if k not in ("norm_summary",)})
+    return model.eval()
+
+
+def load_model(path: str, device: torch.device) -> LoadedModel:
+    """Read ``path`` weights-only and rebuild its model on ``device``; every failure is one line."""
+    saved = load_checkpoint(path)
+    model = rebuild_model(saved, path).to(device)
+    data = saved["config"].get("data") or {}
+    classes = data.get("classes") or [
+        {"code": i, "name": n} for i, n in enumerate(saved.get("classes") or [])
+    ]
+    if len(classes) != model.meta["classes"]:
+        raise GeosegError(
+            f"checkpoint '{path}' names {len(classes)} classes but its model predicts {model.meta['classes']}"
+        )
+    log.info("loaded %s: %s on %s, %d bands, %d classes", path, model.meta["arch"], model.meta["encoder"],
+             model.in_channels, len(classes))  # fmt: skip
+    return LoadedModel(
+        model=model, path=path, bands=data.get("bands"), stats=BandStats(**saved["stats"]),
+        nodata=data.get("nodata"), classes=ClassInfo.from_config(classes),
+    )  # fmt: skip
