@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import asdict
@@ -57,6 +58,13 @@ def scene_pair(tmp_path: Path):
     image = write_tif(tmp_path / "img.tif", img, nodata=0, tiled=True, descriptions=["blue", "green", "nir"])
     label = write_tif(tmp_path / "lab.tif", lab, nodata=255)
     return image, label, img, lab
+
+
+def free_port() -> int:
+    """A TCP port that is free now, for a test's DDP rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_geoseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 from hydra.utils import instantiate
 
-from conftest import tiny_train_cfg
+from conftest import free_port, tiny_train_cfg
 from geoseg.data.build import as_dict, build_split, load_scenes, train_stats
 from geoseg.data.dataset import ChipDataset
 from geoseg.engine import fit as fit_module
@@ -21,12 +20,6 @@ from geoseg.models.build import model_from_config
 
 WORLD = 2
 EPOCHS = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank_main(rank: int, port: int, cfg, out: str) -> None:

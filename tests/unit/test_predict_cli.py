@@ -1,0 +1,65 @@
+"""``geoseg predict`` and ``evaluate`` end to end on a trained demo checkpoint, and under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import free_port, tiny_train_cfg, write_tif
+from geoseg.engine.fit import fit
+
+
+@pytest.fixture(scope="module")
+def trained(demo_root, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    fit(tiny_train_cfg(demo_root, "trainer.max_steps=2"), str(run))
+    return run / "best.pt"
+
+
+def test_predict_a_folder_then_evaluate_a_scene(geoseg, demo_root, trained, tmp_path):
+    res = geoseg("predict", f"checkpoint={trained}", f"input={demo_root}/val/images",
+                 f"output={tmp_path}/pred", "tile=64", "overlap=16", "quicklook=true", "cog=true",
+                 cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    names = sorted(os.listdir(tmp_path / "pred"))
+    assert names == ["scene_04.tif", "scene_04_quicklook.png", "scene_05.tif", "scene_05_quicklook.png"]
+    with rasterio.open(tmp_path / "pred" / "scene_04.tif") as pred:
+        assert pred.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    res = geoseg("evaluate", f"prediction={tmp_path}/pred/scene_04.tif",
+                 f"labels={demo_root}/val/labels/scene_04.tif", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((tmp_path / "pred" / "scene_04_metrics.json").read_text())
+    assert set(metrics["iou"]) == {"water", "vegetation", "bare_soil", "built_up"}
+    assert 0.0 <= metrics["miou"] <= 1.0 and len(metrics["confusion"]) == 4
+    assert "confusion (rows: labels" in res.stdout + res.stderr
+
+
+def test_predict_errors_are_one_line(geoseg, demo_root, trained, tmp_path):
+    res = geoseg("predict", f"checkpoint={tmp_path}/nope.pt", f"input={demo_root}/val/images", "output=x",
+                 cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "nope.pt' does not exist" in res.stderr
+    two_bands = write_tif(tmp_path / "rgb.tif", np.ones((2, 64, 64), dtype="uint16"))
+    res = geoseg("predict", f"checkpoint={trained}", f"input={two_bands}", "output=p.tif", cwd=tmp_path)
+    assert res.returncode == 2 and "has 2 bands but" in res.stderr and "Traceback" not in res.stderr
+    res = geoseg("predict", f"checkpoint={trained}", cwd=tmp_path)
+    assert res.returncode == 2 and "missing input=, output=" in res.stderr
+
+
+def test_two_torchrun_ranks_split_the_scenes(demo_root, trained, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+           f"--master-port={free_port()}", "-m", "geoseg.predict", f"checkpoint={trained}",
+           f"input={demo_root}/val/images", f"output={tmp_path}/p", "tile=64", "overlap=16",
+           "device=cpu"]  # fmt: skip
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "p")) == ["scene_04.tif", "scene_05.tif"]
+    log = res.stdout + res.stderr
+    assert "rank 0 predicts 1 of 2 scenes" in log and "rank 1 predicts 1 of 2 scenes" in log
