@@ -112,7 +112,7 @@ def save_tiny_checkpoint(
 
     from geoseg.data.scenes import inspect_scene
     from geoseg.data.stats import compute_stats
-    from geoseg.engine.checkpoint import save_checkpoint
+    from geoseg.engine.checkpoint import save_model_checkpoint
     from geoseg.models.build import build_model
 
     stats = compute_stats([inspect_scene(str(image), None, bands=bands, nodata=nodata)], progress=False)
@@ -126,9 +126,6 @@ def save_tiny_checkpoint(
     names = [
         {"code": 10 * i, "name": f"class{i}", "color": [60 * i, 200 - 50 * i, 90]} for i in range(classes)
     ]
-    save_checkpoint(path, {
-        "model": model.state_dict(), "meta": model.meta, "optimizer": {}, "scheduler": {}, "epoch": 1,
-        "step": 1, "rng": [], "stats": asdict(stats), "classes": [c["name"] for c in names],
-        "config": {"norm": norm_cfg, "data": {"bands": bands, "nodata": nodata, "classes": names}},
-    })  # fmt: skip
+    save_model_checkpoint(path, model, asdict(stats), {
+        "norm": norm_cfg, "data": {"bands": bands, "nodata": nodata, "classes": names}})  # fmt: skip
     return path

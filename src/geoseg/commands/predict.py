@@ -39,9 +39,9 @@ def options(cfg: DictConfig) -> PredictOptions:
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     require(cfg, "checkpoint", "input", "output")
-    info = init_distributed(str(cfg.device))
+    info = init_distributed(str(cfg.device), option="device")
     try:
-        amp = autocast_dtype(str(cfg.amp), info.device)
+        amp = autocast_dtype(str(cfg.amp), info.device, option="amp")
         loaded = load_model(str(cfg.checkpoint), info.device)
         opts = options(cfg)
         if opts.channels_last:

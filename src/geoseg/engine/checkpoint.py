@@ -69,6 +69,21 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def save_model_checkpoint(
+    path: str | os.PathLike, model: torch.nn.Module, stats: Mapping[str, Any], config: Mapping[str, Any]
+) -> None:
+    """A checkpoint for inference only (weights, build record, statistics, config): it cannot resume.
+
+    ``config`` needs the ``norm`` group and ``data.classes`` (and ``data.bands``/``data.nodata`` when
+    set); it is how models trained elsewhere, or untrained ones for benchmarks, reach ``geoseg predict``.
+    """
+    classes = [str(c["name"]) for c in config["data"]["classes"]]
+    save_checkpoint(path, {
+        "model": model.state_dict(), "meta": model.meta, "optimizer": {}, "scheduler": {}, "epoch": 0,
+        "step": 0, "rng": [], "stats": dict(stats), "classes": classes, "config": dict(config),
+    })  # fmt: skip
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; every failure is one :class:`GeosegError` line."""
     path = os.fspath(path)

@@ -59,23 +59,25 @@ def slurm_rendezvous(env: Mapping[str, str]) -> dict[str, str]:
     return {"MASTER_ADDR": addr, "MASTER_PORT": port}
 
 
-def pick_device(wanted: str, local_rank: int) -> torch.device:
-    """``trainer.device``: ``auto`` (CUDA when present), ``cuda`` or ``cpu``."""
+def pick_device(wanted: str, local_rank: int, option: str = "trainer.device") -> torch.device:
+    """``auto`` (CUDA when present), ``cuda`` or ``cpu``; errors name the config ``option``."""
     if wanted not in ("auto", "cuda", "cpu"):
-        raise GeosegError(f"trainer.device={wanted!r} is not one of auto, cuda, cpu")
+        raise GeosegError(f"{option}={wanted!r} is not one of auto, cuda, cpu")
     if wanted == "cpu" or (wanted == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise GeosegError("trainer.device=cuda but no CUDA device is visible; use trainer.device=auto or cpu")
+        raise GeosegError(f"{option}=cuda but no CUDA device is visible; use {option}=auto or cpu")
     index = local_rank % torch.cuda.device_count()
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
 
 
-def init_distributed(device: str = "auto", timeout_min: float = 30.0) -> DistInfo:
+def init_distributed(
+    device: str = "auto", timeout_min: float = 30.0, option: str = "trainer.device"
+) -> DistInfo:
     """Join the process group when launched by torchrun or srun (nccl on GPU, gloo on CPU)."""
     rank, local_rank, world_size, source = env_ranks(os.environ)
-    dev = pick_device(device, local_rank)
+    dev = pick_device(device, local_rank, option)
     if world_size == 1 or (dist.is_available() and dist.is_initialized()):
         return DistInfo(rank, local_rank, world_size, dev)
     if source == "slurm":
