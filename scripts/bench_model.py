@@ -14,7 +14,7 @@ sizes and no weights, then times full training steps on one fixed random batch:
 - channels_last: the model and the input are both converted to ``torch.channels_last``.
 - Every configuration runs in its own child process (this script with a hidden ``--one`` flag), so
   no state (allocator caches, autotuning, memory peaks) leaks between rows. Peak memory is
-  - on CPU: the child's peak resident set size (``ru_maxrss``), i.e. the *whole* process: Python,
+  - on CPU: the child's peak resident set size (``VmHWM`` on Linux), i.e. the *whole* process: Python,
     torch and the libraries included, not only the tensors of the step;
   - on CUDA: ``torch.cuda.max_memory_allocated()`` over the timed steps (tensors only, not the
     caching allocator's reserve nor the CUDA context).

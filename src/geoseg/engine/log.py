@@ -52,9 +52,18 @@ def json_safe(value: Any) -> Any:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated on ``device``, or the process's peak RSS on CPU, in MiB."""
+    """Peak CUDA memory allocated on ``device``, or the process's peak RSS on CPU, in MiB.
+
+    On Linux the RSS peak is ``VmHWM``, which starts afresh when a process execs; ``ru_maxrss`` keeps
+    the launching process's peak (a benchmark parent's, torchrun's), so it is only the fallback.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(x.split()[1]) for x in fh if x.startswith("VmHWM:")) / 1024  # kB
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 

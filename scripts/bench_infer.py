@@ -1,0 +1,160 @@
+"""Whole-scene inference: ``geoseg predict``'s streaming path against a naive whole-scene baseline.
+
+For each scene size a synthetic 4-band uint16 GeoTIFF (tiled, deflate, nodata collar) and an
+untrained U-Net checkpoint are written to a temp folder. Each run happens in a fresh subprocess so
+its peak RSS is its own (``peak_memory_mb``: Linux ``VmHWM``, which starts afresh at exec):
+
+- ``streaming``: ``geoseg.inference`` as ``geoseg predict`` runs it (tile/overlap, raised-cosine
+  blending, blocks written as they finish);
+- ``naive``: read the whole scene, predict non-overlapping tiles, keep the whole class map, write once.
+
+``streaming`` runs twice: with ``--overlap`` (the default ``geoseg predict`` setting, more tiles) and
+with overlap 0 (the naive run's tiles). GDAL's block cache is capped at ``--gdal-cache-mb`` in every
+run: its default (5% of RAM) keeps decompressed blocks of whatever was read, so without a cap both
+modes' RSS grows with the scene up to that size, which hides what the algorithms themselves hold.
+
+    python scripts/bench_infer.py --sizes 2048 4096 8192 --tile 512 --overlap 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+from geoseg.data.scenes import inspect_scene
+from geoseg.data.stats import compute_stats
+from geoseg.engine.checkpoint import save_model_checkpoint
+from geoseg.engine.log import peak_memory_mb
+from geoseg.inference.loaded import load_model
+from geoseg.inference.predict import PredictOptions, predict_scene, prepare
+from geoseg.models.build import build_model
+from geoseg.models.norms import norm_preset
+
+BANDS, CLASSES = 4, 4
+NORM = {"_target_": "torch.nn.BatchNorm2d", "_partial_": True}
+
+
+def write_scene(path: str, side: int) -> None:
+    """A side x side 4-band uint16 scene written strip by strip (smooth fields, a nodata collar)."""
+    profile = dict(driver="GTiff", width=side, height=side, count=BANDS, dtype="uint16", nodata=0, tiled=True,
+                   blockxsize=256, blockysize=256, compress="deflate", crs="EPSG:32633",
+                   transform=from_origin(400_000, 5_000_000, 10, 10))  # fmt: skip
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **profile) as dst:
+        for row in range(0, side, 512):
+            h = min(512, side - row)
+            yy, xx = np.mgrid[row : row + h, 0:side]
+            base = 1500 + 800 * np.sin(xx / 97.0) * np.cos(yy / 61.0)
+            data = np.stack([base * (1 + 0.2 * b) + rng.normal(0, 60, base.shape) for b in range(BANDS)])
+            data = np.clip(data, 1, 60000).astype(np.uint16)
+            data[:, :, : side // 20] = 0  # nodata collar on the left
+            dst.write(data, window=Window(0, row, side, h))
+
+
+def write_checkpoint(path: str, scene: str) -> None:
+    stats = compute_stats([inspect_scene(scene, None)], progress=False)
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", BANDS, CLASSES, norm_preset("batchnorm"), stats=stats)
+    classes = [{"code": i, "name": f"class{i}"} for i in range(CLASSES)]
+    save_model_checkpoint(path, model.eval(), asdict(stats), {"norm": NORM, "data": {"classes": classes}})
+
+
+def run_streaming(ckpt: str, scene: str, out: str, tile: int, overlap: int, batch: int) -> dict:
+    loaded = load_model(ckpt, torch.device("cpu"))
+    opts = PredictOptions(tile=tile, overlap=overlap, batch_size=batch, progress=False, existing="overwrite")
+    (job,) = prepare(loaded, [scene], [out], opts)
+    return predict_scene(loaded, job, opts, torch.device("cpu"), None)
+
+
+@torch.inference_mode()
+def run_naive(ckpt: str, scene: str, out: str, tile: int, batch: int) -> dict:
+    """Whole scene in memory, non-overlapping tiles (edges padded), one write at the end."""
+    started = time.perf_counter()
+    model = load_model(ckpt, torch.device("cpu")).model
+    with rasterio.open(scene) as src:
+        image, profile = src.read(), src.profile
+    c, h, w = image.shape
+    ph, pw = -(-h // tile) * tile, -(-w // tile) * tile
+    padded = np.zeros((c, ph, pw), dtype=image.dtype)
+    padded[:, :h, :w] = image
+    classes = np.zeros((ph, pw), dtype=np.uint8)
+    cells = [(r, q) for r in range(0, ph, tile) for q in range(0, pw, tile)]
+    for i in range(0, len(cells), batch):
+        part = cells[i : i + batch]
+        x = torch.from_numpy(np.stack([padded[:, r : r + tile, q : q + tile] for r, q in part]))
+        pred = model(x).argmax(1).numpy().astype(np.uint8)
+        for (r, q), p in zip(part, pred, strict=True):
+            classes[r : r + tile, q : q + tile] = p
+    result = classes[:h, :w].copy()
+    result[(image == 0).all(0)] = 255
+    profile.update(count=1, dtype="uint8", nodata=255)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(result, 1)
+    return {"tiles": len(cells), "seconds": time.perf_counter() - started, "megapixels": h * w / 1e6}
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measured run in this process; prints a JSON line with its numbers and peak RSS."""
+    torch.set_num_threads(args.threads)
+    if args.mode == "streaming":
+        res = run_streaming(args.ckpt, args.scene, args.out, args.tile, args.overlap, args.batch)
+    else:
+        res = run_naive(args.ckpt, args.scene, args.out, args.tile, args.batch)
+    rss = peak_memory_mb(torch.device("cpu"))
+    print(json.dumps({**{k: res[k] for k in ("tiles", "seconds", "megapixels")}, "peak_rss_mb": rss}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--gdal-cache-mb", type=int, default=64, help="GDAL_CACHEMAX of every run")
+    parser.add_argument("--mode", choices=["streaming", "naive"], help=argparse.SUPPRESS)
+    for hidden in ("--ckpt", "--scene", "--out"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode:
+        return child(args)
+    print(f"# {platform.node()} | {platform.processor() or platform.machine()} | {args.threads} threads | "
+          f"torch {torch.__version__} | GDAL_CACHEMAX {args.gdal_cache_mb} MB | "
+          f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
+    print("| scene | mode | overlap | tiles | seconds | MP/s | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    env = {**os.environ, "GDAL_CACHEMAX": str(args.gdal_cache_mb)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in args.sizes:
+            scene, ckpt = os.path.join(tmp, f"scene{side}.tif"), os.path.join(tmp, "model.pt")
+            write_scene(scene, side)
+            write_checkpoint(ckpt, scene)
+            for mode, overlap in (("naive", 0), ("streaming", 0), ("streaming", args.overlap)):
+                cmd = [sys.executable, __file__, "--mode", mode, "--ckpt", ckpt, "--scene", scene,
+                       "--out", os.path.join(tmp, f"{mode}.tif"), "--tile", str(args.tile),
+                       "--overlap", str(overlap), "--batch", str(args.batch),
+                       "--threads", str(args.threads)]  # fmt: skip
+                proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+                res = json.loads(proc.stdout.splitlines()[-1])
+                mps = res["megapixels"] / res["seconds"]
+                print(f"| {side}×{side} | {mode} | {overlap} | {res['tiles']} | {res['seconds']:.1f} | "
+                      f"{mps:.2f} | {res['peak_rss_mb']:.0f} |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
