@@ -119,7 +119,7 @@ def predict_scene(
         write_quicklook(job.image, job.bands, job.nodata, paths["classes"], loaded.classes,
                         paths["quicklook"], display=opts.quicklook_bands)  # fmt: skip
     seconds = time.perf_counter() - started
-    log.info("%s -> %s: %d tiles, %.1f MP in %.1f s (%.2f MP/s)", job.image, paths["classes"], plan.num_tiles,
-             pixels / 1e6, seconds, pixels / 1e6 / seconds)  # fmt: skip
+    log.info("%s -> %s: %d tile(s), %.1f MP in %.1f s (%.2f MP/s)", job.image, paths["classes"],
+             plan.num_tiles, pixels / 1e6, seconds, pixels / 1e6 / seconds)  # fmt: skip
     return {"image": job.image, "output": paths["classes"], "tiles": plan.num_tiles, "seconds": seconds,
             "megapixels": pixels / 1e6}  # fmt: skip
