@@ -6,6 +6,8 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 
 from geoseg.engine import checkpoint as ckpt
 from geoseg.engine.distributed import env_ranks, pick_device, slurm_rendezvous
-from geoseg.engine.log import RunLogger, flatten, json_safe, truncate_jsonl
+from geoseg.engine.log import RunLogger, flatten, json_safe, peak_memory_mb, truncate_jsonl
 from geoseg.engine.losses import CrossEntropy, Dice, WeightedSum
 from geoseg.engine.metrics import ConfusionMatrix, compute_metrics, majority_baseline
 from geoseg.engine.runtime import autocast_dtype, check_trainer, resume_path
@@ -391,3 +393,16 @@ def test_stray_run_folder_of_another_rank_is_removed_only_when_it_holds_hydra_fi
     remove_stray_run_dir(str(shared), str(shared))
     assert not stray.exists() and not stray.parent.exists()
     assert (busy / "last.pt").exists() and shared.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's /proc/self/status")
+def test_peak_memory_is_the_process_own_not_its_launchers() -> None:
+    """A child's peak RSS must not inherit the parent's high-water mark (as ru_maxrss does across exec)."""
+    big = np.ones(1_500_000_000 // 8)  # touch 1.5 GB so this process's peak is far above a fresh one's
+    parent_peak = peak_memory_mb(torch.device("cpu"))
+    assert parent_peak > 1400
+    del big
+    code = "import torch, geoseg.engine.log as g; print(g.peak_memory_mb(torch.device('cpu')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    child_peak = float(out.split()[-1])
+    assert 10 < child_peak < parent_peak - 1000
