@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from geoseg.config import config_dir
-from geoseg.engine.optim import build_optimizer, param_groups
+from geoseg.engine.optim import build_optimizer, param_groups, scaled_lr
+from geoseg.errors import GeosegError
 from geoseg.models import build_model
 from geoseg.models.norms import GroupNorm
 
@@ -61,3 +62,35 @@ def test_optimizers_from_config_use_the_groups_and_a_step_leaves_norm_weights_un
     opt.step()
     assert torch.equal(gn.weight, gn_before)  # zero gradient and no decay: unchanged
     assert torch.all(conv.abs() < conv_before.abs())  # zero gradient, decayed: shrunk
+
+
+@pytest.mark.parametrize(
+    ("rule", "batch", "expected"),
+    [("none", 32, 1e-3), ("linear", 2, 2.5e-4), ("linear", 32, 4e-3), ("sqrt", 32, 2e-3), ("sqrt", 8, 1e-3)],
+)
+def test_lr_scales_with_the_effective_batch(rule, batch, expected):
+    cfg = OmegaConf.load(config_dir() / "optim" / "adamw.yaml")
+    cfg.scale_lr, cfg.base_batch_size = rule, 8
+    opt = build_optimizer(cfg, tiny_model(), effective_batch=batch)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([expected, expected])
+    assert opt.defaults["lr"] == pytest.approx(expected)
+    assert scaled_lr(cfg, batch) == pytest.approx(expected)
+
+
+def test_shipped_optimizers_do_not_scale_the_lr_by_default():
+    for name in ("adamw", "sgd"):
+        cfg = OmegaConf.load(config_dir() / "optim" / f"{name}.yaml")
+        assert build_optimizer(cfg, tiny_model(), 64).defaults["lr"] == cfg.optimizer.lr
+
+
+@pytest.mark.parametrize(
+    ("rule", "base", "message"),
+    [("cubic", 8, "optim.scale_lr='cubic' is not one of none, linear, sqrt"),
+     ("linear", 0, "optim.base_batch_size=0 must be a whole number >= 1 with optim.scale_lr=linear")],
+)  # fmt: skip
+def test_bad_lr_scaling_options_name_the_option(rule, base, message):
+    cfg = OmegaConf.load(config_dir() / "optim" / "adamw.yaml")
+    cfg.scale_lr, cfg.base_batch_size = rule, base
+    with pytest.raises(GeosegError) as err:
+        build_optimizer(cfg, tiny_model(), 8)
+    assert str(err.value) == message

@@ -2,6 +2,10 @@
 
 Decaying γ/β pulls normalisation scales towards zero and biases towards the origin, which only
 adds noise to what the norm ablation measures; most segmentation recipes exclude them.
+
+``optim.scale_lr`` scales the configured LR with the effective batch (per-GPU batch × ranks ×
+accumulation) against ``optim.base_batch_size``: ``linear`` is Goyal et al. (2017)'s rule, which the
+norm ablation uses so that every batch size trains at a comparable LR.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from geoseg.errors import GeosegError
 from geoseg.models.convert import is_norm
+
+SCALE_RULES = {"none": lambda ratio: 1.0, "linear": lambda ratio: ratio, "sqrt": lambda ratio: ratio**0.5}
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict]:
@@ -29,9 +36,32 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(optim_cfg: Mapping[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    """The configured optimizer (``optim.optimizer``, a ``_partial_``) over :func:`param_groups`."""
+def scaled_lr(optim_cfg: Mapping[str, Any], effective_batch: int) -> float | None:
+    """The LR for ``effective_batch`` under ``optim.scale_lr`` (None when the optimizer sets no ``lr``)."""
+    lr = optim_cfg["optimizer"].get("lr")
+    rule = str(optim_cfg.get("scale_lr", "none"))
+    if rule not in SCALE_RULES:
+        raise GeosegError(f"optim.scale_lr={rule!r} is not one of {', '.join(SCALE_RULES)}")
+    if lr is None or rule == "none":
+        return None if lr is None else float(lr)
+    base = optim_cfg.get("base_batch_size")
+    if not isinstance(base, int) or isinstance(base, bool) or base < 1:
+        raise GeosegError(
+            f"optim.base_batch_size={base!r} must be a whole number >= 1 with optim.scale_lr={rule}"
+        )
+    return float(lr) * SCALE_RULES[rule](effective_batch / base)
+
+
+def build_optimizer(
+    optim_cfg: Mapping[str, Any], model: nn.Module, effective_batch: int | None = None
+) -> torch.optim.Optimizer:
+    """The configured optimizer (``optim.optimizer``, a ``_partial_``) over :func:`param_groups`.
+
+    With ``effective_batch`` the LR follows ``optim.scale_lr``; without it, the configured LR is used.
+    """
     factory: Callable[..., torch.optim.Optimizer] = instantiate(optim_cfg["optimizer"])
-    weight_decay = float(getattr(factory, "keywords", {}).get("weight_decay", 0.0))
+    keywords = dict(getattr(factory, "keywords", {}))
+    weight_decay = float(keywords.get("weight_decay", 0.0))
     groups = param_groups(model, weight_decay, bool(optim_cfg.get("decay_norm_and_bias", False)))
-    return factory(groups)
+    lr = scaled_lr(optim_cfg, effective_batch) if effective_batch is not None else None
+    return factory(groups, lr=lr) if lr is not None else factory(groups)
