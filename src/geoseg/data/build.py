@@ -182,25 +182,29 @@ def build_split(
     rank: int = 0,
     world_size: int = 1,
     scenes: Sequence[Scene] | None = None,
+    grid: bool | None = None,
+    max_chips: int | None = None,
 ) -> SplitData:
     """Dataset, sampler (random for ``train``, grid otherwise) and loader of one split.
 
-    Pass the split's ``scenes`` when you already loaded them, to skip checking the files again.
+    Pass the split's ``scenes`` when you already loaded them, to skip checking the files again, and
+    ``grid=True`` for grid chips of the train split (to evaluate on it), at most ``max_chips`` of them.
     """
+    grid = split != "train" if grid is None else grid
     scenes = list(scenes) if scenes is not None else load_scenes(cfg, split)
     stats.check_bands(scenes[0].bands, stats_path(cfg))
     cmap = class_map_from(cfg)
     size = int(cfg["chip_size"])
     dataset = ChipDataset(
         scenes, size, cmap, fill=stats.mean,
-        augment=augment if split == "train" else None, max_open_files=int(cfg.get("max_open_files", 64)),
+        augment=None if grid else augment, max_open_files=int(cfg.get("max_open_files", 64)),
     )  # fmt: skip
-    if split == "train":
+    if not grid:
         sampler = random_sampler(scenes, cfg, cmap, seed, rank, world_size)
     else:
         stride = cfg.get("val_stride") or size
-        sampler = GridChipSampler([s.bounds for s in scenes], size, int(stride), rank, world_size)
-    return SplitData(scenes, dataset, sampler, make_loader(dataset, sampler, cfg, drop_last=split == "train"))
+        sampler = GridChipSampler([s.bounds for s in scenes], size, int(stride), rank, world_size, max_chips)
+    return SplitData(scenes, dataset, sampler, make_loader(dataset, sampler, cfg, drop_last=not grid))
 
 
 def random_sampler(

@@ -82,14 +82,21 @@ class GridChipSampler(Sampler[Chip]):
         stride: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        max_chips: int | None = None,
     ) -> None:
-        """``bounds``: (row0, col0, row1, col1) per scene, e.g. ``(0, 0, height, width)``."""
+        """``bounds``: (row0, col0, row1, col1) per scene, e.g. ``(0, 0, height, width)``.
+
+        ``max_chips`` keeps an evenly spaced subset of the grid, spread over all scenes.
+        """
         _check_rank(rank, world_size)
         self.chips = [
             Chip(i, r0 + r, c0 + c, 0)
             for i, (r0, c0, r1, c1) in enumerate(bounds)
             for r, c in grid_windows(r1 - r0, c1 - c0, size, stride)
         ]
+        if max_chips is not None and len(self.chips) > max_chips:
+            keep = np.linspace(0, len(self.chips) - 1, max(1, max_chips)).round().astype(int)
+            self.chips = [self.chips[k] for k in keep]
         self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:

@@ -2,8 +2,8 @@
 
 Set-up is :func:`~geoseg.engine.run.build_run`. Then epochs of steps under autocast with gradient
 accumulation, clipping and a per-step LR schedule. The periodic work -- step logs, BN
-recalibration, evaluation, epoch logs, checkpoints, the final summary -- is one small named
-function each.
+recalibration, evaluation, epoch logs, checkpoints, the end-of-run diagnostics and the final
+summary -- is one small named function each.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from geoseg.engine.checkpoint import restore, save_checkpoints
+from geoseg.engine.diagnostics import run_diagnostics
 from geoseg.engine.distributed import all_reduce_sum, broadcast_buffers, cleanup_distributed
 from geoseg.engine.evaluate import evaluate
 from geoseg.engine.log import RunLogger, log_epoch, log_step, progress, write_summary
@@ -47,9 +48,10 @@ def train(run: Run, started: float) -> dict[str, Any]:
     train_model = wrap_model(run.model, info, bool(tr["compile"]))
     logger = RunLogger(run.run_dir, info.is_main, bool(tr["tensorboard"]), resume_step=state.step)
     log.info(
-        "training %s/%s norm=%s on %s: %d steps in %d epochs, batch %d/rank x %d ranks x %d accumulated",
-        run.model.meta["arch"], run.model.meta["encoder"], run.model.meta["norm"], info.device,
-        run.total_steps, run.max_epochs, run.batch_size, info.world_size, run.accum,
+        "training %s/%s norm=%s on %s: %d steps in %d epochs, batch %d/rank x %d ranks x %d accumulated, "
+        "peak LR %.3g", run.model.meta["arch"], run.model.meta["encoder"], run.model.meta["norm"],
+        info.device, run.total_steps, run.max_epochs, run.batch_size, info.world_size, run.accum,
+        run.optimizer.defaults["lr"],
     )  # fmt: skip
 
     while state.epoch < run.max_epochs and state.step < run.total_steps:
@@ -99,7 +101,8 @@ def train(run: Run, started: float) -> dict[str, Any]:
         if state.epoch % int(tr["checkpoint_every"]) == 0 or last:
             save_checkpoints(run)
 
-    summary = write_summary(run, time.perf_counter() - started)
+    diagnostics = run_diagnostics(run)
+    summary = write_summary(run, time.perf_counter() - started, diagnostics)
     logger.close()
     return summary
 

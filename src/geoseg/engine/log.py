@@ -68,6 +68,18 @@ def peak_memory_mb(device: torch.device) -> float:
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start :func:`peak_memory_mb` afresh, so each job of a sweep run in one process reports its own peak."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:  # "5" resets VmHWM (Linux >= 4.0)
+            fh.write("5")
+    except OSError:
+        log.debug("cannot reset the peak RSS; peak_memory_mb is the process's peak so far")
+
+
 def truncate_jsonl(path: str, max_step: int) -> None:
     """Drop rows whose ``step`` is past ``max_step`` (written after the checkpoint a resume starts from)."""
     if not os.path.exists(path):
@@ -155,8 +167,11 @@ def log_epoch(logger: RunLogger, run: Run, train_loss: float, seconds: float, ti
     )  # fmt: skip
 
 
-def write_summary(run: Run, wall_seconds: float) -> dict[str, Any]:
-    """``summary.json``: final and best val metrics, throughput, memory, batch sizes, the norm summary."""
+def write_summary(run: Run, wall_seconds: float, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``summary.json``: final and best val metrics, throughput, memory, batch sizes, the norm summary.
+
+    ``extra`` (the end-of-run diagnostics) is merged in at the top level.
+    """
     state, info, val = run.state, run.info, run.state.last_val
     baseline = majority_baseline(torch.tensor(val["confusion"]), run.classes)["miou"] if val else math.nan
     world = info.world_size
@@ -170,6 +185,7 @@ def write_summary(run: Run, wall_seconds: float) -> dict[str, Any]:
         "batch_size_per_gpu": run.batch_size, "global_batch_size": run.batch_size * world,
         "effective_batch_size": run.batch_size * world * run.accum,
         "norm": run.model.meta["norm"], "norm_summary": run.model.meta["norm_summary"],
+        "seed": int(run.cfg.seed), "peak_lr": run.optimizer.defaults.get("lr"), **(extra or {}),
     })  # fmt: skip
     if info.is_main:
         atomic_write_text(os.path.join(run.run_dir, "summary.json"), json.dumps(summary, indent=2))

@@ -18,6 +18,7 @@ from torch import nn
 from geoseg.data.build import SplitData, as_dict, build_augment, build_split, load_scenes, train_stats
 from geoseg.data.stats import BandStats, save_stats
 from geoseg.engine.distributed import DistInfo, broadcast_object, init_distributed, main_process_first
+from geoseg.engine.log import reset_peak_memory
 from geoseg.engine.optim import build_optimizer
 from geoseg.engine.runtime import autocast_dtype, check_batch_for_batchnorm, check_trainer, seed_everything
 from geoseg.errors import GeosegError
@@ -123,6 +124,7 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     tr = as_dict(cfg.trainer)
     check_trainer(tr)
     info = init_distributed(str(tr["device"]))
+    reset_peak_memory(info.device)
     own_dir = os.path.abspath(run_dir)
     run_dir = str(broadcast_object(own_dir, info))
     if info.is_main:
@@ -141,7 +143,8 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     if tr["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     accum, total_steps, max_epochs = step_counts(cfg, len(train.loader))
-    optimizer = build_optimizer(cfg.optim, model)
+    effective_batch = int(cfg.data.batch_size) * info.world_size * accum
+    optimizer = build_optimizer(cfg.optim, model, effective_batch)
     if info.is_main:
         save_stats(stats, os.path.join(run_dir, "stats.json"))
     return Run(

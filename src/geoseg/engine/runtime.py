@@ -50,7 +50,7 @@ def check_batch_for_batchnorm(model: nn.Module, batch_size: int, norm: str) -> N
     """BatchNorm normalises over the per-GPU batch: one chip gives no batch statistics (TerraTorch #349)."""
     if batch_size < 2 and bn_layers(model):
         raise GeosegError(
-            f"data.batch_size={batch_size} with norm={norm}: BatchNorm needs at least 2 chips per GPU; "
+            f"data.batch_size={batch_size} with {norm} layers: BatchNorm needs at least 2 chips per GPU; "
             "raise data.batch_size or use norm=groupnorm (or instancenorm, layernorm)"
         )
 

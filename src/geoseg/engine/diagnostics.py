@@ -1,0 +1,96 @@
+"""End-of-run evaluations for ``summary.json``: the train-vs-val gap and BatchNorm's statistics.
+
+- **Generalisation gap**: the final model's mIoU on (at most ``train_max_chips``) grid chips of the
+  train split, without augmentation and in eval mode, minus its val mIoU.
+- **BatchNorm statistics** (models with BatchNorm only): val mIoU with the running statistics (the
+  normal eval), with each val batch's own statistics (what the model saw in training), and after
+  :func:`~geoseg.models.recalibrate.recalibrate_bn` over training batches. The gap between the first
+  two shows how far the running statistics drifted from what the final weights need, which small
+  per-GPU batches make worse. Each variant runs on a copy; the trained model is left as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from geoseg.data.build import as_dict, build_split
+from geoseg.engine.evaluate import evaluate
+from geoseg.models.recalibrate import bn_layers, recalibrate_bn
+
+if TYPE_CHECKING:
+    from geoseg.engine.run import Run
+
+log = logging.getLogger(__name__)
+
+
+def run_diagnostics(run: Run) -> dict[str, Any]:
+    """The ``trainer.diagnostics`` evaluations the config asks for, as summary fields."""
+    cfg = run.trainer.get("diagnostics") or {}
+    out: dict[str, Any] = {}
+    val_miou = run.state.last_val.get("miou")
+    if cfg.get("train_max_chips") and val_miou is not None:
+        train = evaluate_train_split(run, int(cfg["train_max_chips"]))
+        out["train_eval"] = {k: train[k] for k in ("miou", "accuracy", "loss", "pixels")}
+        out["generalization_gap"] = train["miou"] - val_miou
+        log.info(
+            "train-split mIoU %.4f vs val %.4f: gap %+.4f", train["miou"], val_miou, out["generalization_gap"]
+        )
+    if cfg.get("bn_statistics") and bn_layers(run.model) and val_miou is not None:
+        out["bn_eval"] = bn_statistics_eval(run, val_miou, int(run.trainer["precise_bn"]["num_batches"]))
+    return out
+
+
+def val_miou(run: Run, model: nn.Module) -> float:
+    """Val mIoU of ``model`` (a variant of the run's model) with the run's loader, loss and precision."""
+    metrics = evaluate(
+        model, run.val.loader, run.loss_fn, run.classes, run.ignore_index, run.info, run.amp,
+        bool(run.trainer["channels_last"]),
+    )  # fmt: skip
+    return float(metrics["miou"])
+
+
+def evaluate_train_split(run: Run, max_chips: int) -> dict[str, Any]:
+    """Metrics of the model on an evenly spaced grid of at most ``max_chips`` train-split chips."""
+    info = run.info
+    split = build_split(
+        as_dict(run.cfg.data), "train", run.stats, augment=None, seed=int(run.cfg.seed), rank=info.rank,
+        world_size=info.world_size, scenes=run.train.scenes, grid=True, max_chips=max_chips,
+    )  # fmt: skip
+    return evaluate(
+        run.model, split.loader, run.loss_fn, run.classes, run.ignore_index, info, run.amp,
+        bool(run.trainer["channels_last"]),
+    )  # fmt: skip
+
+
+def with_batch_statistics(model: nn.Module) -> nn.Module:
+    """A copy whose BatchNorm layers normalise with each batch's statistics, also in eval mode.
+
+    A BatchNorm without running buffers uses batch statistics in eval and updates nothing.
+    """
+    variant = copy.deepcopy(model)
+    for layer in bn_layers(variant):
+        layer.running_mean, layer.running_var = None, None
+    return variant
+
+
+def bn_statistics_eval(run: Run, running_miou: float, num_batches: int) -> dict[str, Any]:
+    """Val mIoU with running statistics, with batch statistics, and after recalibration."""
+    batch_miou = val_miou(run, with_batch_statistics(run.model))
+    recalibrated = copy.deepcopy(run.model)
+    used = recalibrate_bn(recalibrated, run.train.loader, num_batches, run.info.device, run.amp)
+    recal_miou = val_miou(run, recalibrated)
+    log.info(
+        "BatchNorm val mIoU: running statistics %.4f, batch statistics %.4f, recalibrated (%d batches) %.4f",
+        running_miou, batch_miou, used, recal_miou,
+    )  # fmt: skip
+    return {
+        "running_stats_miou": running_miou,
+        "batch_stats_miou": batch_miou,
+        "recalibrated_miou": recal_miou,
+        "recalibration_batches": used,
+        "val_batch_size": run.batch_size,
+    }
