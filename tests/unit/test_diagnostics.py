@@ -38,7 +38,8 @@ def test_grid_sampler_keeps_an_evenly_spaced_subset():
     full = GridChipSampler([(0, 0, 64, 64), (0, 0, 64, 64)], 16)
     sub = GridChipSampler([(0, 0, 64, 64), (0, 0, 64, 64)], 16, max_chips=5)
     assert len(full) == 32 and len(sub) == 5
-    assert list(sub)[0] == full.chips[0] and list(sub)[-1] == full.chips[-1]
+    chips = list(sub)
+    assert chips[0] == full.chips[0] and chips[-1] == full.chips[-1]
     assert {c.scene for c in sub} == {0, 1}  # spread over both scenes
     assert len(GridChipSampler([(0, 0, 64, 64)], 16, max_chips=100)) == 16
 

@@ -406,3 +406,17 @@ def test_peak_memory_is_the_process_own_not_its_launchers() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     child_peak = float(out.split()[-1])
     assert 10 < child_peak < parent_peak - 1000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's /proc/self/status")
+def test_reset_peak_memory_starts_a_sweep_jobs_peak_afresh() -> None:
+    """Sweep jobs share one process: each must report its own peak, not the largest job's so far."""
+    code = (
+        "import numpy as np, torch, geoseg.engine.log as g\n"
+        "cpu = torch.device('cpu')\n"
+        "big = np.ones(800_000_000 // 8); before = g.peak_memory_mb(cpu); del big\n"
+        "g.reset_peak_memory(cpu); print(before, g.peak_memory_mb(cpu))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, after = map(float, out.split()[-2:])
+    assert before > 750 and after < before - 600
