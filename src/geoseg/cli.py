@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from geoseg.config import config_dir
 from geoseg.errors import GeosegError
+
+log = logging.getLogger(__name__)
 
 # command -> (module, function, primary config, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -29,6 +35,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "evaluate",
         "score a predicted class map against a label raster",
     ),
+    "report": (
+        "geoseg.commands.report",
+        "run",
+        "report",
+        "tables and plots of a sweep folder (geoseg report DIR)",
+    ),
     "model-info": (
         "geoseg.commands.model_info",
         "run",
@@ -36,6 +48,9 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "build a model and show its norm layers",
     ),
 }
+
+# command -> the option its first bare argument sets
+POSITIONAL: dict[str, str] = {"report": "dir"}
 
 USAGE = """usage: geoseg <command> [hydra overrides] [-m] [--cfg job] [--help]
 
@@ -54,18 +69,39 @@ def usage() -> str:
     return USAGE.format(commands="\n".join(lines))
 
 
+class SweepJobError(CompactHydraException):
+    """A user error in one multirun job: Hydra marks the job failed, runs the others, then prints this."""
+
+
 def hydra_app(config_name: str, task: Callable[[DictConfig], object]) -> Callable[[], object]:
-    """Wrap ``task`` as a Hydra main whose user errors print one line and exit with status 2."""
+    """Wrap ``task`` as a Hydra main whose user errors print one line and exit with status 2.
+
+    In a multirun the error goes to the job's log and the job fails without stopping the sweep;
+    Hydra prints the first failure in one line at the end and exits with status 1.
+    """
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
     def app(cfg: DictConfig) -> object:
         try:
             return task(cfg)
         except GeosegError as err:
+            hydra_cfg = HydraConfig.get()
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                log.error("geoseg: error: %s", err)  # into the job's log, where `geoseg report` finds it
+                job = hydra_cfg.runtime.output_dir
+                raise SweepJobError(f"geoseg: error in sweep job {job}: {err}") from None
             print(f"geoseg: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return app
+
+
+def positional_args(name: str, args: list[str]) -> list[str]:
+    """``geoseg report DIR`` -> ``geoseg report dir=DIR``: a command's first bare argument, if any."""
+    key = POSITIONAL.get(name)
+    if key and args and "=" not in args[0] and not args[0].startswith("-"):
+        return [f"{key}={args[0]}", *args[1:]]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -80,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     module, func, config_name, _ = COMMANDS[name]
     task = getattr(importlib.import_module(module), func)
-    sys.argv = [f"geoseg {name}", *args[1:]]
+    sys.argv = [f"geoseg {name}", *positional_args(name, args[1:])]
     try:
         hydra_app(config_name, task)()
     except GeosegError as err:  # raised while composing (e.g. configs not found)
