@@ -1,0 +1,42 @@
+"""``report_sweep(dir)``: write ``results.csv``, ``results.md`` and the PNG plots of a sweep folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from geoseg.io import atomic_write_text, ensure_writable_dir
+from geoseg.report.collect import collect
+from geoseg.report.plots import plot_bn_statistics, plot_miou_vs_batch, plot_throughput_memory
+from geoseg.report.tables import job_rows, problems, to_csv, to_markdown
+
+log = logging.getLogger(__name__)
+
+PLOTS = {
+    "miou_vs_batch.png": plot_miou_vs_batch,
+    "throughput_memory.png": plot_throughput_memory,
+    "bn_statistics.png": plot_bn_statistics,
+}
+
+
+def report_sweep(sweep_dir: str, output: str | None = None, title: str | None = None) -> dict[str, Any]:
+    """Gather the jobs under ``sweep_dir`` and write the report into ``output`` (default: the sweep folder).
+
+    Returns the written paths, the rows and the problem lines (failed and missing jobs).
+    """
+    sweep = collect(sweep_dir)
+    out = os.path.abspath(os.path.expanduser(output or sweep.root))
+    ensure_writable_dir(out, "report folder")
+    title = title or f"Sweep report: {os.path.basename(sweep.root.rstrip(os.sep))}"
+    rows = job_rows(sweep)
+    written = [os.path.join(out, "results.csv"), os.path.join(out, "results.md")]
+    atomic_write_text(written[0], to_csv(rows))
+    atomic_write_text(written[1], to_markdown(sweep, rows, title))
+    for name, plot in PLOTS.items():
+        if plot(rows, os.path.join(out, name), title):
+            written.append(os.path.join(out, name))
+    issues = problems(sweep)
+    for line in issues:
+        log.warning("%s", line)
+    return {"written": written, "rows": rows, "problems": issues}
