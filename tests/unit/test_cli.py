@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from geoseg.cli import COMMANDS, main
+from geoseg.cli import COMMANDS, main, positional_args
 from geoseg.config import config_dir
 
 
@@ -71,3 +71,10 @@ def test_user_errors_are_one_line(tmp_path, geoseg):
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [f"geoseg: error: data.root '{tmp_path}/none' is not a folder; "
                                                "point data.root at your scenes."]  # fmt: skip
+
+
+def test_report_takes_its_folder_as_a_bare_first_argument():
+    assert positional_args("report", ["multirun/x", "title=T"]) == ["dir=multirun/x", "title=T"]
+    assert positional_args("report", ["dir=multirun/x"]) == ["dir=multirun/x"]
+    assert positional_args("report", ["--help"]) == ["--help"]
+    assert positional_args("train", ["sweep=smoke"]) == ["sweep=smoke"]
