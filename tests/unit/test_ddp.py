@@ -30,20 +30,23 @@ def _rank_main(rank: int, port: int, cfg, out: str) -> None:
     seen: list[tuple[int, int, int, int]] = []
     read = ChipDataset.__getitems__
 
+    training = [True]  # the end-of-run diagnostics read training chips again (BN recalibration)
+
     def spy(self, chips):
-        if self.augment is not None:  # only the training dataset augments
+        if self.augment is not None and training[0]:  # only the training dataset augments
             seen.extend(tuple(c) for c in chips)
         return read(self, chips)
 
     ChipDataset.__getitems__ = spy
     final = {}
-    summarise = fit_module.write_summary
+    diagnose = fit_module.run_diagnostics
 
-    def keep_weights(run, wall):
+    def keep_weights(run):
+        training[0] = False
         final.update({k: v.clone() for k, v in run.model.state_dict().items()})
-        return summarise(run, wall)
+        return diagnose(run)
 
-    fit_module.write_summary = keep_weights
+    fit_module.run_diagnostics = keep_weights
     summary = fit_module.fit(cfg, out)
     torch.save({"chips": seen, "state": final, "summary": summary}, os.path.join(out, f"rank{rank}.pt"))
 
@@ -81,6 +84,11 @@ def test_two_rank_ddp_agrees_shards_chips_and_reduces_the_confusion_matrix(demo_
     single = evaluate(model, val.loader, instantiate(cfg.loss), ["a", "b", "c", "d"], 255, DistInfo())
     assert summary["val"]["confusion"] == single["confusion"]
     assert sum(map(sum, single["confusion"])) > 0
+
+    # the end-of-run diagnostics are all-reduced too: every rank reports the same numbers
+    other = ranks[1]["summary"]
+    assert summary["bn_eval"] == other["bn_eval"] and summary["train_eval"] == other["train_eval"]
+    assert summary["bn_eval"]["recalibration_batches"] >= 1
 
 
 def _slurm_rank(rank: int, port: int, cfg, out: str) -> None:

@@ -127,7 +127,7 @@ def test_fp16_without_cuda_is_a_clear_error(demo_root, tmp_path):
 
 
 def test_batch_of_one_with_batchnorm_is_refused(demo_root, tmp_path):
-    with pytest.raises(GeosegError, match=r"data\.batch_size=1 with norm=BatchNorm2d"):
+    with pytest.raises(GeosegError, match=r"data\.batch_size=1 with BatchNorm2d layers: BatchNorm needs"):
         fit(tiny_train_cfg(demo_root, "data.batch_size=1", "trainer.max_steps=1"), str(tmp_path))
     summary = fit(
         tiny_train_cfg(demo_root, "data.batch_size=1", "norm=groupnorm", "trainer.max_steps=1"),

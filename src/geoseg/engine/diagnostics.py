@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from geoseg.data.build import as_dict, build_split
+from geoseg.data.build import as_dict, build_split, make_loader
 from geoseg.engine.evaluate import evaluate
 from geoseg.models.recalibrate import bn_layers, recalibrate_bn
 
@@ -44,10 +45,10 @@ def run_diagnostics(run: Run) -> dict[str, Any]:
     return out
 
 
-def val_miou(run: Run, model: nn.Module) -> float:
-    """Val mIoU of ``model`` (a variant of the run's model) with the run's loader, loss and precision."""
+def val_miou(run: Run, model: nn.Module, loader: Iterable | None = None) -> float:
+    """Val mIoU of ``model`` (a variant of the run's model) with the run's loss and precision."""
     metrics = evaluate(
-        model, run.val.loader, run.loss_fn, run.classes, run.ignore_index, run.info, run.amp,
+        model, loader or run.val.loader, run.loss_fn, run.classes, run.ignore_index, run.info, run.amp,
         bool(run.trainer["channels_last"]),
     )  # fmt: skip
     return float(metrics["miou"])
@@ -78,14 +79,19 @@ def with_batch_statistics(model: nn.Module) -> nn.Module:
 
 
 def bn_statistics_eval(run: Run, running_miou: float, num_batches: int) -> dict[str, Any]:
-    """Val mIoU with running statistics, with batch statistics, and after recalibration."""
-    batch_miou = val_miou(run, with_batch_statistics(run.model))
+    """Val mIoU with running statistics, with batch statistics, and after recalibration.
+
+    Batch statistics are taken over full val batches of the per-GPU batch size; a last, smaller batch
+    is dropped (one chip may hold a single value per channel in the deepest layers).
+    """
+    full_batches = make_loader(run.val.dataset, run.val.sampler, as_dict(run.cfg.data), drop_last=True)
+    batch_miou = val_miou(run, with_batch_statistics(run.model), full_batches) if len(full_batches) else None
     recalibrated = copy.deepcopy(run.model)
     used = recalibrate_bn(recalibrated, run.train.loader, num_batches, run.info.device, run.amp)
     recal_miou = val_miou(run, recalibrated)
     log.info(
-        "BatchNorm val mIoU: running statistics %.4f, batch statistics %.4f, recalibrated (%d batches) %.4f",
-        running_miou, batch_miou, used, recal_miou,
+        "BatchNorm val mIoU: running statistics %.4f, batch statistics %s, recalibrated (%d batches) %.4f",
+        running_miou, "n/a" if batch_miou is None else f"{batch_miou:.4f}", used, recal_miou,
     )  # fmt: skip
     return {
         "running_stats_miou": running_miou,
