@@ -39,6 +39,18 @@ def batch_axis(ax: Any, batches: Sequence[int]) -> None:
     ax.set_xlabel("images per GPU (per-GPU batch size)")
 
 
+def finish_batch_plot(
+    fig: Figure, ax: Any, batches: Sequence[int], ylabel: str, title: str, path: str
+) -> None:
+    """Batch-size x axis, labels, grid and legend; then save the figure to ``path``."""
+    batch_axis(ax, batches)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
 def plot_miou_vs_batch(rows: Sequence[Mapping[str, Any]], path: str, title: str) -> bool:
     """Val mIoU vs per-GPU batch, one line per variant with ± std error bars; False when nothing to plot."""
     cells = aggregate(rows, "val_miou")
@@ -49,12 +61,7 @@ def plot_miou_vs_batch(rows: Sequence[Mapping[str, Any]], path: str, title: str)
     for variant in sorted({v for v, _ in cells}):
         xs, ys, es = series(cells, variant)
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=variant)
-    batch_axis(ax, sorted({b for _, b in cells}))
-    ax.set_ylabel("val mIoU (mean ± std over seeds)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save(fig, path)
+    finish_batch_plot(fig, ax, sorted({b for _, b in cells}), "val mIoU (mean ± std over seeds)", title, path)
     return True
 
 
@@ -97,10 +104,7 @@ def plot_bn_statistics(rows: Sequence[Mapping[str, Any]], path: str, title: str)
             if xs:
                 label = name if len(variants) == 1 else f"{variant}: {name}"
                 ax.errorbar(xs, ys, yerr=es, fmt=styles[column], capsize=3, label=label)
-    batch_axis(ax, sorted({b for cells in cols.values() for _, b in cells}))
-    ax.set_ylabel("val mIoU")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save(fig, path)
+    finish_batch_plot(
+        fig, ax, sorted({b for cells in cols.values() for _, b in cells}), "val mIoU", title, path
+    )
     return True
