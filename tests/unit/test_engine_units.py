@@ -327,6 +327,10 @@ def test_resume_path_and_check_trainer(tmp_path):
         check_trainer({**ok, "max_epochs": 0})
     with pytest.raises(GeosegError, match="max_steps"):
         check_trainer({**ok, "max_steps": 0})
+    check_trainer({**ok, "diagnostics": {"train_max_chips": 0, "bn_statistics": False}})
+    with pytest.raises(GeosegError) as err:
+        check_trainer({**ok, "diagnostics": {"train_max_chips": -5}})
+    assert str(err.value) == "trainer.diagnostics.train_max_chips=-5 must be a whole number >= 0 (0 = skip)"
 
 
 def test_flatten_and_json_safe():

@@ -62,6 +62,11 @@ def check_trainer(tr: Mapping[str, Any]) -> None:
             raise GeosegError(f"trainer.{key}={tr[key]} must be at least 1")
     if tr.get("max_steps") is not None and int(tr["max_steps"]) < 1:
         raise GeosegError(f"trainer.max_steps={tr['max_steps']} must be at least 1 (or null)")
+    chips = (tr.get("diagnostics") or {}).get("train_max_chips") or 0
+    if isinstance(chips, bool) or not isinstance(chips, int) or chips < 0:
+        raise GeosegError(
+            f"trainer.diagnostics.train_max_chips={chips!r} must be a whole number >= 0 (0 = skip)"
+        )
 
 
 def wrap_model(model: nn.Module, info: DistInfo, compile_model: bool) -> nn.Module:
