@@ -4,9 +4,8 @@
   train split, without augmentation and in eval mode, minus its val mIoU.
 - **BatchNorm statistics** (models with BatchNorm only): val mIoU with the running statistics (the
   normal eval), with each val batch's own statistics (what the model saw in training), and after
-  :func:`~geoseg.models.recalibrate.recalibrate_bn` over training batches. The gap between the first
-  two shows how far the running statistics drifted from what the final weights need, which small
-  per-GPU batches make worse. Each variant runs on a copy; the trained model is left as it is.
+  :func:`~geoseg.models.recalibrate.recalibrate_bn` over training batches. Each variant runs on a
+  copy; the trained model is left as it is.
 """
 
 from __future__ import annotations
@@ -45,13 +44,17 @@ def run_diagnostics(run: Run) -> dict[str, Any]:
     return out
 
 
-def val_miou(run: Run, model: nn.Module, loader: Iterable | None = None) -> float:
-    """Val mIoU of ``model`` (a variant of the run's model) with the run's loss and precision."""
-    metrics = evaluate(
-        model, loader or run.val.loader, run.loss_fn, run.classes, run.ignore_index, run.info, run.amp,
+def evaluate_run(run: Run, model: nn.Module, loader: Iterable) -> dict[str, Any]:
+    """Metrics of ``model`` (the run's or a variant) over ``loader`` with the run's loss and precision."""
+    return evaluate(
+        model, loader, run.loss_fn, run.classes, run.ignore_index, run.info, run.amp,
         bool(run.trainer["channels_last"]),
     )  # fmt: skip
-    return float(metrics["miou"])
+
+
+def val_miou(run: Run, model: nn.Module, loader: Iterable | None = None) -> float:
+    """Val mIoU of ``model`` over ``loader`` (default: the run's val loader)."""
+    return float(evaluate_run(run, model, loader or run.val.loader)["miou"])
 
 
 def evaluate_train_split(run: Run, max_chips: int) -> dict[str, Any]:
@@ -61,10 +64,7 @@ def evaluate_train_split(run: Run, max_chips: int) -> dict[str, Any]:
         as_dict(run.cfg.data), "train", run.stats, augment=None, seed=int(run.cfg.seed), rank=info.rank,
         world_size=info.world_size, scenes=run.train.scenes, grid=True, max_chips=max_chips,
     )  # fmt: skip
-    return evaluate(
-        run.model, split.loader, run.loss_fn, run.classes, run.ignore_index, info, run.amp,
-        bool(run.trainer["channels_last"]),
-    )  # fmt: skip
+    return evaluate_run(run, run.model, split.loader)
 
 
 def with_batch_statistics(model: nn.Module) -> nn.Module:

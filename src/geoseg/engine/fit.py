@@ -18,9 +18,8 @@ import torch.distributed as dist
 from torch import nn
 
 from geoseg.engine.checkpoint import restore, save_checkpoints
-from geoseg.engine.diagnostics import run_diagnostics
+from geoseg.engine.diagnostics import evaluate_run, run_diagnostics
 from geoseg.engine.distributed import all_reduce_sum, broadcast_buffers, cleanup_distributed
-from geoseg.engine.evaluate import evaluate
 from geoseg.engine.log import RunLogger, log_epoch, log_step, progress, write_summary
 from geoseg.engine.run import Run, build_run
 from geoseg.engine.runtime import resume_path, to_device, wrap_model
@@ -131,10 +130,7 @@ def recalibrate(run: Run) -> None:
 def validate(run: Run) -> None:
     """Evaluate on the val split and keep the best epoch by val mIoU."""
     state = run.state
-    state.last_val = evaluate(
-        run.model, run.val.loader, run.loss_fn, run.classes, run.ignore_index, run.info, run.amp,
-        bool(run.trainer["channels_last"]),
-    )  # fmt: skip
+    state.last_val = evaluate_run(run, run.model, run.val.loader)
     state.last_val["epoch"] = state.epoch
     if state.last_val["miou"] > state.best_miou:
         state.best_miou, state.best_epoch = state.last_val["miou"], state.epoch
