@@ -1,7 +1,8 @@
 """``geoseg predict checkpoint=... input=... output=...``: class maps for whole GeoTIFF scenes.
 
 Under torchrun (``python -m geoseg.predict``) every rank checks all inputs, then predicts every
-world_size-th scene on its own GPU; no rank waits for another until the end.
+world_size-th scene on its own GPU. The ranks wait for each other once after the checks, so that no
+rank sees another's fresh output as an existing file, and once at the end.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             loaded.model.to(memory_format=torch.channels_last)
         inputs = find_inputs(str(cfg.input))
         jobs = prepare(loaded, inputs, output_paths(inputs, str(cfg.output)), opts)
+        barrier(info)  # every rank checks the outputs before any rank writes one (same job list everywhere)
         mine = jobs[info.rank :: info.world_size]
         if info.enabled:
             log.info("rank %d predicts %d of %d scenes", info.rank, len(mine), len(jobs))
