@@ -33,9 +33,9 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from torch.utils.data import DataLoader
 
-from geoseg.data.build import configure_gdal_worker
 from geoseg.data.dataset import ChipDataset, collate_batch
 from geoseg.data.labels import ClassMap
+from geoseg.data.loader import configure_gdal_worker
 from geoseg.data.samplers import RandomChipSampler
 from geoseg.data.scenes import inspect_scene
 from geoseg.data.stats import compute_stats

@@ -14,10 +14,11 @@ def test_cache_budget_is_split_across_workers_in_bytes():
 def test_configure_gdal_applies_defaults_unless_the_environment_sets_them(monkeypatch):
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
     monkeypatch.delenv("GDAL_DISABLE_READDIR_ON_OPEN", raising=False)
+    monkeypatch.delenv("GDAL_NUM_THREADS", raising=False)
     applied = configure_gdal(workers=4)
     assert int(get_gdal_config("GDAL_CACHEMAX")) == 256 * 2**20
     assert get_gdal_config("GDAL_DISABLE_READDIR_ON_OPEN") == "EMPTY_DIR"
-    assert set(applied) == {"GDAL_CACHEMAX", "GDAL_DISABLE_READDIR_ON_OPEN"}
+    assert set(applied) == {"GDAL_CACHEMAX", "GDAL_DISABLE_READDIR_ON_OPEN", "GDAL_NUM_THREADS"}
     monkeypatch.setenv("GDAL_CACHEMAX", "100")
     assert "GDAL_CACHEMAX" not in configure_gdal(workers=4)
 

@@ -10,20 +10,19 @@ from typing import Any
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from geoseg.data.dataset import ChipDataset, collate_batch
+from geoseg.data.dataset import ChipDataset
 from geoseg.data.demo import make_demo_data
-from geoseg.data.gdal_env import configure_gdal
 from geoseg.data.labels import ClassMap
+from geoseg.data.loader import make_loader, num_workers, pin_memory
 from geoseg.data.masks import coarse_valid_mask, label_codes
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scenes import Scene, find_scene_files, inspect_scene, read_manifest
 from geoseg.data.stats import BandStats, load_or_compute_stats
 from geoseg.data.transforms import Augment
-from geoseg.data.windows import candidate_step, random_candidates
+from geoseg.data.windows import block_alignment, candidate_step, random_candidates
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)
@@ -61,6 +60,8 @@ def check_data_config(cfg: Mapping[str, Any]) -> None:
     if _number(cfg, "batch_size") < 1:
         raise GeosegError(f"data.batch_size must be >= 1 (it is per GPU), got {cfg['batch_size']}.")
     _number(cfg, "ignore_index")
+    num_workers(cfg)
+    pin_memory(cfg)
     bands = cfg.get("bands")
     if bands is not None and (isinstance(bands, (str, int)) or not list(bands)):
         raise GeosegError(
@@ -83,6 +84,8 @@ def check_data_config(cfg: Mapping[str, Any]) -> None:
             f"data.ignore_index={cfg['ignore_index']} collides with a class index "
             f"(0..{len(classes) - 1}); use 255."
         )
+    if not isinstance(cfg.get("align_chips", False), bool):
+        raise GeosegError(f"data.align_chips must be true or false, got {cfg['align_chips']!r}.")
     if cfg.get("unknown_labels", "error") not in ("error", "ignore"):
         raise GeosegError(f"data.unknown_labels must be 'error' or 'ignore', got '{cfg['unknown_labels']}'.")
 
@@ -139,40 +142,6 @@ def build_augment(aug_cfg: Any) -> Augment | None:
     return Augment(hydra.utils.instantiate(aug_cfg))
 
 
-def make_loader(
-    dataset: ChipDataset, sampler: Any, cfg: Mapping[str, Any], drop_last: bool = False
-) -> DataLoader:
-    """A DataLoader with the data config's worker, pinning and prefetch settings.
-
-    Training drops the last partial batch: a batch of one would break BatchNorm, and every rank
-    must take the same number of steps.
-    """
-    workers = int(cfg.get("num_workers", 0))
-    extra = {}
-    if workers > 0:
-        extra = {
-            "prefetch_factor": int(cfg.get("prefetch_factor", 2)),
-            "persistent_workers": bool(cfg.get("persistent_workers", True)),
-            "worker_init_fn": configure_gdal_worker,
-        }
-    return DataLoader(
-        dataset,
-        batch_size=int(cfg["batch_size"]),
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=bool(cfg.get("pin_memory", torch.cuda.is_available())),
-        drop_last=drop_last,
-        collate_fn=collate_batch,
-        **extra,
-    )
-
-
-def configure_gdal_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: GDAL defaults sized to the number of workers."""
-    info = torch.utils.data.get_worker_info()
-    configure_gdal(workers=info.num_workers if info else 1)
-
-
 def build_split(
     cfg: Mapping[str, Any],
     split: str,
@@ -213,16 +182,19 @@ def random_sampler(
     """Random chips weighted by valid area, filtered by ``data.max_nodata_fraction``."""
     size = int(cfg["chip_size"])
     candidates, weights = [], []
-    step = candidate_step(size)
     for scene in scenes:
+        align = chip_alignment(scene, size) if cfg.get("align_chips", False) else (1, 1)
+        step = candidate_step(size, align)
         coarse = coarse_valid_mask(scene, step, cmap)
         row0, col0, row1, col1 = scene.bounds
         i0, j0 = -(-row0 // step), -(-col0 // step)  # first candidate cell inside the region
         sub = coarse[i0 : row1 // step, j0 : col1 // step]
         origins, frac = random_candidates(
-            sub, row1 - i0 * step, col1 - j0 * step, size, float(cfg["max_nodata_fraction"])
+            sub, row1 - i0 * step, col1 - j0 * step, size, float(cfg["max_nodata_fraction"]), step
         )
         origins += np.array([i0 * step, j0 * step])
+        on_lattice = (origins[:, 0] % align[0] == 0) & (origins[:, 1] % align[1] == 0)
+        origins, frac = origins[on_lattice], frac[on_lattice]
         if len(origins) == 0:
             log.warning("scene %s has no chip with enough valid pixels; it is skipped", scene.image)
         candidates.append(origins)
@@ -233,6 +205,16 @@ def random_sampler(
             f"{cfg['max_nodata_fraction']}; raise it or check data.nodata / the label files."
         )
     return RandomChipSampler(candidates, weights, int(cfg["chips_per_epoch"]), seed, rank, world_size)
+
+
+def chip_alignment(scene: Scene, size: int) -> tuple[int, int]:
+    """(rows, cols) lattice of random-chip origins aligned to the image's blocks (``data.align_chips``)."""
+    if scene.block is None:
+        return (1, 1)
+    return (
+        block_alignment(size, scene.block[0], scene.height),
+        block_alignment(size, scene.block[1], scene.width),
+    )
 
 
 def stats_path(cfg: Mapping[str, Any]) -> str:

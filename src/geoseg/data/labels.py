@@ -60,23 +60,23 @@ class ClassMap:
         )
 
     def _lut(self, dtype: np.dtype) -> np.ndarray:
-        """Lookup table indexed by ``value - dtype.min`` for a small integer dtype."""
+        """Lookup table of a small integer dtype, indexed by each value's bits read as unsigned.
+
+        Signed labels are then looked up through an unsigned *view* (no copy, no offset pass).
+        """
         if dtype not in self._luts:
             info = np.iinfo(dtype)
-            lut = np.full(int(info.max) - int(info.min) + 1, self.ignore_index, dtype=self.dtype)
+            lut = np.full(2 ** (8 * dtype.itemsize), self.ignore_index, dtype=self.dtype)
             for index, code in enumerate(self.codes):
                 if code == int(code) and info.min <= code <= info.max:
-                    lut[int(code) - int(info.min)] = index
+                    lut[np.array(int(code), dtype=dtype).view(_unsigned(dtype))] = index
             self._luts[dtype] = lut
         return self._luts[dtype]
 
     def __call__(self, label: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Class indices (in :attr:`dtype`) of the same shape as ``label``, into ``out`` when given."""
         if label.dtype.kind in "ui" and label.dtype.itemsize <= 2:
-            lut = self._lut(label.dtype)
-            offset = int(np.iinfo(label.dtype).min)
-            index = label if offset == 0 else label.astype(np.int32) - offset
-            return np.take(lut, index, out=out, mode="clip")
+            return np.take(self._lut(label.dtype), label.view(_unsigned(label.dtype)), out=out)
         mapped = self._search(label)
         if out is None:
             return mapped
@@ -90,6 +90,11 @@ class ClassMap:
         pos = np.searchsorted(self.sorted_codes, values).clip(0, len(self.sorted_codes) - 1)
         hit = self.sorted_codes[pos] == values
         return np.where(hit, self.order[pos], self.ignore_index).astype(self.dtype)
+
+
+def _unsigned(dtype: np.dtype) -> np.dtype:
+    """The unsigned integer dtype of the same size (uint8 for int8, uint16 for int16)."""
+    return np.dtype(f"u{np.dtype(dtype).itemsize}")
 
 
 def open_label_on_grid(scene: Scene, codes: Sequence[int]) -> tuple[rasterio.DatasetReader, object]:

@@ -33,6 +33,7 @@ class Scene:
     region: tuple[int, int, int, int] | None = None  # (row0, col0, row1, col1) in px; None = whole scene
     label_dtype: str | None = None
     label_values: tuple[float, ...] | None = None  # distinct label values, when checked at start-up
+    block: tuple[int, int] | None = None  # (rows, cols) of the image's internal blocks (tiles or strips)
 
     @property
     def bounds(self) -> tuple[int, int, int, int]:
@@ -193,6 +194,7 @@ def inspect_scene(
             region=px_region,
             label_dtype=label_dtype,
             label_values=label_values,
+            block=tuple(img.block_shapes[0]),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -36,9 +37,27 @@ def grid_windows(height: int, width: int, size: int, stride: int | None = None) 
     return [(r, c) for r in rows for c in cols]
 
 
-def candidate_step(size: int) -> int:
-    """Spacing of the candidate origins of random chips (and the cell of the coarse validity mask)."""
-    return max(1, size // 8)
+def block_alignment(size: int, block: int, extent: int) -> int:
+    """Lattice (px) on one axis for chip origins that touch as few of the file's blocks as possible.
+
+    1 means no constraint: a block (strip) that spans the whole axis is read whole wherever the
+    chip starts. A chip that divides the block can start at any multiple of its size (it then lies
+    inside one block); any other chip starts on a block boundary.
+    """
+    if block >= extent or block <= 1:
+        return 1
+    if size <= block and block % size == 0:
+        return size
+    return block
+
+
+def candidate_step(size: int, align: tuple[int, int] = (1, 1)) -> int:
+    """Spacing of the candidate origins of random chips (and the cell of the coarse validity mask).
+
+    With an alignment lattice (see :func:`block_alignment`) the spacing divides it, so the aligned
+    origins are a subset of the candidates and keep their exact valid fraction.
+    """
+    return math.gcd(max(1, size // 8), *[a for a in align if a > 1])
 
 
 def window_valid_fraction(coarse_valid: np.ndarray, size: int, step: int) -> np.ndarray:
@@ -64,13 +83,19 @@ def window_valid_fraction(coarse_valid: np.ndarray, size: int, step: int) -> np.
 
 
 def random_candidates(
-    coarse_valid: np.ndarray, height: int, width: int, size: int, max_nodata_fraction: float
+    coarse_valid: np.ndarray,
+    height: int,
+    width: int,
+    size: int,
+    max_nodata_fraction: float,
+    step: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Origins (N, 2) of random-chip candidates inside the scene, and their valid fraction (N,).
 
-    Candidates whose estimated nodata fraction exceeds ``max_nodata_fraction`` are dropped.
+    ``coarse_valid`` has cells of ``step`` px (default :func:`candidate_step`). Candidates whose
+    estimated nodata fraction exceeds ``max_nodata_fraction`` are dropped.
     """
-    step = candidate_step(size)
+    step = candidate_step(size) if step is None else step
     frac = window_valid_fraction(coarse_valid, size, step)
     rows = np.arange(frac.shape[0]) * step
     cols = np.arange(frac.shape[1]) * step

@@ -1,0 +1,67 @@
+"""The DataLoader of a split: worker count, pinning and prefetch sized to the machine, GDAL set per worker."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from geoseg.data.dataset import ChipDataset, collate_batch
+from geoseg.data.gdal_env import auto_workers, configure_gdal
+from geoseg.errors import GeosegError
+
+
+def make_loader(
+    dataset: ChipDataset, sampler: Any, cfg: Mapping[str, Any], drop_last: bool = False
+) -> DataLoader:
+    """A DataLoader with the data config's worker, pinning and prefetch settings.
+
+    Training drops the last partial batch: a batch of one would break BatchNorm, and every rank
+    must take the same number of steps.
+    """
+    workers = num_workers(cfg)
+    extra = {}
+    if workers > 0:
+        extra = {
+            "prefetch_factor": int(cfg.get("prefetch_factor", 2)),
+            "persistent_workers": bool(cfg.get("persistent_workers", True)),
+            "worker_init_fn": configure_gdal_worker,
+        }
+    return DataLoader(
+        dataset,
+        batch_size=int(cfg["batch_size"]),
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory(cfg),
+        drop_last=drop_last,
+        collate_fn=collate_batch,
+        **extra,
+    )
+
+
+def num_workers(cfg: Mapping[str, Any]) -> int:
+    """``data.num_workers``: a count, or ``auto`` (this rank's cores but one, see :func:`auto_workers`)."""
+    value = cfg.get("num_workers", 0)
+    if value == "auto":
+        return auto_workers()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise GeosegError(f"data.num_workers must be a whole number >= 0 or 'auto', got {value!r}.")
+    return value
+
+
+def pin_memory(cfg: Mapping[str, Any]) -> bool:
+    """``data.pin_memory``: true, false or ``auto`` (when CUDA is available)."""
+    value = cfg.get("pin_memory", "auto")
+    if value == "auto":
+        return torch.cuda.is_available()
+    if not isinstance(value, bool):
+        raise GeosegError(f"data.pin_memory must be true, false or auto, got {value!r}.")
+    return value
+
+
+def configure_gdal_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: GDAL defaults sized to the number of workers."""
+    info = torch.utils.data.get_worker_info()
+    configure_gdal(workers=info.num_workers if info else 1)
