@@ -210,3 +210,15 @@ def test_every_optimizer_step_accumulates_exactly_grad_accum_steps_batches(demo_
     # 4 batches per epoch and 3 per step: the 4th batch of an epoch must not leak into the next step
     fit(tiny_train_cfg(demo_root, "trainer.grad_accum_steps=3", "trainer.max_epochs=2"), str(tmp_path))
     assert at_step == [3, 6]
+
+
+@pytest.mark.parametrize(("norm", "expected"), [("batchnorm", True), ("groupnorm", False)])
+def test_channels_last_auto_is_resolved_per_norm_at_build(demo_root, tmp_path, norm, expected):
+    from geoseg.engine.run import build_run
+
+    run = build_run(tiny_train_cfg(demo_root, f"norm={norm}", "norm.num_groups=4"
+                                   if norm == "groupnorm" else "seed=0"), str(tmp_path))  # fmt: skip
+    assert run.trainer["channels_last"] == "auto"
+    assert run.channels_last is expected
+    conv = next(m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)).weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) is expected

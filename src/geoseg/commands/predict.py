@@ -20,6 +20,7 @@ from geoseg.errors import GeosegError
 from geoseg.inference.inputs import find_inputs, output_paths
 from geoseg.inference.loaded import load_model
 from geoseg.inference.predict import PredictOptions, predict_scene, prepare
+from geoseg.models.memory_format import channels_last_for
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         amp = autocast_dtype(str(cfg.amp), info.device, option="amp")
         loaded = load_model(str(cfg.checkpoint), info.device)
         opts = options(cfg)
+        opts.channels_last = channels_last_for(opts.channels_last, loaded.model, "channels_last")
         if opts.channels_last:
             loaded.model.to(memory_format=torch.channels_last)
         inputs = find_inputs(str(cfg.input))

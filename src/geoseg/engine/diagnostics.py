@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from geoseg.data.build import as_dict, build_split, make_loader
+from geoseg.data.build import as_dict, build_split
+from geoseg.data.loader import make_loader
 from geoseg.engine.evaluate import evaluate
 from geoseg.models.recalibrate import bn_layers, recalibrate_bn
 
@@ -48,7 +49,7 @@ def evaluate_run(run: Run, model: nn.Module, loader: Iterable) -> dict[str, Any]
     """Metrics of ``model`` (the run's or a variant) over ``loader`` with the run's loss and precision."""
     return evaluate(
         model, loader, run.loss_fn, run.classes, run.ignore_index, run.info, run.amp,
-        bool(run.trainer["channels_last"]),
+        run.channels_last,
     )  # fmt: skip
 
 

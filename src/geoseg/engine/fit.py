@@ -64,7 +64,7 @@ def train(run: Run, started: float) -> dict[str, Any]:
         for batch in bar:
             if micro == usable:
                 break
-            images, target = to_device(batch, info.device, bool(tr["channels_last"]))
+            images, target = to_device(batch, info.device, run.channels_last)
             micro += 1
             sync = micro % run.accum == 0  # DDP all-reduces gradients only on the last micro-step
             no_sync = train_model.no_sync() if info.enabled and not sync else contextlib.nullcontext()

@@ -24,6 +24,7 @@ from geoseg.engine.runtime import autocast_dtype, check_batch_for_batchnorm, che
 from geoseg.errors import GeosegError
 from geoseg.io import ensure_writable_dir
 from geoseg.models.build import SegmentationModel, model_from_config
+from geoseg.models.memory_format import channels_last_for
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Run:
     accum: int
     total_steps: int
     max_epochs: int
+    channels_last: bool = False  # trainer.channels_last resolved for this model (auto -> true/false)
     state: Progress = field(default_factory=Progress)
 
     @property
@@ -140,7 +142,8 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     classes = [str(c["name"]) for c in cfg.data.classes]
     model = model_from_config(cfg, len(stats.bands), len(classes), stats).to(info.device)
     check_batch_for_batchnorm(model, int(cfg.data.batch_size), model.meta["norm"])
-    if tr["channels_last"]:
+    channels_last = channels_last_for(tr["channels_last"], model)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     accum, total_steps, max_epochs = step_counts(cfg, len(train.loader))
     effective_batch = int(cfg.data.batch_size) * info.world_size * accum
@@ -152,5 +155,5 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
         scheduler=instantiate(cfg.sched)(optimizer, total_steps),
         scaler=torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16),
         loss_fn=instantiate(cfg.loss).to(info.device),
-        accum=accum, total_steps=total_steps, max_epochs=max_epochs,
+        accum=accum, total_steps=total_steps, max_epochs=max_epochs, channels_last=channels_last,
     )  # fmt: skip

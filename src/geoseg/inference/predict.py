@@ -42,7 +42,7 @@ class PredictOptions:
     nodata: float | None = None
     check_stats: bool = True
     existing: str = "error"  # error | skip | overwrite
-    channels_last: bool = False
+    channels_last: bool | str = False  # "auto" is resolved per model by the predict command
     progress: bool = True
 
 
