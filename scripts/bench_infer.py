@@ -38,6 +38,7 @@ from geoseg.data.scenes import inspect_scene
 from geoseg.data.stats import compute_stats
 from geoseg.engine.checkpoint import save_model_checkpoint
 from geoseg.engine.log import peak_memory_mb
+from geoseg.engine.runtime import AMP
 from geoseg.inference.loaded import load_model
 from geoseg.inference.predict import PredictOptions, predict_scene, prepare
 from geoseg.models.build import build_model
@@ -72,18 +73,20 @@ def write_checkpoint(path: str, scene: str) -> None:
     save_model_checkpoint(path, model.eval(), asdict(stats), {"norm": NORM, "data": {"classes": classes}})
 
 
-def run_streaming(ckpt: str, scene: str, out: str, tile: int, overlap: int, batch: int) -> dict:
-    loaded = load_model(ckpt, torch.device("cpu"))
+def run_streaming(ckpt: str, scene: str, out: str, tile: int, overlap: int, batch: int,
+                  device: torch.device, amp: torch.dtype | None) -> dict:  # fmt: skip
+    loaded = load_model(ckpt, device)
     opts = PredictOptions(tile=tile, overlap=overlap, batch_size=batch, progress=False, existing="overwrite")
     (job,) = prepare(loaded, [scene], [out], opts)
-    return predict_scene(loaded, job, opts, torch.device("cpu"), None)
+    return predict_scene(loaded, job, opts, device, amp)
 
 
 @torch.inference_mode()
-def run_naive(ckpt: str, scene: str, out: str, tile: int, batch: int) -> dict:
+def run_naive(ckpt: str, scene: str, out: str, tile: int, batch: int,
+              device: torch.device, amp: torch.dtype | None) -> dict:  # fmt: skip
     """Whole scene in memory, non-overlapping tiles (edges padded), one write at the end."""
     started = time.perf_counter()
-    model = load_model(ckpt, torch.device("cpu")).model
+    model = load_model(ckpt, device).model
     with rasterio.open(scene) as src:
         image, profile = src.read(), src.profile
     c, h, w = image.shape
@@ -94,8 +97,9 @@ def run_naive(ckpt: str, scene: str, out: str, tile: int, batch: int) -> dict:
     cells = [(r, q) for r in range(0, ph, tile) for q in range(0, pw, tile)]
     for i in range(0, len(cells), batch):
         part = cells[i : i + batch]
-        x = torch.from_numpy(np.stack([padded[:, r : r + tile, q : q + tile] for r, q in part]))
-        pred = model(x).argmax(1).numpy().astype(np.uint8)
+        x = torch.from_numpy(np.stack([padded[:, r : r + tile, q : q + tile] for r, q in part])).to(device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            pred = model(x).argmax(1).cpu().numpy().astype(np.uint8)
         for (r, q), p in zip(part, pred, strict=True):
             classes[r : r + tile, q : q + tile] = p
     result = classes[:h, :w].copy()
@@ -109,11 +113,12 @@ def run_naive(ckpt: str, scene: str, out: str, tile: int, batch: int) -> dict:
 def child(args: argparse.Namespace) -> None:
     """One measured run in this process; prints a JSON line with its numbers and peak RSS."""
     torch.set_num_threads(args.threads)
+    device, amp = torch.device(args.device), AMP[args.amp]
     if args.mode == "streaming":
-        res = run_streaming(args.ckpt, args.scene, args.out, args.tile, args.overlap, args.batch)
+        res = run_streaming(args.ckpt, args.scene, args.out, args.tile, args.overlap, args.batch, device, amp)
     else:
-        res = run_naive(args.ckpt, args.scene, args.out, args.tile, args.batch)
-    rss = peak_memory_mb(torch.device("cpu"))
+        res = run_naive(args.ckpt, args.scene, args.out, args.tile, args.batch, device, amp)
+    rss = peak_memory_mb(device)  # CUDA: max allocated; CPU: the process's peak RSS
     print(json.dumps({**{k: res[k] for k in ("tiles", "seconds", "megapixels")}, "peak_rss_mb": rss}))
 
 
@@ -127,16 +132,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--gdal-cache-mb", type=int, default=64, help="GDAL_CACHEMAX of every run")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--amp", choices=list(AMP), default="fp32", help="autocast dtype of the forward pass")
     parser.add_argument("--mode", choices=["streaming", "naive"], help=argparse.SUPPRESS)
     for hidden in ("--ckpt", "--scene", "--out"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
         return child(args)
-    print(f"# {platform.node()} | {platform.processor() or platform.machine()} | {args.threads} threads | "
+    cpu = platform.processor() or platform.machine()
+    where = torch.cuda.get_device_name() if args.device == "cuda" else cpu
+    print(f"# {platform.node()} | {where} | {args.amp} | {args.threads} threads | "
           f"torch {torch.__version__} | GDAL_CACHEMAX {args.gdal_cache_mb} MB | "
           f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
-    print("| scene | mode | overlap | tiles | seconds | MP/s | peak RSS (MB) |")
+    memory = "peak GPU allocated (MB)" if args.device == "cuda" else "peak RSS (MB)"
+    print(f"| scene | mode | overlap | tiles | seconds | MP/s | {memory} |")
     print("|---|---|---|---|---|---|---|")
     env = {**os.environ, "GDAL_CACHEMAX": str(args.gdal_cache_mb)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,7 +158,8 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--mode", mode, "--ckpt", ckpt, "--scene", scene,
                        "--out", os.path.join(tmp, f"{mode}.tif"), "--tile", str(args.tile),
                        "--overlap", str(overlap), "--batch", str(args.batch),
-                       "--threads", str(args.threads)]  # fmt: skip
+                       "--threads", str(args.threads),
+                       "--device", args.device, "--amp", args.amp]  # fmt: skip
                 proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
                 res = json.loads(proc.stdout.splitlines()[-1])
                 mps = res["megapixels"] / res["seconds"]

@@ -1,8 +1,9 @@
 """Training-step throughput (tiles/s) and peak memory of geoseg models: arch × norm × precision × layout.
 
 For every configuration in the matrix arch × norm × precision {fp32, bf16} × channels_last {off, on}
-the script builds ``build_model(arch, encoder, bands, classes, norm)`` with smp's default decoder
-sizes and no weights, then times full training steps on one fixed random batch:
+× compile {off, on} (``--compile off,on``; off by default) the script builds
+``build_model(arch, encoder, bands, classes, norm)`` with smp's default decoder sizes and no
+weights, then times full training steps on one fixed random batch:
 
     zero_grad → forward under ``torch.autocast(bf16)`` (bf16 rows only) → cross-entropy → backward → SGD step
 
@@ -12,6 +13,10 @@ sizes and no weights, then times full training steps on one fixed random batch:
   (after ``torch.cuda.synchronize()`` on CUDA). tiles/s = batch · steps / seconds; ms/step is the
   mean time of one step over the timed steps.
 - channels_last: the model and the input are both converted to ``torch.channels_last``.
+- compile: ``torch.compile(model)`` (default mode); its compilation happens in the warm-up steps.
+- TFLOP/s: the FLOPs of one eager step (convolutions and matmuls, forward + backward, counted once
+  with ``torch.utils.flop_counter.FlopCounterMode``) × timed steps / seconds. Compare it with the
+  device's dense bf16 peak for the achieved fraction.
 - Every configuration runs in its own child process (this script with a hidden ``--one`` flag), so
   no state (allocator caches, autotuning, memory peaks) leaks between rows. Peak memory is
   - on CPU: the child's peak resident set size (``VmHWM`` on Linux), i.e. the *whole* process: Python,
@@ -30,6 +35,8 @@ configurations goes to stderr.
     python scripts/bench_model.py --archs unet --norms batchnorm,groupnorm --batch 2 --size 64 --steps 1
     python scripts/bench_model.py --threads 2 --output outputs/bench_model_cpu.md   # full matrix on CPU
     python scripts/bench_model.py --device cuda --batch 16 --size 256
+    python scripts/bench_model.py --archs unet --encoder resnet34 --norms batchnorm,groupnorm \
+        --size 512 --batch 2 --compile off,on        # the issue-7 matrix
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ ARCHS = ("unet", "fpn", "deeplabv3plus", "unetplusplus")
 NORMS = ("batchnorm", "groupnorm", "instancenorm", "layernorm", "frozenbatchnorm", "identity")
 PRECISIONS = ("fp32", "bf16")
 LAYOUTS = ("off", "on")
-COLUMNS = ("arch", "norm", "precision", "channels_last", "batch", "tiles/s", "ms/step")
+COLUMNS = ("arch", "norm", "precision", "channels_last", "compile", "batch", "tiles/s", "ms/step", "TFLOP/s")
 
 
 def train_step(
@@ -103,6 +110,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    flops = step_flops(model, opt, x, y, device, bf16)
+    if spec.get("compile") == "on":
+        model = torch.compile(model)
     for _ in range(spec["warmup"]):
         train_step(model, opt, x, y, device, bf16)
     sync(device)
@@ -114,7 +124,23 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     sync(device)
     seconds = time.perf_counter() - start
     peak = peak_memory_mb(torch.device(device))
-    return {"seconds": seconds, "peak_mib": peak}
+    return {"seconds": seconds, "peak_mib": peak, "flops": flops}
+
+
+def step_flops(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, device: str, bf16: bool
+) -> float:
+    """FLOPs of one eager training step (forward + backward), counted by ``FlopCounterMode``.
+
+    It counts matrix multiplies and convolutions (2 FLOPs per multiply-add), not elementwise ops or
+    norms, which is the usual convention for "achieved TFLOP/s" against a card's tensor-core peak.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step(model, opt, x, y, device, bf16)
+    return float(counter.get_total_flops())
 
 
 def run_one(spec_json: str) -> None:
@@ -153,13 +179,15 @@ def cell_text(text: str, limit: int = 160) -> str:
 
 def table_row(spec: dict[str, Any], result: dict[str, Any]) -> str:
     """One Markdown table row for a configuration and its result."""
-    head = [spec["arch"], spec["norm"], spec["precision"], spec["channels_last"], str(spec["batch"])]
+    head = [spec["arch"], spec["norm"], spec["precision"], spec["channels_last"], spec.get("compile", "off"),
+            str(spec["batch"])]  # fmt: skip
     peak = f"{result['peak_mib']:.0f}" if "peak_mib" in result else "—"
     if "error" in result:
-        return "| " + " | ".join([*head, f"error: {cell_text(result['error'])}", "—", peak]) + " |"
+        return "| " + " | ".join([*head, f"error: {cell_text(result['error'])}", "—", "—", peak]) + " |"
     seconds = result["seconds"]
     rate, ms = spec["batch"] * spec["steps"] / seconds, 1000 * seconds / spec["steps"]
-    return "| " + " | ".join([*head, f"{rate:.1f}", f"{ms:.1f}", peak]) + " |"
+    tflops = result["flops"] * spec["steps"] / seconds / 1e12
+    return "| " + " | ".join([*head, f"{rate:.1f}", f"{ms:.1f}", f"{tflops:.3g}", peak]) + " |"
 
 
 def table_header(device: str) -> list[str]:
@@ -167,7 +195,7 @@ def table_header(device: str) -> list[str]:
     memory = "peak allocated MiB" if device == "cuda" else "peak RSS MiB (whole process)"
     return [
         "| " + " | ".join([*COLUMNS, memory]) + " |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
 
 
@@ -217,6 +245,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--norms", default=",".join(NORMS))
     p.add_argument("--precisions", default=",".join(PRECISIONS))
     p.add_argument("--channels-last", default=",".join(LAYOUTS), help="off,on (either or both)")
+    p.add_argument("--compile", default="off", help="torch.compile the model: off,on (either or both)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=128, help="tile side in px (a multiple of 32)")
     p.add_argument("--bands", type=int, default=6)
@@ -235,6 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.norms = split_choice(args.norms, NORMS, "--norms")
         args.precisions = split_choice(args.precisions, PRECISIONS, "--precisions")
         args.channels_last = split_choice(args.channels_last, LAYOUTS, "--channels-last")
+        args.compile = split_choice(args.compile, LAYOUTS, "--compile")
     except argparse.ArgumentTypeError as err:
         p.error(str(err))
     if min(args.batch, args.bands, args.classes, args.steps) < 1 or args.warmup < 0:
@@ -253,8 +283,11 @@ def specs(args: argparse.Namespace) -> list[dict[str, Any]]:
         "classes": args.classes, "encoder": args.encoder, "warmup": args.warmup, "steps": args.steps,
         "threads": args.threads,
     }  # fmt: skip
-    matrix = itertools.product(args.archs, args.norms, args.precisions, args.channels_last)
-    return [{"arch": a, "norm": n, "precision": p, "channels_last": c, **common} for a, n, p, c in matrix]
+    matrix = itertools.product(args.archs, args.norms, args.precisions, args.channels_last, args.compile)
+    return [
+        {"arch": a, "norm": n, "precision": p, "channels_last": c, "compile": k, **common}
+        for a, n, p, c, k in matrix
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
