@@ -232,7 +232,7 @@ def main() -> None:
         f"median of {args.repeats}, GDAL_CACHEMAX {args.cache_mb} MB)",
         "| scene | chips | workers | plain read | plain read + stack | geoseg | geoseg aligned | TorchGeo "
         "| geoseg / TorchGeo | geoseg / plain | geoseg / plain + stack |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
     text = "\n".join(lines) + "\n"
