@@ -96,7 +96,7 @@ def full_coarse_valid(path, scene, shape) -> np.ndarray:
     return image_valid(arr, scene.nodata)
 
 
-@pytest.mark.parametrize("layout", ["no_nodata", "first_band_only", "all_bands", "float_nan"])
+@pytest.mark.parametrize("layout", ["no_nodata", "first_band_only", "all_bands", "float_nan", "undeclared"])
 def test_first_band_validity_matches_reading_every_band(tmp_path, layout):
     rng = np.random.default_rng(2)
     dtype = np.float32 if layout == "float_nan" else np.uint16
@@ -107,13 +107,13 @@ def test_first_band_validity_matches_reading_every_band(tmp_path, layout):
         img[:, :16, :] = 0
     elif layout == "float_nan":
         img[2, 40:, :] = np.nan  # only band 3: still invalid
-    path = write_tif(tmp_path / "img.tif", img, nodata=None if layout == "float_nan" else 0)
+    path = write_tif(tmp_path / "img.tif", img, nodata=None if layout in ("float_nan", "undeclared") else 0)
     scene = inspect_scene(str(path), None)
     with rasterio.open(path) as src:
         fast = coarse_image_valid(src, scene, (16, 16))
     expected = full_coarse_valid(path, scene, (16, 16))
     np.testing.assert_array_equal(fast, expected)
-    assert expected.all() == (layout == "no_nodata" or layout == "first_band_only")
+    assert expected.all() == (layout in ("no_nodata", "first_band_only", "undeclared"))
 
 
 def test_gdal_threads_and_cache_are_split_across_readers(monkeypatch):

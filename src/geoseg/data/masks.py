@@ -78,8 +78,9 @@ def coarse_image_valid(src: rasterio.DatasetReader, scene: Scene, shape: tuple[i
         return src.read(indexes=bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
 
     if not scene.is_float:
-        first = read([scene.bands[0]])
-        if scene.nodata is None or not (first == scene.nodata).any():
+        if scene.nodata is None:  # an integer scene without nodata is valid everywhere: read nothing
+            return np.ones(shape, dtype=bool)
+        if not (read([scene.bands[0]]) == scene.nodata).any():
             return np.ones(shape, dtype=bool)
     return image_valid(read(list(scene.bands)), scene.nodata)
 
