@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from geoseg.config import config_dir
 from geoseg.errors import GeosegError
+from geoseg.io import ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,16 @@ def positional_args(name: str, args: list[str]) -> list[str]:
     return args
 
 
+def check_output_folder(args: list[str]) -> None:
+    """Hydra creates ``hydra.run.dir`` (``hydra.sweep.dir`` with -m) before geoseg runs and reports a
+    failure as a traceback: prove a folder given on the command line is writable first, in one line."""
+    multirun = "-m" in args or "--multirun" in args
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    given = [a.removeprefix(key) for a in args if a.startswith(key)]
+    if given and "${" not in given[-1]:
+        ensure_writable_dir(given[-1].strip("'\""), "sweep folder" if multirun else "run folder")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``geoseg`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -118,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     task = getattr(importlib.import_module(module), func)
     sys.argv = [f"geoseg {name}", *positional_args(name, args[1:])]
     try:
+        check_output_folder(args[1:])
         hydra_app(config_name, task)()
     except GeosegError as err:  # raised while composing (e.g. configs not found)
         print(f"geoseg: error: {err}", file=sys.stderr)

@@ -320,8 +320,13 @@ def test_resume_path_and_check_trainer(tmp_path):
     assert resume_path(str(tmp_path / "last.pt"), "elsewhere") == str(tmp_path / "last.pt")
     with pytest.raises(GeosegError, match="does not exist"):
         resume_path(str(tmp_path / "nope.pt"), str(tmp_path))
-    ok = {"max_epochs": 2, "grad_accum_steps": 1, "eval_every": 1, "checkpoint_every": 1, "log_every": 10}
+    ok = {"max_epochs": 2, "grad_accum_steps": 1, "eval_every": 1, "checkpoint_every": 1, "log_every": 10,
+          "max_nonfinite_steps": 10}  # fmt: skip
     check_trainer(ok)
+    with pytest.raises(GeosegError, match=r"trainer.max_nonfinite_steps=0 must be a whole number >= 1"):
+        check_trainer({**ok, "max_nonfinite_steps": 0})
+    with pytest.raises(GeosegError, match=r"trainer.log_every='ten' must be a whole number >= 1"):
+        check_trainer({**ok, "log_every": "ten"})
     check_trainer({**ok, "max_steps": None})
     with pytest.raises(GeosegError, match="max_epochs=0"):
         check_trainer({**ok, "max_epochs": 0})

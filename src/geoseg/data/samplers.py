@@ -45,10 +45,15 @@ class RandomChipSampler(Sampler[Chip]):
         self.num_samples = (num_samples // world_size) * world_size
         if self.num_samples == 0:
             raise ValueError(f"num_samples={num_samples} is smaller than the world size {world_size}")
-        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+        self.seed, self.rank, self.world_size, self.epoch, self.start = seed, rank, world_size, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Draw ``epoch``'s chips; skip this rank's first ``start`` (a run resumed inside the epoch)."""
+        if not 0 <= start <= self.num_samples // self.world_size:
+            raise ValueError(
+                f"start={start} is outside this rank's {self.num_samples // self.world_size} chips"
+            )
+        self.epoch, self.start = epoch, start
 
     def epoch_chips(self) -> list[Chip]:
         """All ranks' chips of the current epoch, in order (rank r takes ``[r::world_size]``)."""
@@ -62,10 +67,10 @@ class RandomChipSampler(Sampler[Chip]):
         ]
 
     def __iter__(self) -> Iterator[Chip]:
-        return iter(self.epoch_chips()[self.rank :: self.world_size])
+        return iter(self.epoch_chips()[self.rank :: self.world_size][self.start :])
 
     def __len__(self) -> int:
-        return self.num_samples // self.world_size
+        return self.num_samples // self.world_size - self.start
 
 
 class GridChipSampler(Sampler[Chip]):

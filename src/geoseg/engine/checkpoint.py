@@ -10,6 +10,7 @@ norm summary. Everything is a tensor, number, string, list or dict, so
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -27,8 +28,9 @@ from omegaconf import OmegaConf
 
 from geoseg.engine.distributed import DistInfo
 from geoseg.engine.log import json_safe
+from geoseg.engine.nonfinite import check_weights_finite
 from geoseg.errors import GeosegError, first_line
-from geoseg.io import atomic_write
+from geoseg.io import atomic_write, write_errors
 
 if TYPE_CHECKING:
     from geoseg.engine.run import Progress, Run
@@ -64,9 +66,21 @@ def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
-    """Write ``state`` (see :data:`REQUIRED`) to a temporary file, then rename it onto ``path``."""
+    """Write ``state`` (see :data:`REQUIRED`) to a temporary file, then rename it onto ``path``.
+
+    A failed write (disk full, quota, I/O error) leaves the previous file untouched and is one
+    :class:`GeosegError` line with the free space left.
+    """
     payload = {"format": FORMAT, "version": VERSION, **state}
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp: str) -> None:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as err:  # torch reports a short write (disk full) as a RuntimeError
+            raise OSError(errno.EIO, f"write failed: {first_line(err)}") from None
+
+    with write_errors(path, "checkpoint", "Free disk space, then rerun with trainer.resume=auto."):
+        atomic_write(path, write)
 
 
 def save_model_checkpoint(
@@ -134,8 +148,13 @@ def gather_rng(info: DistInfo) -> list[dict[str, Any]]:
     return states
 
 
-def save_checkpoints(run: Run) -> None:
-    """``last.pt`` every time, and ``best.pt`` when this epoch has the best val mIoU; rank 0 writes."""
+def save_checkpoints(run: Run, best: bool = True) -> None:
+    """``last.pt`` every time, and ``best.pt`` when this epoch has the best val mIoU; rank 0 writes.
+
+    ``best=False`` for a checkpoint inside an epoch (preemption): its weights were never validated.
+    Non-finite weights are never written (see :func:`~geoseg.engine.nonfinite.check_weights_finite`).
+    """
+    check_weights_finite(run.model, run.state, run.run_dir)
     rng = gather_rng(run.info)
     if not run.info.is_main:
         return
@@ -149,7 +168,7 @@ def save_checkpoints(run: Run) -> None:
         "config": OmegaConf.to_container(run.cfg, resolve=True), "stats": asdict(run.stats),
         "classes": run.classes, "norm_summary": model.meta["norm_summary"], "world_size": run.info.world_size,
     })  # fmt: skip
-    if state.best_epoch == state.epoch:
+    if best and state.best_epoch == state.epoch:
         atomic_write(os.path.join(run.run_dir, "best.pt"), lambda tmp: shutil.copyfile(last, tmp))
 
 

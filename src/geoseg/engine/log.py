@@ -177,7 +177,7 @@ def write_summary(run: Run, wall_seconds: float, extra: Mapping[str, Any] | None
     world = info.world_size
     summary = json_safe({
         "val": val, "best_miou": state.best_miou, "best_epoch": state.best_epoch, "epochs": state.epoch,
-        "steps": state.step, "majority_baseline_miou": baseline,
+        "steps": state.step, "nonfinite_steps": state.nonfinite_steps, "majority_baseline_miou": baseline,
         "tiles_per_s": state.tiles / state.train_seconds if state.train_seconds else None,
         "peak_memory_mb": peak_memory_mb(info.device), "wall_seconds": wall_seconds,
         "train_seconds": state.train_seconds, "device": str(info.device), "world_size": world,

@@ -22,7 +22,7 @@ from geoseg.engine.log import reset_peak_memory
 from geoseg.engine.optim import build_optimizer
 from geoseg.engine.runtime import autocast_dtype, check_batch_for_batchnorm, check_trainer, seed_everything
 from geoseg.errors import GeosegError
-from geoseg.io import ensure_writable_dir
+from geoseg.io import ensure_free_space, ensure_writable_dir
 from geoseg.models.build import SegmentationModel, model_from_config
 from geoseg.models.memory_format import channels_last_for
 
@@ -35,6 +35,9 @@ class Progress:
 
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
+    epoch_step: int = 0  # optimizer steps taken in the unfinished epoch (a preemption checkpoint's position)
+    nonfinite_steps: int = 0  # updates skipped for a NaN/inf loss, in the whole run
+    nonfinite_streak: int = 0  # of which in a row, up to now
     best_miou: float = -math.inf
     best_epoch: int | None = None
     train_seconds: float = 0.0
@@ -121,6 +124,18 @@ def step_counts(cfg: DictConfig, batches_per_epoch: int) -> tuple[int, int, int]
     return accum, steps_per_epoch * int(tr.max_epochs), int(tr.max_epochs)
 
 
+def check_checkpoint_space(run_dir: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Fail before the first step when the run folder's disk cannot hold ``last.pt``, ``best.pt`` and
+    the temporary copy a save writes (weights plus one or two optimizer slots per parameter)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    slots = 2 if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) else 1
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    ensure_free_space(
+        run_dir, 3 * (weights + slots * params), "three checkpoints (last.pt, best.pt, a temporary copy)",
+        "free disk space or put the run on another disk with hydra.run.dir=...",
+    )  # fmt: skip
+
+
 def build_run(cfg: DictConfig, run_dir: str) -> Run:
     """Join the process group, then build data, model, optimizer, LR schedule, scaler and loss."""
     tr = as_dict(cfg.trainer)
@@ -149,6 +164,7 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     effective_batch = int(cfg.data.batch_size) * info.world_size * accum
     optimizer = build_optimizer(cfg.optim, model, effective_batch)
     if info.is_main:
+        check_checkpoint_space(run_dir, model, optimizer)
         save_stats(stats, os.path.join(run_dir, "stats.json"))
     return Run(
         cfg, run_dir, info, amp, stats, classes, train, val, model, optimizer,

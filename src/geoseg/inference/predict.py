@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from geoseg.inference.quicklook import write_quicklook
 from geoseg.inference.sliding import ChipReader, predict_blocks
 from geoseg.inference.tiling import check_tiling, plan_tiles
 from geoseg.inference.writer import BLOCK, PredictionWriter, existing, sidecar_paths, to_cog
-from geoseg.io import atomic_paths
+from geoseg.io import atomic_paths, write_errors
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,11 @@ def predict_scene(
         reader = ChipReader(src, job.bands, job.nodata, fill, plan)
         tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{opts.tile}/{opts.overlap}",
                 "geoseg_tta": str(opts.tta)}  # fmt: skip
-        writer = PredictionWriter(src, loaded.classes, tmps[0], tmps[1] if len(tmps) > 1 else None, tags)
+        writing = partial(
+            write_errors, paths["classes"], "the prediction", "Free disk space or set output= elsewhere."
+        )
+        with writing():
+            writer = PredictionWriter(src, loaded.classes, tmps[0], tmps[1] if len(tmps) > 1 else None, tags)
         bar = tqdm(total=plan.num_tiles, desc=Path(job.image).name, unit="tile", dynamic_ncols=True,
                    disable=not (opts.progress and sys.stderr.isatty()), leave=False)  # fmt: skip
         try:
@@ -106,14 +111,17 @@ def predict_scene(
                 reader, loaded.model, device, len(loaded.classes.codes), batch_size=opts.batch_size,
                 block=BLOCK, amp=amp, tta=opts.tta, channels_last=opts.channels_last, on_tiles=bar.update,
             ):  # fmt: skip
-                writer.write(window, probs, invalid)
+                with writing():
+                    writer.write(window, probs, invalid)
         finally:
-            writer.close()
             bar.close()
-        if opts.cog:
-            to_cog(tmps[0], "NEAREST")
-            if len(tmps) > 1:
-                to_cog(tmps[1], "AVERAGE")
+            with writing():
+                writer.close()
+        with writing():
+            if opts.cog:
+                to_cog(tmps[0], "NEAREST")
+                if len(tmps) > 1:
+                    to_cog(tmps[1], "AVERAGE")
         pixels = src.height * src.width
     if paths["quicklook"] is not None:
         write_quicklook(job.image, job.bands, job.nodata, paths["classes"], loaded.classes,

@@ -1,0 +1,62 @@
+"""Preemption: SIGTERM or SIGUSR1 (what SLURM sends before a time limit) asks the loop to stop cleanly.
+
+The handler only records the signal. The loop looks at it after every optimizer step; all ranks
+agree through the step's all-reduce (see :func:`geoseg.engine.fit.step_flags`), then write
+``last.pt`` with the position inside the epoch and exit with status 0, so a requeued job with
+``trainer.resume=auto`` continues where this one stopped. A handler that was installed before
+(submitit's, which requeues the job) is called once the checkpoint is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preemption:
+    """Context manager: while active, SIGTERM/SIGUSR1 set :attr:`signal_name` instead of killing."""
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
+        self.signals = signals
+        self.received: signal.Signals | None = None
+        self.previous: dict[signal.Signals, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    @property
+    def signal_name(self) -> str:
+        return self.received.name if self.received is not None else ""
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum)
+            log.warning("%s received: stopping after this step and writing last.pt", self.signal_name)
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers there only
+            for sig in self.signals:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+
+    def chain(self) -> None:
+        """Call the handler that was there before ours (e.g. submitit's requeue), if it was Python code."""
+        previous = self.previous.get(self.received) if self.received is not None else None
+        if callable(previous):
+            handler: Callable[[int, FrameType | None], Any] = previous
+            self.__exit__()
+            handler(int(self.received), None)

@@ -1,0 +1,103 @@
+"""Disk faults: an unwritable or nearly full output folder fails before training; a failed write mid-run
+(here a real one: the file-size limit makes the kernel refuse the bytes) is one line and leaves no file."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+from train_process import run, train_args
+
+from conftest import save_tiny_checkpoint, write_tif
+from geoseg.cli import main
+
+# The child may write ~1 MB (logs, stats, metrics); a checkpoint or a prediction needs more.
+FILE_SIZE_LIMIT = """
+import resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+"""
+
+
+def cli_error(args: list[str], capsys) -> str:
+    """Run ``geoseg ARGS`` in this process; it must exit 2 with one ``geoseg: error:`` line."""
+    handlers = logging.root.handlers[:]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+    finally:  # Hydra points the root logger at this test's captured stdout; later tests must not log there
+        logging.root.handlers[:] = handlers
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.startswith("geoseg: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.removeprefix("geoseg: error: ").rstrip("\n")
+
+
+def test_a_run_folder_that_cannot_be_created_fails_before_any_work(demo_root, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    message = cli_error(train_args(demo_root, blocker / "run"), capsys)
+    assert message == (
+        f"cannot write to the run folder '{blocker / 'run'}' (Not a directory); choose a writable folder"
+    )
+
+
+def test_a_nearly_full_disk_fails_before_the_first_step(demo_root, tmp_path, capsys, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**40, 2**40 - 5 * 2**20, 5 * 2**20))
+    run_dir = tmp_path / "run"
+    message = cli_error(train_args(demo_root, run_dir), capsys)
+    assert re.fullmatch(
+        re.escape(
+            f"'{run_dir}' has 5 MiB free and three checkpoints (last.pt, best.pt, a temporary copy) needs "
+        )
+        + r"about \d+ MiB; free disk space or put the run on another disk with hydra\.run\.dir=\.\.\.",
+        message,
+    ), message
+    assert not (run_dir / "metrics.jsonl").exists() and not (run_dir / "last.pt").exists()
+
+
+def test_a_checkpoint_write_that_fails_is_one_line_and_leaves_no_file(demo_root, tmp_path):
+    run_dir = tmp_path / "run"
+    done = run(train_args(demo_root, run_dir, "trainer.max_steps=1"), tmp_path,
+               prelude=FILE_SIZE_LIMIT.format(limit=1_000_000))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert re.fullmatch(
+        re.escape(f"geoseg: error: could not write checkpoint '{run_dir / 'last.pt'}' (write failed: ")
+        + r".+; \d+ MiB free in "
+        + re.escape(f"{run_dir}); nothing was written under that name. Free disk space, then rerun with ")
+        + r"trainer\.resume=auto\.\n",
+        done.stderr,
+    ), done.stderr
+    assert sorted(p.name for p in run_dir.iterdir() if p.suffix in (".pt", ".tmp")) == []
+
+
+def test_a_prediction_write_that_fails_is_one_line_and_leaves_no_file(tmp_path):
+    scene = write_tif(
+        tmp_path / "scene.tif", np.random.default_rng(0).integers(1, 999, (3, 512, 512), "uint16")
+    )
+    ckpt = save_tiny_checkpoint(tmp_path / "model.pt", scene)
+    out = tmp_path / "out" / "pred.tif"
+    args = ["predict", f"checkpoint={ckpt}", f"input={scene}", f"output={out}", "tile=128", "overlap=0",
+            "probabilities=true", "device=cpu", f"hydra.run.dir={tmp_path}/log"]  # fmt: skip
+    done = run(args, tmp_path, prelude=FILE_SIZE_LIMIT.format(limit=200_000))
+    assert done.returncode == 2, done.stderr
+    *gdal, last = (
+        done.stderr.splitlines()
+    )  # GDAL's own lines ("_tiffWriteProc: File too large.") may come first
+    assert "Traceback" not in done.stderr and all("File too large" in line for line in gdal), done.stderr
+    assert re.fullmatch(
+        re.escape(f"geoseg: error: could not write the prediction '{out}' (")
+        + r".+; \d+ MiB free in "
+        + re.escape(f"{out.parent}); nothing was written under that name. Free disk space or set output= ")
+        + r"elsewhere\.",
+        last,
+    ), done.stderr
+    assert list(out.parent.iterdir()) == []
+    assert Path(out).exists() is False
