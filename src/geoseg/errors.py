@@ -13,3 +13,10 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message (its type name when empty), for one-line errors."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def unpickling_detail(err: BaseException) -> str:
+    """The informative line of torch's multi-line weights-only refusal (what it refused, or why)."""
+    lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Please file an issue", "Check the documentation"))]
+    return useful[0] if useful else first_line(err)

@@ -161,18 +161,28 @@ def test_non_finite_weights_are_never_written_over_last_pt(demo_root, tmp_path):
     assert (tmp_path / "last.pt").read_bytes() == good
 
 
-def test_grad_scaler_skips_an_overflowing_step_and_lowers_its_scale():
-    """The fp16 path (CUDA in practice; the CPU GradScaler runs the same logic): inf gradients skip
-    the optimizer step and halve the scale, and the next finite step updates the weights."""
-    model = nn.Linear(4, 1)
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_grad_scaler_skips_an_overflowing_fp16_step_and_lowers_its_scale(device):
+    """The fp16 path: a forward under fp16 autocast whose scaled gradients overflow skips the optimizer
+    step and halves the scale, and the next finite step updates the weights (CPU runs the same logic)."""
+    model = nn.Linear(4, 1).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**16)
     before = [p.detach().clone() for p in model.parameters()]
-    scaler.scale((model(torch.full((2, 4), 1e38)) * 1e3).sum()).backward()  # overflows to inf
+    dtype = torch.float16 if device == "cuda" else torch.bfloat16
+    with torch.autocast(device, dtype=dtype):
+        out = model(torch.full((2, 4), 1e3, device=device))
+    scaler.scale(out.float().sum() * 1e35).backward()  # finite loss, gradients overflow once scaled
     optimizer_step(model, opt, scaler, clip=1.0)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert scaler.get_scale() == 2.0**15
-    scaler.scale(model(torch.ones(2, 4)).sum()).backward()
+    scaler.scale(model(torch.ones(2, 4, device=device)).sum()).backward()
     optimizer_step(model, opt, scaler, clip=1.0)
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ def _number(cfg: Mapping[str, Any], key: str, kind: type = int) -> int | float:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
+        or not math.isfinite(value)
         or (kind is int and value != int(value))
     ):
         raise GeosegError(
@@ -59,19 +61,27 @@ def check_data_config(cfg: Mapping[str, Any]) -> None:
         raise GeosegError(f"data.max_nodata_fraction must be in [0, 1], got {cfg['max_nodata_fraction']}.")
     if _number(cfg, "batch_size") < 1:
         raise GeosegError(f"data.batch_size must be >= 1 (it is per GPU), got {cfg['batch_size']}.")
-    _number(cfg, "ignore_index")
+    if not -(2**63) <= _number(cfg, "ignore_index") < 2**63:
+        raise GeosegError(f"data.ignore_index={cfg['ignore_index']} does not fit a 64-bit integer; use 255.")
+    if cfg.get("val_stride") is not None and _number(cfg, "val_stride") < 1:
+        raise GeosegError(f"data.val_stride must be >= 1 px (or null = chip_size), got {cfg['val_stride']}.")
+    if "chips_per_epoch" in cfg and _number(cfg, "chips_per_epoch") < 1:
+        raise GeosegError(f"data.chips_per_epoch must be >= 1, got {cfg['chips_per_epoch']}.")
     num_workers(cfg)
     pin_memory(cfg)
     bands = cfg.get("bands")
-    if bands is not None and (isinstance(bands, (str, int)) or not list(bands)):
+    if bands is not None and (isinstance(bands, str) or not isinstance(bands, Iterable) or not list(bands)):
         raise GeosegError(
             f"data.bands must be a list of 1-based indices or band names (or null), got {bands!r}."
         )
     classes = cfg.get("classes") or []
+    if not isinstance(classes, Iterable):
+        raise GeosegError(f"data.classes must be a list of {{code, name, color}} entries, got {classes!r}.")
     if not classes:
         raise GeosegError("data.classes is empty; list the classes as {code, name, color} entries.")
     for entry in classes:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("code"), int):
+        code = entry.get("code") if isinstance(entry, Mapping) else None
+        if not isinstance(code, int) or isinstance(code, bool):
             raise GeosegError(
                 "data.classes: each entry needs an integer code, like {code: 1, name: water}; "
                 f"got {entry!r}."
@@ -181,7 +191,7 @@ def random_sampler(
 ) -> RandomChipSampler:
     """Random chips weighted by valid area, filtered by ``data.max_nodata_fraction``."""
     size = int(cfg["chip_size"])
-    candidates, weights = [], []
+    candidates, weights, empty = [], [], []
     for scene in scenes:
         align = chip_alignment(scene, size) if cfg.get("align_chips", False) else (1, 1)
         step = candidate_step(size, align)
@@ -195,10 +205,21 @@ def random_sampler(
         origins += np.array([i0 * step, j0 * step])
         on_lattice = (origins[:, 0] % align[0] == 0) & (origins[:, 1] % align[1] == 0)
         origins, frac = origins[on_lattice], frac[on_lattice]
-        if len(origins) == 0:
-            log.warning("scene %s has no chip with enough valid pixels; it is skipped", scene.image)
+        if not sub.any():  # never draw all-ignore chips, even with data.max_nodata_fraction=1
+            origins, frac = origins[:0], frac[:0]
+            empty.append(scene.image)
+            log.warning("training scene '%s' is all nodata (image nodata %s, or no labelled pixel); "
+                        "it is skipped", scene.image, scene.nodata)  # fmt: skip
+        elif len(origins) == 0:
+            log.warning("training scene '%s' has no %d-px chip with at most data.max_nodata_fraction=%s "
+                        "nodata; it is skipped", scene.image, size, cfg["max_nodata_fraction"])  # fmt: skip
         candidates.append(origins)
         weights.append(frac)
+    if len(empty) == len(scenes) == 1:
+        raise GeosegError(
+            f"the only training scene '{empty[0]}' is all nodata (image nodata {scenes[0].nodata}, or no "
+            "labelled pixel); check data.nodata and its label, or add scenes with valid pixels."
+        )
     if sum(len(c) for c in candidates) == 0:
         raise GeosegError(
             "no training chip passes data.max_nodata_fraction="

@@ -34,7 +34,11 @@ def image_invalid(
             first[rows, cols] = (arr[1:, rows, cols] == nodata).all(axis=0)
             invalid = first
     if check_finite:
-        nonfinite = ~np.isfinite(arr.sum(axis=0, dtype=np.float64))  # one pass; NaN or inf in any band
+        with np.errstate(over="ignore", invalid="ignore"):
+            nonfinite = ~np.isfinite(arr.sum(axis=0, dtype=np.float64))  # one pass; NaN or inf in any band
+        if nonfinite.any():  # finite float64 values near the limit can overflow the sum: check each band
+            rows, cols = np.nonzero(nonfinite)
+            nonfinite[rows, cols] = ~np.isfinite(arr[:, rows, cols]).all(axis=0)
         invalid = nonfinite if invalid is None else invalid | nonfinite
     return invalid if invalid is not None and invalid.any() else None
 

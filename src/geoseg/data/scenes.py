@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import glob
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.warp import transform_bounds
+from rasterio.windows import Window
 
 from geoseg.errors import GeosegError, first_line
 
@@ -50,17 +52,48 @@ class Scene:
         return Path(self.image).stem
 
 
-def open_raster(path: str | os.PathLike, what: str = "raster") -> rasterio.DatasetReader:
-    """Open ``path`` with rasterio, turning GDAL failures into one-line :class:`GeosegError` messages."""
+def open_raster(
+    path: str | os.PathLike, what: str = "raster", options: str = "the data.* options"
+) -> rasterio.DatasetReader:
+    """Open ``path`` with rasterio, turning GDAL failures into one-line :class:`GeosegError` messages.
+
+    ``options`` names what set the path, for the message when the file is missing.
+    """
     path = str(path)
     if not os.path.exists(path):
-        raise GeosegError(f"{what} file not found: '{path}'. Check the path or the data.* options.")
+        raise GeosegError(f"{what} file not found: '{path}'. Check the path or {options}.")
     try:
-        return rasterio.open(path)
+        with warnings.catch_warnings():  # a missing georeference is checked and reported by the caller
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
     except RasterioIOError as err:
+        reason = first_line(err)
+        if "not recognized as being in a supported file format" in reason:
+            reason = "GDAL does not recognise its format"
         raise GeosegError(
-            f"cannot read {what} '{path}' as a raster ({first_line(err)}). Is it a valid GeoTIFF?"
+            f"cannot read {what} '{path}' as a raster ({reason}); check that it is a complete GeoTIFF."
         ) from None
+
+
+def unreadable(what: str, path: str) -> GeosegError:
+    """The one-line error for a raster whose header opens but whose pixels cannot be read."""
+    return GeosegError(
+        f"{what} '{path}' is truncated or corrupt (GDAL cannot read its pixels); re-download or re-export it."
+    )
+
+
+def check_readable(src: rasterio.DatasetReader, path: str, what: str = "raster") -> None:
+    """Read the last block of every band, which a truncated file has lost, or fail with one line.
+
+    GeoTIFF writers put the blocks in raster order (COGs put the full-resolution blocks last), so a
+    cut-off file fails here at start-up instead of in the middle of a run; it costs one block per band.
+    """
+    rows, cols = src.block_shapes[0]
+    row0, col0 = (src.height - 1) // rows * rows, (src.width - 1) // cols * cols
+    try:
+        src.read(window=Window(col0, row0, src.width - col0, src.height - row0))
+    except RasterioError:
+        raise unreadable(what, path) from None
 
 
 def resolve_bands(
@@ -109,8 +142,11 @@ def check_label_values(
     """The label's distinct values; fail when one is neither a class code nor the label nodata."""
     allowed = set(int(c) for c in codes)
     seen: set = set()
-    for _, window in src.block_windows(1):
-        seen.update(np.unique(src.read(1, window=window)).tolist())
+    try:
+        for _, window in src.block_windows(1):
+            seen.update(np.unique(src.read(1, window=window)).tolist())
+    except RasterioError:
+        raise unreadable("label", path) from None
     unknown = sorted(
         v for v in seen if not (v in allowed or (label_nodata is not None and v == label_nodata) or v != v)
     )
@@ -150,6 +186,7 @@ def inspect_scene(
     part of it, e.g. ``[0, 0, 0.75, 1]`` for training and ``[0.75, 0, 1, 1]`` for validation.
     """
     with open_raster(image, "image") as img:
+        check_readable(img, image, "image")
         if img.crs is None:
             raise GeosegError(f"image '{image}' has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx).")
         band_idx = resolve_bands(img, bands, image)
@@ -166,6 +203,7 @@ def inspect_scene(
         label_values, label_dtype = None, None
         if label is not None:
             with open_raster(label, "label") as lab:
+                check_readable(lab, label, "label")
                 if lab.crs is None:
                     raise GeosegError(
                         f"label '{label}' has no CRS; assign one or write it on the image grid."

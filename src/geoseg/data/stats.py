@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from tqdm import tqdm
 
 from geoseg.data.masks import image_valid
-from geoseg.data.scenes import Scene
+from geoseg.data.scenes import Scene, unreadable
 from geoseg.errors import GeosegError
 from geoseg.io import atomic_write_text
 
@@ -117,19 +119,30 @@ def compute_stats(scenes: Sequence[Scene], progress: bool = True) -> BandStats:
             raise GeosegError(f"scene '{s.image}' selects bands {list(s.bands)}, others {bands}.")
     run = _Running(len(bands))
     samples = []
-    for scene in tqdm(scenes, desc="stats", unit="scene", disable=not progress):
+    bar = progress and sys.stderr.isatty()  # no progress bar in logs and captured output
+    for scene in tqdm(scenes, desc="stats", unit="scene", disable=not bar):
         row0, col0, row1, col1 = scene.bounds
         stride = max(1, ((row1 - row0) * (col1 - col0)) // SAMPLE_PER_SCENE)
         with rasterio.open(scene.image) as src:
             picked = []
             for window in region_blocks(src, scene.bounds):
-                arr = src.read(indexes=bands, window=window)
+                try:
+                    arr = src.read(indexes=bands, window=window)
+                except RasterioError:
+                    raise unreadable("image", scene.image) from None
                 values = arr[:, image_valid(arr, scene.nodata)].astype(np.float64)
                 run.add(values)
                 picked.append(values[:, ::stride])
             samples.append(np.concatenate(picked, axis=1))
+    if run.n == 0 and len(scenes) == 1:
+        raise GeosegError(
+            f"the only scene '{scenes[0].image}' is all nodata (image nodata {scenes[0].nodata}); "
+            "check data.nodata or add scenes with valid pixels."
+        )
     if run.n == 0:
-        raise GeosegError("every pixel of the training scenes is nodata; check data.nodata and the files.")
+        raise GeosegError(
+            f"every pixel of the {len(scenes)} scenes is nodata; check data.nodata and the files."
+        )
     sample = np.concatenate(samples, axis=1)
     p_lo, p_hi = np.percentile(sample, PERCENTILES, axis=1)
     return BandStats(

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from geoseg.engine.distributed import DistInfo
 from geoseg.engine.log import json_safe
 from geoseg.engine.nonfinite import check_weights_finite
-from geoseg.errors import GeosegError, first_line
+from geoseg.errors import GeosegError, first_line, unpickling_detail
 from geoseg.io import atomic_write, write_errors
 
 if TYPE_CHECKING:
@@ -106,9 +106,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = unpickling_detail(err)
+        if "GLOBAL" in detail:  # a pickled object or function: never run (untrusted code)
+            raise GeosegError(
+                f"checkpoint '{path}' holds pickled objects or code, which geoseg never loads "
+                f"(torch.load(weights_only=True) refused it: {detail}); use a checkpoint geoseg wrote"
+            ) from None
         raise GeosegError(
-            f"checkpoint '{path}' holds more than tensors and plain values, and geoseg only loads "
-            f"weights (weights_only=True): {first_line(err)}"
+            f"checkpoint '{path}' is truncated or corrupt ({detail}); use another checkpoint "
+            "(e.g. best.pt) or start a new run"
         ) from None
     except Exception as err:  # torch's readers raise RuntimeError, EOFError, KeyError, IndexError, ...
         raise GeosegError(
@@ -129,7 +135,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def check_same_model(saved: Mapping[str, Any], current: Mapping[str, Any], path: str) -> None:
     """Fail with the differing fields when a checkpoint was trained with another model or data layout."""
-    keys = ("arch", "encoder", "encoder_depth", "in_channels", "classes", "norm", "bands")
+    keys = ["arch", "encoder", "encoder_depth", "in_channels", "classes", "norm", "bands"]
+    if "decoder" in saved and saved.get("arch") == current.get("arch"):  # widths of the same decoder
+        keys.append("decoder")
     diff = [f"{k}: {saved.get(k)!r} vs {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
     if diff:
         raise GeosegError(

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 
 from geoseg.data.masks import image_valid
-from geoseg.data.scenes import open_raster, resolve_bands
+from geoseg.data.scenes import check_readable, open_raster, resolve_bands, unreadable
 from geoseg.errors import GeosegError
 from geoseg.inference.loaded import LoadedModel
 
@@ -94,7 +95,10 @@ def check_statistics(
     """
     scale = max(max(src.height, src.width) / STATS_SAMPLE, 1.0)
     shape = (max(1, math.ceil(src.height / scale)), max(1, math.ceil(src.width / scale)))
-    arr = src.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+    try:
+        arr = src.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+    except RasterioError:
+        raise unreadable("input", path) from None
     valid = image_valid(arr, nodata)
     if not valid.any():
         log.warning("input '%s' is all nodata; its prediction will be nodata everywhere", path)
@@ -128,7 +132,12 @@ def scene_nodata(src: rasterio.DatasetReader, override: float | None, loaded: Lo
 
 
 def open_input(path: str) -> rasterio.DatasetReader:
-    src = open_raster(path, "input")
+    src = open_raster(path, "input", "the input= option")
+    try:
+        check_readable(src, path, "input")
+    except GeosegError:
+        src.close()
+        raise
     if src.crs is None:
         log.warning("input '%s' has no CRS; its prediction will have none either", path)
     return src

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from geoseg.data.stats import BandStats
 from geoseg.engine.checkpoint import load_checkpoint
-from geoseg.errors import GeosegError, first_line
+from geoseg.errors import GeosegError
 from geoseg.models.build import SegmentationModel, build_model
 
 log = logging.getLogger(__name__)
@@ -65,24 +65,50 @@ class LoadedModel:
 def rebuild_model(saved: Mapping[str, Any], path: str) -> SegmentationModel:
     """The checkpoint's model with its weights, on the CPU and in eval mode."""
     meta, config = saved["meta"], saved.get("config") or {}
-    if "norm" not in config or "stats" not in saved:
+    if not saved.get("stats"):
         raise GeosegError(
-            f"checkpoint '{path}' lacks its config or band statistics; use a geoseg train run's"
+            f"checkpoint '{path}' has no band statistics (its 'stats' entry), so its inputs cannot be "
+            "normalised; use the best.pt or last.pt of a geoseg train run, or re-save it with the stats.json "
+            "of its training data (geoseg.engine.checkpoint.save_model_checkpoint)"
         )
-    stats = BandStats(**saved["stats"])
+    if "norm" not in config:
+        raise GeosegError(
+            f"checkpoint '{path}' has no config.norm entry, so its norm layers cannot be rebuilt; use the "
+            "best.pt or last.pt of a geoseg train run, or re-save it with save_model_checkpoint"
+        )
+    try:
+        stats = BandStats(**saved["stats"])
+    except TypeError as err:
+        raise GeosegError(f"checkpoint '{path}' has malformed band statistics ({err})") from None
     model = build_model(
         meta["arch"], meta["encoder"], int(meta["in_channels"]), int(meta["classes"]),
         instantiate(config["norm"]),
         encoder_depth=int(meta["encoder_depth"]), decoder=meta.get("decoder") or {}, stats=stats,
     )  # fmt: skip
-    try:
-        model.load_state_dict(saved["model"])
-    except RuntimeError as err:
+    mismatch = state_dict_mismatch(model.state_dict(), saved["model"])
+    if mismatch:
         raise GeosegError(
-            f"checkpoint '{path}' does not fit the model it describes ({first_line(err)})"
-        ) from None
+            f"checkpoint '{path}' holds the weights of another model than the "
+            f"{meta['arch']}/{meta['encoder']} its meta describes ({mismatch}); use the checkpoint the "
+            "training run wrote"
+        )
+    model.load_state_dict(saved["model"])
     model.meta.update({k: v for k, v in meta.items() if k not in ("norm_summary",)})
     return model.eval()
+
+
+def state_dict_mismatch(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> str:
+    """What keeps ``saved`` from loading into a model whose state dict is ``own``: '' when it fits."""
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    shapes = [k for k in own if k in saved and getattr(saved[k], "shape", None) != own[k].shape]
+    parts = [
+        f"{what}: {len(keys)}, e.g. '{keys[0]}'"
+        for keys, what in ((missing, "missing tensors"), (unexpected, "unexpected tensors"),
+                           (shapes, "tensors of another shape"))
+        if keys
+    ]  # fmt: skip
+    return "; ".join(parts)
 
 
 def load_model(path: str, device: torch.device) -> LoadedModel:

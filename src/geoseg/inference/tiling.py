@@ -10,6 +10,7 @@ without panels, so panels change the cost slightly and the result not at all.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,8 +81,15 @@ class TilePlan:
 
 def check_tiling(tile: int, overlap: int, divisor: int, panel: int, block: int) -> None:
     """One-line errors for tile/overlap/panel options that cannot work with this model."""
+    for name, value, usual in (("tile", tile, 512), ("overlap", overlap, 64), ("panel", panel, 2048)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise GeosegError(f"{name}={value!r} must be a whole number of pixels, like {name}={usual}")
     if tile < divisor or tile % divisor:
-        raise GeosegError(f"tile={tile} must be a positive multiple of {divisor} (the model's output stride)")
+        fit = max(divisor, tile // divisor * divisor)
+        raise GeosegError(
+            f"tile={tile} must be a positive multiple of {divisor} (the model's output stride); "
+            f"use e.g. tile={fit}"
+        )
     if not 0 <= overlap <= tile // 2:
         raise GeosegError(f"overlap={overlap} must be between 0 and tile/2 = {tile // 2}")
     if panel < tile or panel % block:

@@ -189,8 +189,24 @@ def model_from_config(
     """Build the model of a composed config (its ``model``, ``encoder`` and ``norm`` groups)."""
     model_cfg, enc = as_dict(cfg["model"]), as_dict(cfg["encoder"])  # smp wants lists, not ListConfig
     decoder = {k: v for k, v in model_cfg.items() if k != "arch"}
-    return build_model(
+    model = build_model(
         str(model_cfg["arch"]), str(enc["name"]), in_channels, classes, instantiate(cfg["norm"]),
         encoder_depth=int(enc.get("depth", 5)), decoder=decoder, weights=enc.get("weights"),
         first_conv=str(enc.get("first_conv", "repeat")), rgb_channels=enc.get("rgb_channels"), stats=stats,
     )  # fmt: skip
+    check_chip_size((cfg.get("data") or {}).get("chip_size"), model)
+    return model
+
+
+def check_chip_size(chip_size: Any, model: SegmentationModel) -> None:
+    """Fail before training when ``data.chip_size`` is not a multiple of the model's output stride."""
+    if not isinstance(chip_size, int) or isinstance(chip_size, bool):
+        return  # absent, or refused by the data checks
+    divisor = model.size_divisor
+    if chip_size % divisor:
+        fit = max(divisor, chip_size // divisor * divisor)
+        raise GeosegError(
+            f"data.chip_size={chip_size} is not a multiple of {divisor}, the output stride of "
+            f"{model.meta['arch']}/{model.meta['encoder']} with encoder.depth={model.meta['encoder_depth']}; "
+            f"use e.g. data.chip_size={fit}"
+        )

@@ -16,6 +16,7 @@ process group on a GPU to synchronise over.
 from __future__ import annotations
 
 import functools
+import numbers
 import warnings
 from collections.abc import Callable
 
@@ -34,8 +35,8 @@ def group_count(num_channels: int, num_groups: int, policy: str = "divisor") -> 
     """Groups for ``num_channels``: ``num_groups`` itself, or under ``divisor`` its largest divisor ≤ it."""
     if policy not in GROUP_POLICIES:
         raise GeosegError(f"norm.group_policy={policy!r} is not one of {', '.join(GROUP_POLICIES)}")
-    if num_groups < 1:
-        raise GeosegError(f"norm.num_groups={num_groups} must be at least 1")
+    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral) or num_groups < 1:
+        raise GeosegError(f"norm.num_groups={num_groups!r} must be a whole number >= 1, e.g. 32")
     if num_channels % num_groups == 0:
         return num_groups
     if policy == "strict":

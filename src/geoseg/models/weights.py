@@ -16,13 +16,14 @@ says how its weight ``w`` (out, 3, k, k) becomes (out, N, k, k):
 from __future__ import annotations
 
 import logging
+import pickle
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, first_line, unpickling_detail
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,20 @@ def read_weights(path: Path) -> dict:
 
             return load_file(str(path), device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = unpickling_detail(err)
+        if "GLOBAL" in detail:
+            raise GeosegError(
+                f"encoder.weights={path} holds pickled objects or code, which geoseg never loads "
+                f"(torch.load(weights_only=True) refused it: {detail}); save a plain state dict of tensors"
+            ) from None
+        raise GeosegError(
+            f"cannot read weights file {path}: it is not a torch state dict ({detail}); is it complete?"
+        ) from None
     except Exception as err:  # torch and safetensors raise many kinds on a bad file
-        raise GeosegError(f"cannot read weights file {path}: {type(err).__name__}: {err}") from None
+        raise GeosegError(
+            f"cannot read weights file {path}: {type(err).__name__}: {first_line(err)}; is it complete?"
+        ) from None
 
 
 def is_geoseg_checkpoint(obj: object) -> bool:
@@ -161,7 +174,8 @@ def split_first_conv(
     if wrong:
         shown = ", ".join(f"{k} {tuple(matched[k].shape)} vs {tuple(target[k].shape)}" for k in wrong[:3])
         raise GeosegError(
-            f"{path} does not fit this encoder: shapes differ at {shown}; is it the same encoder?"
+            f"encoder.weights={path} does not fit this encoder: shapes differ at {shown}; "
+            "is it the same encoder?"
         )
     return first[0] if first else None
 
@@ -186,8 +200,8 @@ def load_encoder_weights(
     missing = [k for k in wanted if k not in matched]
     if missing:
         raise GeosegError(
-            f"{path} matches {len(matched)} of the encoder's {len(wanted)} tensors (missing e.g. "
-            f"{', '.join(missing[:3])}); is it a state dict of this encoder?"
+            f"encoder.weights={path} matches {len(matched)} of the encoder's {len(wanted)} tensors "
+            f"(missing e.g. {', '.join(missing[:3])}); is it a state dict of this encoder?"
         )
     first = split_first_conv(matched, target, path)
     used = "none"
@@ -209,7 +223,7 @@ def load_checkpoint_weights(model: nn.Module, checkpoint: dict, path: Path) -> d
     meta = checkpoint["meta"]
     if int(meta.get("in_channels", -1)) != int(model.meta["in_channels"]):
         raise GeosegError(
-            f"{path} was trained on {meta.get('in_channels')} bands but this model has "
+            f"encoder.weights={path} was trained on {meta.get('in_channels')} bands but this model has "
             f"{model.meta['in_channels']}; select the same bands (data.bands) to start from it"
         )
     own = model.state_dict()
