@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from train_process import assert_same_weights, kill, run, start, train_args, train_rows, wait_for, weights
+from train_process import (
+    ENV,
+    assert_same_weights,
+    kill,
+    run,
+    start,
+    train_args,
+    train_rows,
+    wait_for,
+    weights,
+)
 
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.engine.preemption import Preemption
@@ -75,3 +87,50 @@ def test_the_handler_records_the_signal_and_chains_to_the_previous_one():
         assert calls == [signal.SIGUSR1, signal.SIGUSR1]
     finally:
         signal.signal(signal.SIGUSR1, before)
+
+
+def rank_pid(launcher: int, rank: int) -> int | None:
+    """The pid of DDP rank ``rank`` among the descendants of ``launcher`` (read from its environment)."""
+    pending = [launcher]
+    while pending:
+        pid = pending.pop()
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            kids = [
+                int(k)
+                for t in Path(f"/proc/{pid}/task").iterdir()
+                for k in (t / "children").read_text().split()
+            ]
+        except OSError:
+            continue
+        if pid != launcher and f"RANK={rank}".encode() in env:
+            return pid
+        pending += kids
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks in /proc (Linux)")
+def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_step(demo_root, tmp_path):
+    run_dir = tmp_path / "run"
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node=2", "-m",
+                "geoseg.train"]  # fmt: skip
+    args = train_args(demo_root, run_dir, "data.chips_per_epoch=64")[1:]  # 2 ranks x 4 chips: 8 steps/epoch
+    proc = subprocess.Popen([*torchrun, *args], cwd=tmp_path, env=ENV, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    wait_for(proc, lambda: len(train_rows(run_dir)) >= 10, "step 10")
+    rank1 = rank_pid(proc.pid, 1)
+    assert rank1 is not None
+    os.kill(rank1, signal.SIGUSR1)  # rank 1 only: rank 0 learns of it through the step's all-reduce
+    out, _ = proc.communicate(timeout=120)
+
+    assert proc.returncode == 0, out[-3000:]
+    assert "SIGUSR1 received" in out and "stopped by a signal on another rank at epoch 2" in out
+    saved = load_checkpoint(run_dir / "last.pt")
+    assert saved["world_size"] == 2 and saved["progress"]["epoch_step"] == saved["step"] - 8 > 0
+    assert not (run_dir / "summary.json").exists()
+
+    resumed = subprocess.run([*torchrun, *args, "trainer.resume=auto"], cwd=tmp_path, env=ENV, text=True,
+                             capture_output=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["step"] for r in train_rows(run_dir)] == list(range(1, 25))
+    assert (run_dir / "summary.json").exists()
