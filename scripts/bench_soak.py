@@ -123,7 +123,7 @@ def curve_table(samples: list[dict], steps: int, points: int = 9) -> str:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for target in [round(steps * i / (points - 1)) for i in range(points)]:
-        s = min(samples, key=lambda x: (abs(x["step"] - target), x["seconds"]))
+        s = min((x for x in samples if x["step"] > 0), key=lambda x: (abs(x["step"] - target), x["seconds"]))
         rows.append(f"| {s['step']} | {s['seconds']:.0f} | {s['main_rss_mib']:.0f} | {s['workers']} | "
                     f"{s['workers_rss_mib']:.0f} | {s['open_fds']} |")  # fmt: skip
     return "\n".join(rows)

@@ -13,7 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from train_process import assert_same_weights, kill, run, start, train_args, train_rows, wait_for, weights
+from train_process import (
+    assert_same_weights,
+    kill,
+    run,
+    start,
+    train_args,
+    train_rows,
+    uninterrupted_weights,
+    wait_for,
+    weights,
+)
 
 from conftest import save_tiny_checkpoint
 from geoseg.engine.checkpoint import load_checkpoint
@@ -52,10 +62,7 @@ torch.save = dying_save
 @pytest.fixture(scope="module")
 def reference(demo_root: Path, tmp_path_factory) -> dict:
     """The weights of the same run, never interrupted."""
-    folder = tmp_path_factory.mktemp("reference")
-    done = run(train_args(demo_root, folder / "run"), folder)
-    assert done.returncode == 0, done.stderr
-    return weights(folder / "run" / "last.pt")
+    return uninterrupted_weights(demo_root, tmp_path_factory.mktemp("reference"))
 
 
 def checkpoints_all_load(run_dir: Path) -> dict[str, dict]:

@@ -17,6 +17,7 @@ from train_process import (
     start,
     train_args,
     train_rows,
+    uninterrupted_weights,
     wait_for,
     weights,
 )
@@ -38,10 +39,7 @@ fit.optimizer_step = slow_step
 @pytest.fixture(scope="module")
 def reference(demo_root: Path, tmp_path_factory) -> dict:
     """The weights of the same run, never interrupted (0 DataLoader workers; the signalled run uses 2)."""
-    folder = tmp_path_factory.mktemp("reference")
-    done = run(train_args(demo_root, folder / "run"), folder)
-    assert done.returncode == 0, done.stderr
-    return weights(folder / "run" / "last.pt")
+    return uninterrupted_weights(demo_root, tmp_path_factory.mktemp("reference"))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])

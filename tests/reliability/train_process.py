@@ -91,3 +91,10 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def uninterrupted_weights(root: Path, folder: Path) -> dict[str, torch.Tensor]:
+    """The final weights of the :func:`train_args` run, never interrupted: what a resumed run must reach."""
+    done = run(train_args(root, folder / "run"), folder)
+    assert done.returncode == 0, done.stderr
+    return weights(folder / "run" / "last.pt")
