@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -129,3 +131,18 @@ def save_tiny_checkpoint(
     save_model_checkpoint(path, model, asdict(stats), {
         "norm": norm_cfg, "data": {"bands": bands, "nodata": nodata, "classes": names}})  # fmt: skip
     return path
+
+
+@pytest.fixture
+def release_hydra_logging() -> Iterator[None]:
+    """Drop the root log handlers each in-process ``geoseg.cli.main`` run's Hydra installs, after the test.
+
+    They hold this test's captured stdout (or its run folder's train.log); a later log record
+    outside Hydra would otherwise be written to a closed stream.
+    """
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+            handler.close()

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from geoseg.config import config_dir
 from geoseg.errors import GeosegError
 from geoseg.io import ensure_writable_dir
+from geoseg.overrides import check_overrides
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     module, func, config_name, _ = COMMANDS[name]
     task = getattr(importlib.import_module(module), func)
-    sys.argv = [f"geoseg {name}", *positional_args(name, args[1:])]
+    overrides = positional_args(name, args[1:])
+    sys.argv = [f"geoseg {name}", *overrides]
     try:
+        check_overrides(name, config_name, overrides)  # a config typo: one line, not Hydra's several
         check_output_folder(args[1:])
         hydra_app(config_name, task)()
     except GeosegError as err:  # raised while composing (e.g. configs not found)

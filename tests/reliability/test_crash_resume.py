@@ -62,7 +62,7 @@ torch.save = dying_save
 @pytest.fixture(scope="module")
 def reference(demo_root: Path, tmp_path_factory) -> dict:
     """The weights of the same run, never interrupted."""
-    return uninterrupted_weights(demo_root, tmp_path_factory.mktemp("reference"))
+    return uninterrupted_weights(demo_root, tmp_path_factory.getbasetemp() / "uninterrupted")
 
 
 def checkpoints_all_load(run_dir: Path) -> dict[str, dict]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import shutil
 from collections import namedtuple
@@ -24,14 +23,13 @@ resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
 """
 
 
+pytestmark = pytest.mark.usefixtures("release_hydra_logging")  # in-process CLI runs (conftest.py)
+
+
 def cli_error(args: list[str], capsys) -> str:
     """Run ``geoseg ARGS`` in this process; it must exit 2 with one ``geoseg: error:`` line."""
-    handlers = logging.root.handlers[:]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main(args)
-    finally:  # Hydra points the root logger at this test's captured stdout; later tests must not log there
-        logging.root.handlers[:] = handlers
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
     assert err.startswith("geoseg: error: ") and err.count("\n") == 1 and "Traceback" not in err, err

@@ -39,10 +39,11 @@ fit.optimizer_step = slow_step
 @pytest.fixture(scope="module")
 def reference(demo_root: Path, tmp_path_factory) -> dict:
     """The weights of the same run, never interrupted (0 DataLoader workers; the signalled run uses 2)."""
-    return uninterrupted_weights(demo_root, tmp_path_factory.mktemp("reference"))
+    return uninterrupted_weights(demo_root, tmp_path_factory.getbasetemp() / "uninterrupted")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+# SIGUSR1 takes the same path (the handler test below sends it in-process); its full run is slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)])
 def test_signal_checkpoints_mid_epoch_exits_0_and_resume_matches_an_uninterrupted_run(
     demo_root, tmp_path, reference, sig
 ):
@@ -107,6 +108,7 @@ def rank_pid(launcher: int, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks in /proc (Linux)")
 def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_step(demo_root, tmp_path):
     run_dir = tmp_path / "run"

@@ -3,13 +3,11 @@ refused with one line by every command that reads one, and its code never runs."
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +19,7 @@ from geoseg.cli import main
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.errors import GeosegError, unpickling_detail
 
-
-@pytest.fixture(autouse=True)
-def release_hydra_logging() -> Iterator[None]:
-    """Drop the root log handlers each in-process run's Hydra installs once the test ends.
-
-    They hold this test's captured stdout (or its run folder's train.log); a later log record
-    outside Hydra would otherwise be written to a closed stream.
-    """
-    yield
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if not type(handler).__module__.startswith("_pytest"):
-            root.removeHandler(handler)
-            handler.close()
+pytestmark = pytest.mark.usefixtures("release_hydra_logging")  # in-process CLI runs (conftest.py)
 
 
 class RunsCode:

@@ -94,7 +94,13 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 
 def uninterrupted_weights(root: Path, folder: Path) -> dict[str, torch.Tensor]:
-    """The final weights of the :func:`train_args` run, never interrupted: what a resumed run must reach."""
-    done = run(train_args(root, folder / "run"), folder)
-    assert done.returncode == 0, done.stderr
-    return weights(folder / "run" / "last.pt")
+    """The final weights of the :func:`train_args` run, never interrupted: what a resumed run must reach.
+
+    ``folder`` is shared by the test modules of a session, so the run happens once.
+    """
+    last = folder / "run" / "last.pt"
+    if not (folder / "run" / "summary.json").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        done = run(train_args(root, folder / "run"), folder)
+        assert done.returncode == 0, done.stderr
+    return weights(last)
