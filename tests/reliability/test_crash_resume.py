@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 from train_process import (
+    SLOW_STEPS,
     assert_same_weights,
     kill,
     run,
@@ -27,16 +28,6 @@ from train_process import (
 
 from conftest import save_tiny_checkpoint
 from geoseg.engine.checkpoint import load_checkpoint
-
-SLOW_STEPS = """
-import time
-import geoseg.engine.fit as fit
-_step = fit.optimizer_step
-def slow_step(*args, **kwargs):  # 50 ms per step, so the test's kill lands well inside an epoch
-    time.sleep(0.05)
-    return _step(*args, **kwargs)
-fit.optimizer_step = slow_step
-"""
 
 # The second torch.save (epoch 2's last.pt) writes half of its bytes, then the process is SIGKILLed.
 DIE_WHILE_SAVING = """

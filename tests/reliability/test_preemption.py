@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from train_process import (
     ENV,
+    SLOW_STEPS,
     assert_same_weights,
     kill,
     run,
@@ -24,16 +25,6 @@ from train_process import (
 
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.engine.preemption import Preemption
-
-SLOW_STEPS = """
-import time
-import geoseg.engine.fit as fit
-_step = fit.optimizer_step
-def slow_step(*args, **kwargs):  # 50 ms per step, so the signal lands well inside an epoch
-    time.sleep(0.05)
-    return _step(*args, **kwargs)
-fit.optimizer_step = slow_step
-"""
 
 
 @pytest.fixture(scope="module")

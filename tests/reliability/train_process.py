@@ -14,6 +14,18 @@ import torch
 
 from geoseg.engine.checkpoint import load_checkpoint
 
+# A ``start``/``run`` prelude: 50 ms more per optimizer step, so a test's signal or kill lands well inside
+# an epoch (8 steps) instead of racing it.
+SLOW_STEPS = """
+import time
+import geoseg.engine.fit as fit
+_step = fit.optimizer_step
+def slow_step(*args, **kwargs):
+    time.sleep(0.05)
+    return _step(*args, **kwargs)
+fit.optimizer_step = slow_step
+"""
+
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
