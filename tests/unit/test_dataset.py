@@ -190,16 +190,21 @@ def test_handle_cache_is_bounded_lazy_and_not_pickled(scene_pair):
     assert handles[2].closed
 
 
-def test_a_pixel_is_nodata_only_when_every_band_is(tmp_path):
+def test_invalid_rule_any_and_all(tmp_path):
+    """data.invalid=any (default): one band at nodata makes the pixel invalid; all: only every band
+    (GDAL's dataset mask agrees with ``all``)."""
     img = np.full((3, 16, 16), 9, dtype=np.uint16)
-    img[:, 0, 0] = 0  # every band nodata -> invalid
-    img[1, 2, 2] = 0  # one band nodata -> still valid (rasterio's dataset_mask agrees)
+    img[:, 0, 0] = 0  # every band nodata -> invalid under both rules
+    img[1, 2, 2] = 0  # one band nodata -> invalid under any, valid under all
     path = write_tif(tmp_path / "i.tif", img, nodata=0)
     with rasterio.open(path) as src:
         dataset_mask = src.dataset_mask()
-    image = _dataset(path, None, codes=(0,), fill=[5, 5, 5])[Chip(0, 0, 0)]["image"].numpy()
-    assert (image[:, 0, 0] == 5).all() and image[1, 2, 2] == 0
-    np.testing.assert_array_equal(dataset_mask == 0, image[0] == 5)
+    anyrule = _dataset(path, None, codes=(0,), fill=[5, 5, 5])[Chip(0, 0, 0)]["image"].numpy()
+    assert (anyrule[:, 0, 0] == 5).all() and (anyrule[:, 2, 2] == 5).all()
+    assert ((anyrule == 5).all(0) == (img == 0).any(0)).all()
+    allrule = _dataset(path, None, codes=(0,), fill=[5, 5, 5], invalid="all")[Chip(0, 0, 0)]["image"].numpy()
+    assert (allrule[:, 0, 0] == 5).all() and allrule[1, 2, 2] == 0
+    np.testing.assert_array_equal(dataset_mask == 0, allrule[0] == 5)
 
 
 @pytest.mark.parametrize("grid", ["same", "offset"])

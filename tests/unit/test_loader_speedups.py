@@ -17,7 +17,7 @@ from geoseg.data.dataset import ChipDataset
 from geoseg.data.gdal_env import auto_workers, cpus_per_rank, gdal_defaults
 from geoseg.data.labels import ClassMap
 from geoseg.data.loader import num_workers, pin_memory
-from geoseg.data.masks import coarse_image_valid, image_valid
+from geoseg.data.masks import coarse_image_valid
 from geoseg.data.scenes import inspect_scene
 from geoseg.data.windows import block_alignment, candidate_step
 from geoseg.errors import GeosegError
@@ -89,31 +89,36 @@ def test_aligned_chips_read_the_same_pixels_as_rasterio(tiled_scene):
 
 
 def full_coarse_valid(path, scene, shape) -> np.ndarray:
-    """The old way: every band read decimated, then the nodata test."""
+    """The plain way: every band read decimated, then the rule's nodata test (numpy only)."""
     with rasterio.open(path) as src:
         arr = src.read(indexes=list(scene.bands), out_shape=(len(scene.bands), *shape),
                        resampling=Resampling.nearest)  # fmt: skip
-    return image_valid(arr, scene.nodata)
+    valid = np.isfinite(arr).all(0)
+    if scene.nodata is not None:
+        at_nodata = arr == scene.nodata
+        valid &= ~(at_nodata.any(0) if scene.invalid == "any" else at_nodata.all(0))
+    return valid
 
 
+@pytest.mark.parametrize("rule", ["any", "all"])
 @pytest.mark.parametrize("layout", ["no_nodata", "first_band_only", "all_bands", "float_nan", "undeclared"])
-def test_first_band_validity_matches_reading_every_band(tmp_path, layout):
+def test_coarse_validity_matches_reading_every_band(tmp_path, layout, rule):
     rng = np.random.default_rng(2)
     dtype = np.float32 if layout == "float_nan" else np.uint16
     img = rng.integers(1, 1000, size=(3, 64, 64)).astype(dtype)
     if layout == "first_band_only":
-        img[0, :16, :] = 0  # band 1 says nodata, the others hold data: valid (GDAL's convention)
+        img[0, :16, :] = 0  # band 1 says nodata, the others hold data: valid only under rule all
     elif layout == "all_bands":
         img[:, :16, :] = 0
     elif layout == "float_nan":
         img[2, 40:, :] = np.nan  # only band 3: still invalid
     path = write_tif(tmp_path / "img.tif", img, nodata=None if layout in ("float_nan", "undeclared") else 0)
-    scene = inspect_scene(str(path), None)
-    with rasterio.open(path) as src:
-        fast = coarse_image_valid(src, scene, (16, 16))
+    scene = inspect_scene(str(path), None, invalid=rule)
+    fast = coarse_image_valid(scene, (16, 16))
     expected = full_coarse_valid(path, scene, (16, 16))
     np.testing.assert_array_equal(fast, expected)
-    assert expected.all() == (layout in ("no_nodata", "first_band_only", "undeclared"))
+    all_valid = ("no_nodata", "undeclared") + (("first_band_only",) if rule == "all" else ())
+    assert expected.all() == (layout in all_valid)
 
 
 def test_gdal_threads_and_cache_are_split_across_readers(monkeypatch):

@@ -15,6 +15,7 @@ from torch import nn
 
 from conftest import save_tiny_checkpoint, write_tif
 from geoseg.errors import GeosegError
+from geoseg.data.scenes import inspect_scene
 from geoseg.inference.inputs import output_paths
 from geoseg.inference.loaded import load_model
 from geoseg.inference.predict import PredictOptions, predict_scene, prepare
@@ -81,7 +82,7 @@ def test_blended_sliding_window_equals_one_full_forward_pass(tmp_path, h, w, til
     plan = plan_tiles(h, w, tile, overlap, panel)
     out = np.full((4, h, w), np.nan, dtype=np.float32)
     with rasterio.open(image) as src:
-        reader = ChipReader(src, [1, 2, 3], None, np.zeros(3, dtype=np.uint16), plan)
+        reader = ChipReader(inspect_scene(image, None).reader(), np.zeros(3, dtype=np.uint16), plan)
         for window, probs, invalid in predict_blocks(
             reader, model, torch.device("cpu"), 4, batch_size=3, block=block
         ):
@@ -99,7 +100,7 @@ def test_flip_tta_of_a_pixelwise_model_changes_nothing(tmp_path, ckpt):
     image = scene(tmp_path / "s.tif", 48, 40, nodata_corner=False)
     with rasterio.open(image) as src:
         plan = plan_tiles(48, 40, 32, 8, 256)
-        reader = ChipReader(src, [1, 2, 3], None, np.zeros(3, dtype=np.uint16), plan)
+        reader = ChipReader(inspect_scene(image, None).reader(), np.zeros(3, dtype=np.uint16), plan)
         plain = [
             p
             for _, p, _ in predict_blocks(

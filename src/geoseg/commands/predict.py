@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from geoseg.data.band_files import check_grid_rule, parse_files
+from geoseg.data.scene_paths import scene_name
 from geoseg.engine.distributed import barrier, cleanup_distributed, init_distributed
 from geoseg.engine.runtime import autocast_dtype
 from geoseg.errors import GeosegError
@@ -49,8 +51,15 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         opts.channels_last = channels_last_for(opts.channels_last, loaded.model, "channels_last")
         if opts.channels_last:
             loaded.model.to(memory_format=torch.channels_last)
-        inputs = find_inputs(str(cfg.input))
-        jobs = prepare(loaded, inputs, output_paths(inputs, str(cfg.output)), opts)
+        if cfg.get("files") is not None:  # files= replaces the checkpoint's data.files
+            loaded.files = parse_files(OmegaConf.to_container(cfg.files, resolve=True))
+            loaded.grid = check_grid_rule(cfg.get("grid") or loaded.grid, loaded.files)
+        elif cfg.get("grid") is not None:
+            loaded.grid = check_grid_rule(cfg.grid, loaded.files)
+        inputs = find_inputs(str(cfg.input), loaded.files)
+        first = loaded.files[0].name if loaded.files else None
+        names = [scene_name(paths[0], first) for paths in inputs]
+        jobs = prepare(loaded, inputs, output_paths(inputs, str(cfg.output), names), opts)
         barrier(info)  # every rank checks the outputs before any rank writes one (same job list everywhere)
         mine = jobs[info.rank :: info.world_size]
         if info.enabled:

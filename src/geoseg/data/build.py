@@ -14,13 +14,15 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from geoseg.data.band_files import FileEntry, check_grid_rule, check_invalid_rule, parse_files
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.demo import make_demo_data
 from geoseg.data.labels import ClassMap
 from geoseg.data.loader import make_loader, num_workers, pin_memory
 from geoseg.data.masks import coarse_valid_mask, label_codes
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
-from geoseg.data.scenes import Scene, find_scene_files, inspect_scene, read_manifest
+from geoseg.data.scene_paths import find_scene_files, read_manifest, warn_bands_as_scenes
+from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stats import BandStats, load_or_compute_stats
 from geoseg.data.transforms import Augment
 from geoseg.data.windows import block_alignment, candidate_step, random_candidates
@@ -120,29 +122,49 @@ def class_map_from(cfg: Mapping[str, Any]) -> ClassMap:
     return ClassMap(label_codes(cfg["classes"]), ignore_index=int(cfg["ignore_index"]))
 
 
+@dataclass(frozen=True)
+class StackOptions:
+    """``data.files``, ``data.grid`` and ``data.invalid``, parsed once."""
+
+    files: tuple[FileEntry, ...] | None
+    grid: str
+    invalid: str
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> StackOptions:
+        files = parse_files(cfg.get("files"))
+        return cls(files, check_grid_rule(cfg.get("grid"), files), check_invalid_rule(cfg.get("invalid")))
+
+
 def load_scenes(cfg: Mapping[str, Any], split: str) -> list[Scene]:
     """Find and validate the scenes of ``split`` (from ``data.manifest`` or ``data.splits``)."""
     check_data_config(cfg)
+    stack = StackOptions.from_config(cfg)
     root = data_root(cfg)
     region = None
     if cfg.get("manifest"):
         manifest = str(cfg["manifest"])
-        pairs = read_manifest(manifest if os.path.isabs(manifest) else os.path.join(root, manifest), split)
+        path = manifest if os.path.isabs(manifest) else os.path.join(root, manifest)
+        pairs = read_manifest(path, split, stack.files)
     else:
         spec = (cfg.get("splits") or {}).get(split)
         if spec is None:
             raise GeosegError(f"data.splits has no '{split}' entry; add images/labels patterns for it.")
-        pairs = find_scene_files(root, spec["images"], spec.get("labels"))
+        pairs = find_scene_files(root, spec["images"], spec.get("labels"), stack.files, split)
         region = spec.get("region")
     bands = None if cfg.get("bands") is None else list(cfg["bands"])
-    return [
+    scenes = [
         inspect_scene(
-            image, label, bands=bands, nodata=cfg.get("nodata"), label_nodata=cfg.get("label_nodata"),
+            images, label, bands=bands, nodata=cfg.get("nodata"), label_nodata=cfg.get("label_nodata"),
             class_codes=label_codes(cfg["classes"]), chip_size=int(cfg["chip_size"]),
             unknown_labels=cfg.get("unknown_labels", "error"), region=region,
+            files=stack.files, grid=stack.grid, invalid=stack.invalid,
         )
-        for image, label in pairs
+        for images, label in pairs
     ]  # fmt: skip
+    if stack.files is None:
+        warn_bands_as_scenes(scenes)
+    return scenes
 
 
 def build_augment(aug_cfg: Any) -> Augment | None:

@@ -10,15 +10,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.windows import Window
 from torch.utils.data import Dataset, get_worker_info
 
 from geoseg.data.labels import ClassMap, open_label_on_grid
-from geoseg.data.masks import image_invalid
 from geoseg.data.normalize import BATCH_DTYPES, batch_dtype, raw_fill_values
 from geoseg.data.scenes import Scene
+from geoseg.data.stack_reader import StackReader
 from geoseg.data.transforms import Augment
 from geoseg.data.windows import Chip
 from geoseg.errors import GeosegError
@@ -127,8 +126,8 @@ class ChipDataset(Dataset):
         self.num_bands = bands.pop()
         self.label_is_index = [s.label is not None and class_map.reads_directly(s) for s in self.scenes]
 
-    def _image(self, i: int) -> rasterio.DatasetReader:
-        return self.handles.get(("image", i), lambda: (rasterio.open(self.scenes[i].image),))[0]
+    def _image(self, i: int) -> StackReader:
+        return self.handles.get(("image", i), lambda: (self.scenes[i].reader(),))[0]
 
     def _label(self, i: int) -> Any:
         def opener() -> tuple[Any, ...]:  # runs only on a cache miss, not per chip
@@ -140,8 +139,7 @@ class ChipDataset(Dataset):
         """Fill (C,H,W) ``image`` and (H,W) ``mask`` for one chip; return its invalid mask (or None)."""
         scene = self.scenes[chip.scene]
         window = Window(chip.col, chip.row, self.chip_size, self.chip_size)
-        self._image(chip.scene).read(indexes=list(scene.bands), window=window, out=image)
-        invalid = image_invalid(image, scene.nodata, check_finite=scene.is_float)
+        invalid = self._image(chip.scene).read(window, image)
         if scene.label is None:
             mask.fill(self.class_map.ignore_index)
         elif self.label_is_index[chip.scene]:  # already class indices: read straight into the batch

@@ -108,8 +108,11 @@ def open_label_on_grid(scene: Scene, codes: Sequence[int]) -> tuple[rasterio.Dat
     src = rasterio.open(scene.label)
     if scene.label_on_grid:
         return src, src
-    with rasterio.open(scene.image) as img:
-        crs, transform = img.crs, img.transform
+    if scene.grid is not None:
+        crs, transform = scene.grid.rio_crs, scene.grid.affine
+    else:
+        with rasterio.open(scene.image) as img:
+            crs, transform = img.crs, img.transform
     fill = label_fill_value(src.dtypes[0], scene.label_nodata, codes)
     vrt = WarpedVRT(
         src,

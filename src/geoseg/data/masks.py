@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
 
 from geoseg.data.labels import ClassMap, open_label_on_grid
@@ -56,8 +55,7 @@ def coarse_valid_mask(scene: Scene, step: int, class_map: ClassMap | None) -> np
     to a class. Used to weight and filter random chips, so an estimate is enough.
     """
     shape = (math.ceil(scene.height / step), math.ceil(scene.width / step))
-    with rasterio.open(scene.image) as src:
-        valid = coarse_image_valid(src, scene, shape)
+    valid = coarse_image_valid(scene, shape)
     if scene.label is not None and class_map is not None:
         src, reader = open_label_on_grid(scene, class_map.codes.astype(int).tolist())
         try:
@@ -70,23 +68,32 @@ def coarse_valid_mask(scene: Scene, step: int, class_map: ClassMap | None) -> np
     return valid.astype(np.float64)
 
 
-def coarse_image_valid(src: rasterio.DatasetReader, scene: Scene, shape: tuple[int, int]) -> np.ndarray:
+def coarse_image_valid(scene: Scene, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) bool validity of the image on a coarse grid of ``shape``, by nearest decimated reads.
 
-    A decimated read costs about the same per band, so the first band is read alone: when the scene
-    is integer and that band never holds nodata on the grid, every cell is valid (a pixel is nodata
-    only when every band is) and the other bands are never read. Otherwise all bands are read.
+    Reads nothing for a scene whose files are integer, on the reference grid and without nodata
+    (valid everywhere). With ``data.invalid=all`` and one file, the first band is read alone: when
+    it never holds nodata on the grid every cell is valid and the other bands are never read.
+    Otherwise every selected band is read, so the estimate follows the scene's validity rule.
     """
+    files = scene.stack
+    clean = all(f.dtype[0] in "ui" and f.on_grid and not any(_number(v) for v in f.nodata) for f in files)
+    if clean:
+        return np.ones(shape, dtype=bool)
+    reader = scene.reader()
+    try:
+        if scene.invalid == "all" and len(files) == 1 and not scene.is_float:
+            _, first = reader.read_decimated(shape, first_band_only=True)
+            if first is None:
+                return np.ones(shape, dtype=bool)
+        _, invalid = reader.read_decimated(shape)
+    finally:
+        reader.close()
+    return np.ones(shape, dtype=bool) if invalid is None else ~invalid
 
-    def read(bands: list[int]) -> np.ndarray:
-        return src.read(indexes=bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
 
-    if not scene.is_float:
-        if scene.nodata is None:  # an integer scene without nodata is valid everywhere: read nothing
-            return np.ones(shape, dtype=bool)
-        if not (read([scene.bands[0]]) == scene.nodata).any():
-            return np.ones(shape, dtype=bool)
-    return image_valid(read(list(scene.bands)), scene.nodata)
+def _number(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
 
 
 def label_codes(classes: Sequence[dict] | None) -> list[int]:

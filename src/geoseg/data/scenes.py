@@ -1,41 +1,52 @@
-"""Scenes: an image GeoTIFF, an optional label raster, a band list and nodata, checked at start-up."""
+"""Scenes: image file(s), an optional label raster, a band list and nodata, checked at start-up."""
 
 from __future__ import annotations
 
-import csv
-import glob
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window
 
-from geoseg.errors import GeosegError, first_line
+from geoseg.data.band_files import FileEntry
+from geoseg.data.rasters import check_readable, open_raster, unreadable
+from geoseg.data.scene_paths import scene_name
+from geoseg.data.stack import Grid, SceneFile, inspect_stack
+from geoseg.data.stack_reader import StackReader
+from geoseg.errors import GeosegError
+
+__all__ = ["Scene", "check_readable", "inspect_scene", "open_raster", "resolve_bands", "unreadable"]
 
 
 @dataclass(frozen=True)
 class Scene:
-    """One image (and optional label) with everything the chip reader needs, resolved once."""
+    """One scene (image files and optional label) with everything the chip reader needs, resolved once.
+
+    ``image`` is its first file; ``files`` are all of them in stack order (empty = ``image`` alone, read
+    as it is); ``bands`` are the selected 1-based indices into the stack of every file's bands.
+    """
 
     image: str
     label: str | None
     bands: tuple[int, ...]
-    nodata: float | None
+    nodata: float | None  # the selected bands' common nodata (None when they have none or differ)
     label_nodata: float | None
     height: int
     width: int
     label_on_grid: bool
-    dtype: str = "uint16"
+    dtype: str = "uint16"  # the stack dtype (see stack_dtype)
     region: tuple[int, int, int, int] | None = None  # (row0, col0, row1, col1) in px; None = whole scene
     label_dtype: str | None = None
     label_values: tuple[float, ...] | None = None  # distinct label values, when checked at start-up
-    block: tuple[int, int] | None = None  # (rows, cols) of the image's internal blocks (tiles or strips)
+    block: tuple[int, int] | None = None  # (rows, cols) of the reference file's blocks (tiles or strips)
+    files: tuple[SceneFile, ...] = ()
+    grid: Grid | None = None  # the reference grid; None = the image's own
+    band_names: tuple[str | None, ...] = ()  # of every stacked band
+    invalid: str = "any"  # data.invalid: a pixel is invalid where any | all selected bands are nodata
+    file_key: str | None = None  # the {file} value of the first file (multi-file scenes)
 
     @property
     def bounds(self) -> tuple[int, int, int, int]:
@@ -49,75 +60,73 @@ class Scene:
 
     @property
     def name(self) -> str:
-        return Path(self.image).stem
+        return scene_name(self.image, self.file_key)
+
+    @property
+    def stack(self) -> tuple[SceneFile, ...]:
+        """The scene's files; a scene built without them is its image, bands 1..max(bands), one nodata."""
+        if self.files:
+            return self.files
+        count = max(self.bands)
+        return (SceneFile(self.image, None, tuple(range(1, count + 1)), (self.nodata,) * count, self.dtype),)
+
+    @property
+    def band_nodata(self) -> tuple[float | None, ...]:
+        """Nodata of each selected band."""
+        flat = [v for f in self.stack for v in f.nodata]
+        return tuple(flat[k - 1] for k in self.bands)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(f.path for f in self.stack)
+
+    def reader(self) -> StackReader:
+        """A reader of this scene's selected bands on its reference grid (open one per process)."""
+        return StackReader(self.stack, self.bands, self.grid, self.invalid, self.name)
 
 
-def open_raster(
-    path: str | os.PathLike, what: str = "raster", options: str = "the data.* options"
-) -> rasterio.DatasetReader:
-    """Open ``path`` with rasterio, turning GDAL failures into one-line :class:`GeosegError` messages.
-
-    ``options`` names what set the path, for the message when the file is missing.
-    """
-    path = str(path)
-    if not os.path.exists(path):
-        raise GeosegError(f"{what} file not found: '{path}'. Check the path or {options}.")
-    try:
-        with warnings.catch_warnings():  # a missing georeference is checked and reported by the caller
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioIOError as err:
-        reason = first_line(err)
-        if "not recognized as being in a supported file format" in reason:
-            reason = "GDAL does not recognise its format"
-        raise GeosegError(
-            f"cannot read {what} '{path}' as a raster ({reason}); check that it is a complete GeoTIFF."
-        ) from None
-
-
-def unreadable(what: str, path: str) -> GeosegError:
-    """The one-line error for a raster whose header opens but whose pixels cannot be read."""
-    return GeosegError(
-        f"{what} '{path}' is truncated or corrupt (GDAL cannot read its pixels); re-download or re-export it."
-    )
-
-
-def check_readable(src: rasterio.DatasetReader, path: str, what: str = "raster") -> None:
-    """Read the last block of every band, which a truncated file has lost, or fail with one line.
-
-    GeoTIFF writers put the blocks in raster order (COGs put the full-resolution blocks last), so a
-    cut-off file fails here at start-up instead of in the middle of a run; it costs one block per band.
-    """
-    rows, cols = src.block_shapes[0]
-    row0, col0 = (src.height - 1) // rows * rows, (src.width - 1) // cols * cols
-    try:
-        src.read(window=Window(col0, row0, src.width - col0, src.height - row0))
-    except RasterioError:
-        raise unreadable(what, path) from None
+def scene_grid(scene: Scene) -> Grid:
+    """The reference grid of ``scene`` (its image's grid for scenes built without one)."""
+    if scene.grid is not None:
+        return scene.grid
+    with rasterio.open(scene.image) as src:
+        return Grid.of(src)
 
 
 def resolve_bands(
-    src: rasterio.DatasetReader, bands: Sequence[int | str] | None, path: str
-) -> tuple[int, ...]:
-    """Turn 1-based indices or band descriptions into 1-based indices, checking the range."""
+    names: Sequence[str | None], bands: Sequence[int | str] | None, path: str,
+    aliases: dict[str, int] | None = None,
+) -> tuple[int, ...]:  # fmt: skip
+    """Turn 1-based indices or band names into 1-based stack indices, checking the range.
+
+    ``aliases`` are further names (``<file>:<index>``) of multi-file stacks.
+    """
+    count = len(names)
     if bands is None:
-        return tuple(range(1, src.count + 1))
-    names = [d for d in src.descriptions]
+        return tuple(range(1, count + 1))
+    table = dict(aliases or {})
+    shown = [n for n in names if n]
     out = []
     for band in bands:
         if isinstance(band, str) and not band.lstrip("-").isdigit():
-            if band not in names:
+            hits = [i + 1 for i, n in enumerate(names) if n == band]
+            if len(hits) > 1:
                 raise GeosegError(
-                    f"data.bands: band '{band}' is not a band name of '{path}' (names: {names}); "
+                    f"data.bands: band name '{band}' is ambiguous in '{path}' (stack bands {hits}); "
+                    "select it by stack index or as <file>:<index>."
+                )
+            if not hits and band not in table:
+                raise GeosegError(
+                    f"data.bands: band '{band}' is not a band name of '{path}' (names: {shown}); "
                     "use 1-based indices or one of those names."
                 )
-            out.append(names.index(band) + 1)
+            out.append(hits[0] if hits else table[band])
             continue
         index = int(band)
-        if not 1 <= index <= src.count:
+        if not 1 <= index <= count:
             raise GeosegError(
-                f"data.bands: band index {index} is out of range for '{path}', which has {src.count} bands "
-                f"(indices are 1-based: 1..{src.count})."
+                f"data.bands: band index {index} is out of range for '{path}', which has {count} bands "
+                f"(indices are 1-based: 1..{count})."
             )
         out.append(index)
     return tuple(out)
@@ -159,18 +168,35 @@ def check_label_values(
     return tuple(sorted(seen))
 
 
-def _check_overlap(img: rasterio.DatasetReader, lab: rasterio.DatasetReader, image: str, label: str) -> None:
-    left, bottom, right, top = transform_bounds(lab.crs, img.crs, *lab.bounds)
-    ib = img.bounds
-    if left >= ib.right or right <= ib.left or bottom >= ib.top or top <= ib.bottom:
+def _check_overlap(grid: Grid, lab: rasterio.DatasetReader, image: str, label: str) -> None:
+    left, bottom, right, top = transform_bounds(lab.crs, grid.rio_crs, *lab.bounds)
+    il, ib, ir, it = grid.bounds
+    if left >= ir or right <= il or bottom >= it or top <= ib:
         raise GeosegError(
-            f"label '{label}' ({lab.crs}) does not overlap image '{image}' ({img.crs}); "
+            f"label '{label}' ({lab.crs}) does not overlap image '{image}' ({grid.rio_crs}); "
             "check that the label belongs to this image and that both CRSs are right."
         )
 
 
+def _aliases(files: Sequence[SceneFile]) -> dict[str, int]:
+    """``<file>:<index>`` names of every stacked band of a multi-file scene."""
+    out, k = {}, 0
+    for f in files:
+        for b in f.bands:
+            k += 1
+            if f.name is not None:
+                out[f"{f.name}:{b}"] = k
+    return out
+
+
+def common_nodata(values: Sequence[float | None]) -> float | None:
+    """The one nodata value ``values`` share, else None."""
+    keys = {repr(v) for v in values}
+    return values[0] if len(keys) == 1 else None
+
+
 def inspect_scene(
-    image: str,
+    image: str | Sequence[str],
     label: str | None,
     bands: Sequence[int | str] | None = None,
     nodata: float | None = None,
@@ -179,61 +205,77 @@ def inspect_scene(
     chip_size: int | None = None,
     unknown_labels: str = "error",
     region: Sequence[float] | None = None,
+    files: Sequence[FileEntry] | None = None,
+    grid: str = "finest",
+    invalid: str = "any",
+    require_crs: bool = True,
 ) -> Scene:
     """Open and validate one scene; every problem becomes a one-line :class:`GeosegError`.
 
+    ``image`` is one file, or one file per ``files`` entry (a scene whose bands are in several files).
     ``region`` = (left, top, right, bottom) as fractions of the scene restricts the split to that
     part of it, e.g. ``[0, 0, 0.75, 1]`` for training and ``[0.75, 0, 1, 1]`` for validation.
     """
-    with open_raster(image, "image") as img:
-        check_readable(img, image, "image")
-        if img.crs is None:
-            raise GeosegError(f"image '{image}' has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx).")
-        band_idx = resolve_bands(img, bands, image)
-        px_region = region_pixels(region, img.height, img.width)
-        row0, col0, row1, col1 = px_region or (0, 0, img.height, img.width)
-        if chip_size is not None and (chip_size > row1 - row0 or chip_size > col1 - col0):
-            where = f"the region {list(region)} of" if region is not None else "image"
-            raise GeosegError(
-                f"data.chip_size={chip_size} is larger than {where} '{image}' "
-                f"({col1 - col0}x{row1 - row0} px); lower data.chip_size or drop this scene."
-            )
-        label_on_grid = False
-        lab_nodata = label_nodata
-        label_values, label_dtype = None, None
-        if label is not None:
-            with open_raster(label, "label") as lab:
-                check_readable(lab, label, "label")
-                if lab.crs is None:
-                    raise GeosegError(
-                        f"label '{label}' has no CRS; assign one or write it on the image grid."
-                    )
-                _check_overlap(img, lab, image, label)
-                if lab_nodata is None:
-                    lab_nodata = lab.nodata
-                if unknown_labels == "error" and class_codes:
-                    label_values = check_label_values(lab, class_codes, lab_nodata, label)
-                label_dtype = lab.dtypes[0]
-                label_on_grid = (
-                    lab.crs == img.crs
-                    and lab.shape == img.shape
-                    and lab.transform.almost_equals(img.transform, precision=1e-9)
-                )
-        return Scene(
-            image=str(image),
-            label=None if label is None else str(label),
-            bands=band_idx,
-            nodata=img.nodata if nodata is None else nodata,
-            label_nodata=lab_nodata,
-            height=img.height,
-            width=img.width,
-            label_on_grid=label_on_grid,
-            dtype=img.dtypes[0],
-            region=px_region,
-            label_dtype=label_dtype,
-            label_values=label_values,
-            block=tuple(img.block_shapes[0]),
+    paths = (str(image),) if isinstance(image, (str, os.PathLike)) else tuple(str(p) for p in image)
+    stack = inspect_stack(paths, files, nodata, grid, require_crs)
+    first = paths[0]
+    shown = first if len(paths) == 1 else f"{first} (+{len(paths) - 1} files)"
+    band_idx = resolve_bands(stack.names, bands, shown, _aliases(stack.files))
+    ref = stack.grid
+    px_region = region_pixels(region, ref.height, ref.width)
+    row0, col0, row1, col1 = px_region or (0, 0, ref.height, ref.width)
+    if chip_size is not None and (chip_size > row1 - row0 or chip_size > col1 - col0):
+        where = f"the region {list(region)} of" if region is not None else "image"
+        raise GeosegError(
+            f"data.chip_size={chip_size} is larger than {where} '{first}' "
+            f"({col1 - col0}x{row1 - row0} px); lower data.chip_size or drop this scene."
         )
+    label_on_grid = False
+    lab_nodata = label_nodata
+    label_values, label_dtype = None, None
+    if label is not None:
+        with open_raster(label, "label") as lab:
+            check_readable(lab, label, "label")
+            if lab.crs is None:
+                raise GeosegError(f"label '{label}' has no CRS; assign one or write it on the image grid.")
+            _check_overlap(ref, lab, first, label)
+            if lab_nodata is None:
+                lab_nodata = lab.nodata
+            if unknown_labels == "error" and class_codes:
+                label_values = check_label_values(lab, class_codes, lab_nodata, label)
+            label_dtype = lab.dtypes[0]
+            label_on_grid = Grid.of(lab).same_as(ref)
+    flat = [v for f in stack.files for v in f.nodata]
+    used = {p for k in band_idx for p in [_owner(stack.files, k)]}
+    return Scene(
+        image=first,
+        label=None if label is None else str(label),
+        bands=band_idx,
+        nodata=common_nodata([flat[k - 1] for k in band_idx]),
+        label_nodata=lab_nodata,
+        height=ref.height,
+        width=ref.width,
+        label_on_grid=label_on_grid,
+        dtype=np.result_type(*[np.dtype(stack.files[i].dtype) for i in sorted(used)]).name,
+        region=px_region,
+        label_dtype=label_dtype,
+        label_values=label_values,
+        block=stack.block,
+        files=stack.files,
+        grid=ref,
+        band_names=stack.names,
+        invalid=invalid,
+        file_key=files[0].name if files else None,
+    )
+
+
+def _owner(files: Sequence[SceneFile], k: int) -> int:
+    """Index of the file that holds 1-based stack band ``k``."""
+    for i, f in enumerate(files):
+        if k <= len(f.bands):
+            return i
+        k -= len(f.bands)
+    raise IndexError(k)
 
 
 def region_pixels(
@@ -250,40 +292,3 @@ def region_pixels(
     if left >= right or top >= bottom:
         raise GeosegError(f"a split's region needs left < right and top < bottom, got {list(region)}.")
     return round(top * height), round(left * width), round(bottom * height), round(right * width)
-
-
-def _label_for(image: str, template: str | None, root: str) -> str | None:
-    if template is None:
-        return None
-    p = Path(image)
-    name = template.format(stem=p.stem, name=p.name, parent=str(p.parent))
-    return name if os.path.isabs(name) else os.path.join(root, name)
-
-
-def find_scene_files(root: str, images: str, labels: str | None) -> list[tuple[str, str | None]]:
-    """Glob ``images`` under ``root`` and pair each with ``labels`` formatted with ``{stem}``/``{name}``."""
-    pattern = images if os.path.isabs(images) else os.path.join(root, images)
-    found = sorted(glob.glob(pattern, recursive=True))
-    if not found:
-        raise GeosegError(f"no image matches '{pattern}'; check data.root and the split's images pattern.")
-    return [(path, _label_for(path, labels, root)) for path in found]
-
-
-def read_manifest(path: str, split: str) -> list[tuple[str, str | None]]:
-    """Rows of a CSV manifest (columns ``image``, optional ``label`` and ``split``) for one split."""
-    if not os.path.exists(path):
-        raise GeosegError(f"data.manifest not found: '{path}'.")
-    base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "image" not in rows[0]:
-        raise GeosegError(f"manifest '{path}' needs a header with an 'image' column (and 'label', 'split').")
-    out = []
-    for row in rows:
-        if row.get("split", split) != split:
-            continue
-        label = row.get("label") or None
-        out.append((os.path.join(base, row["image"]), None if label is None else os.path.join(base, label)))
-    if not out:
-        raise GeosegError(f"manifest '{path}' has no rows for split '{split}'.")
-    return out

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
+from geoseg.data.band_files import FileEntry, check_grid_rule, check_invalid_rule, parse_files
 from geoseg.data.stats import BandStats
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.errors import GeosegError
@@ -56,6 +57,9 @@ class LoadedModel:
     stats: BandStats
     nodata: float | None  # data.nodata override of the training config (None = each file's own)
     classes: ClassInfo
+    files: tuple[FileEntry, ...] | None = None  # data.files of the training config (multi-file scenes)
+    grid: str = "finest"  # data.grid of the training config
+    invalid: str = "any"  # data.invalid of the training config ("all" for checkpoints made before it)
 
     @property
     def num_bands(self) -> int:
@@ -125,7 +129,10 @@ def load_model(path: str, device: torch.device) -> LoadedModel:
         )
     log.info("loaded %s: %s on %s, %d bands, %d classes", path, model.meta["arch"], model.meta["encoder"],
              model.in_channels, len(classes))  # fmt: skip
+    files = parse_files(data.get("files"))
     return LoadedModel(
         model=model, path=path, bands=data.get("bands"), stats=BandStats(**saved["stats"]),
-        nodata=data.get("nodata"), classes=ClassInfo.from_config(classes),
+        nodata=data.get("nodata"), classes=ClassInfo.from_config(classes), files=files,
+        grid=check_grid_rule(data.get("grid"), files),
+        invalid=check_invalid_rule(data.get("invalid", "all")),  # geoseg 0.1 trained with rule "all"
     )  # fmt: skip

@@ -8,15 +8,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from geoseg.data.normalize import batch_dtype, raw_fill_values
+from geoseg.data.scenes import Scene, scene_grid
 from geoseg.errors import GeosegError
-from geoseg.inference.inputs import check_statistics, input_bands, open_input, scene_nodata
+from geoseg.inference.inputs import check_statistics, input_scene
 from geoseg.inference.loaded import LoadedModel
 from geoseg.inference.quicklook import write_quicklook
 from geoseg.inference.sliding import ChipReader, predict_blocks
@@ -49,40 +49,48 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class SceneJob:
-    """One input checked against the checkpoint, and the files it will write."""
+    """One input scene checked against the checkpoint, and the files it will write."""
 
-    image: str
-    bands: list[int]
-    nodata: float | None
+    scene: Scene
     outputs: dict[str, str | None]
+
+    @property
+    def image(self) -> str:
+        return self.scene.image
+
+    @property
+    def bands(self) -> list[int]:
+        return list(self.scene.bands)
 
 
 def prepare(
-    loaded: LoadedModel, inputs: Sequence[str], outputs: Sequence[str], opts: PredictOptions
+    loaded: LoadedModel, inputs: Sequence[str | Sequence[str]], outputs: Sequence[str], opts: PredictOptions
 ) -> list[SceneJob]:
-    """Check options, every input and every output name before the first tile is computed."""
+    """Check options, every input scene and every output name before the first tile is computed.
+
+    Each input is one path, or a scene's files in stack order (see :func:`find_inputs`).
+    """
     check_tiling(opts.tile, opts.overlap, loaded.model.size_divisor, opts.panel, BLOCK)
     if opts.batch_size < 1:
         raise GeosegError(f"batch_size={opts.batch_size} must be at least 1")
     if opts.existing not in ("error", "skip", "overwrite"):
         raise GeosegError(f"existing={opts.existing!r} is not one of error, skip, overwrite")
     jobs = []
-    for image, output in zip(inputs, outputs, strict=True):
-        paths = sidecar_paths(output, opts.probabilities, opts.quicklook)
-        found = existing(list(paths.values()))
+    for paths, output in zip(inputs, outputs, strict=True):
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        outs = sidecar_paths(output, opts.probabilities, opts.quicklook)
+        found = existing(list(outs.values()))
         if found and opts.existing == "skip":
-            log.info("skipping %s: %s exists", image, found[0])
+            log.info("skipping %s: %s exists", paths[0], found[0])
             continue
         if found and opts.existing == "error":
             raise GeosegError(
                 f"'{found[0]}' exists; pass existing=overwrite to replace or existing=skip to keep it"
             )
-        with open_input(image) as src:
-            bands = input_bands(src, image, loaded)
-            nodata = scene_nodata(src, opts.nodata, loaded)
-            if opts.check_stats:
-                check_statistics(src, bands, nodata, image, loaded)
-        jobs.append(SceneJob(image, bands, nodata, paths))
+        scene = input_scene(paths, loaded, opts.nodata)
+        if opts.check_stats:
+            check_statistics(scene, loaded)
+        jobs.append(SceneJob(scene, outs))
     return jobs
 
 
@@ -91,43 +99,50 @@ def predict_scene(
 ) -> dict[str, Any]:
     """Predict one scene into its class map (and probabilities, quicklook); returns timing numbers."""
     started = time.perf_counter()
-    paths = job.outputs
+    paths, scene = job.outputs, job.scene
     targets = [p for p in (paths["classes"], paths["probs"]) if p is not None]
-    with open_input(job.image) as src, atomic_paths(*targets) as tmps:
-        plan = plan_tiles(src.height, src.width, opts.tile, opts.overlap, opts.panel)
-        fill = raw_fill_values(loaded.stats.mean, batch_dtype([src.dtypes[0]]))
-        reader = ChipReader(src, job.bands, job.nodata, fill, plan)
-        tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{opts.tile}/{opts.overlap}",
-                "geoseg_tta": str(opts.tta)}  # fmt: skip
-        writing = partial(
-            write_errors, paths["classes"], "the prediction", "Free disk space or set output= elsewhere."
-        )
-        with writing():
-            writer = PredictionWriter(src, loaded.classes, tmps[0], tmps[1] if len(tmps) > 1 else None, tags)
-        bar = tqdm(total=plan.num_tiles, desc=Path(job.image).name, unit="tile", dynamic_ncols=True,
-                   disable=not (opts.progress and sys.stderr.isatty()), leave=False)  # fmt: skip
-        try:
-            for window, probs, invalid in predict_blocks(
-                reader, loaded.model, device, len(loaded.classes.codes), batch_size=opts.batch_size,
-                block=BLOCK, amp=amp, tta=opts.tta, channels_last=opts.channels_last, on_tiles=bar.update,
-            ):  # fmt: skip
-                with writing():
-                    writer.write(window, probs, invalid)
-        finally:
-            bar.close()
+    stack = scene.reader()
+    try:
+        with atomic_paths(*targets) as tmps:
+            plan = plan_tiles(scene.height, scene.width, opts.tile, opts.overlap, opts.panel)
+            fill = raw_fill_values(loaded.stats.mean, batch_dtype([scene.dtype]))
+            reader = ChipReader(stack, fill, plan)
+            tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{opts.tile}/{opts.overlap}",
+                    "geoseg_tta": str(opts.tta)}  # fmt: skip
+            writing = partial(
+                write_errors, paths["classes"], "the prediction", "Free disk space or set output= elsewhere."
+            )
             with writing():
-                writer.close()
-        with writing():
-            if opts.cog:
-                to_cog(tmps[0], "NEAREST")
-                if len(tmps) > 1:
-                    to_cog(tmps[1], "AVERAGE")
-        pixels = src.height * src.width
+                writer = PredictionWriter(
+                    scene_grid(scene), loaded.classes, tmps[0], tmps[1] if len(tmps) > 1 else None, tags
+                )
+            bar = tqdm(total=plan.num_tiles, desc=scene.name, unit="tile", dynamic_ncols=True,
+                       disable=not (opts.progress and sys.stderr.isatty()), leave=False)  # fmt: skip
+            try:
+                for window, probs, invalid in predict_blocks(
+                    reader, loaded.model, device, len(loaded.classes.codes), batch_size=opts.batch_size,
+                    block=BLOCK, amp=amp, tta=opts.tta, channels_last=opts.channels_last,
+                    on_tiles=bar.update,
+                ):  # fmt: skip
+                    with writing():
+                        writer.write(window, probs, invalid)
+            finally:
+                bar.close()
+                with writing():
+                    writer.close()
+            with writing():
+                if opts.cog:
+                    to_cog(tmps[0], "NEAREST")
+                    if len(tmps) > 1:
+                        to_cog(tmps[1], "AVERAGE")
+    finally:
+        stack.close()
+    pixels = scene.height * scene.width
     if paths["quicklook"] is not None:
-        write_quicklook(job.image, job.bands, job.nodata, paths["classes"], loaded.classes,
-                        paths["quicklook"], display=opts.quicklook_bands)  # fmt: skip
+        write_quicklook(scene, paths["classes"], loaded.classes, paths["quicklook"],
+                        display=opts.quicklook_bands)  # fmt: skip
     seconds = time.perf_counter() - started
-    log.info("%s -> %s: %d tile(s), %.1f MP in %.1f s (%.2f MP/s)", job.image, paths["classes"],
+    log.info("%s -> %s: %d tile(s), %.1f MP in %.1f s (%.2f MP/s)", scene.name, paths["classes"],
              plan.num_tiles, pixels / 1e6, seconds, pixels / 1e6 / seconds)  # fmt: skip
     return {"image": job.image, "output": paths["classes"], "tiles": plan.num_tiles, "seconds": seconds,
             "megapixels": pixels / 1e6}  # fmt: skip

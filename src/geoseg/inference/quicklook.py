@@ -14,7 +14,8 @@ import rasterio
 from PIL import Image, ImageDraw
 from rasterio.enums import Resampling
 
-from geoseg.data.masks import image_valid
+from geoseg.data.scenes import Scene
+from geoseg.data.stack_reader import StackReader
 from geoseg.inference.loaded import ClassInfo
 from geoseg.io import atomic_write
 
@@ -22,9 +23,13 @@ COLOUR_NAMES = (("red", "b04", "b4"), ("green", "b03", "b3"), ("blue", "b02", "b
 NODATA_RGB = (40, 40, 40)
 
 
-def display_bands(src: rasterio.DatasetReader, bands: Sequence[int]) -> list[int]:
-    """Red, green and blue among ``bands`` by their descriptions; else the first three (or the first)."""
-    parts = {b: set((src.descriptions[b - 1] or "").lower().replace("-", "_").split("_")) for b in bands}
+def display_bands(names: Sequence[str | None], bands: Sequence[int]) -> list[int]:
+    """Red, green and blue among ``bands`` by their names; else the first three (or the first).
+
+    ``names`` are the names of every stacked band, ``bands`` 1-based stack indices.
+    """
+    parts = {b: set(((names[b - 1] if b <= len(names) else None) or "").lower().replace("-", "_").split("_"))
+             for b in bands}  # fmt: skip
     picked = [next((b for b in bands if parts[b] & set(keys)), None) for keys in COLOUR_NAMES]
     if all(p is not None for p in picked):
         return picked  # type: ignore[return-value]
@@ -61,16 +66,25 @@ def colour_classes(labels: np.ndarray, classes: ClassInfo, nodata: int | None) -
 
 
 def write_quicklook(
-    image: str, bands: Sequence[int], nodata: float | None, prediction: str, classes: ClassInfo, path: str,
-    size: int = 768, display: Sequence[int] | None = None,
+    scene: Scene, prediction: str, classes: ClassInfo, path: str, size: int = 768,
+    display: Sequence[int] | None = None,
 ) -> None:  # fmt: skip
-    """Write ``path`` (PNG): ``image`` in colour, the class map of ``prediction``, and a class legend."""
-    with rasterio.open(image) as src:
-        shape = decimated_shape(src.height, src.width, size)
-        show = list(display) if display else display_bands(src, bands)
-        arr = src.read(show, out_shape=(3, *shape), resampling=Resampling.nearest)
-        full = src.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest)
-    left = stretch(arr, image_valid(full, nodata))
+    """Write ``path`` (PNG): the scene in colour, the class map of ``prediction``, and a class legend.
+
+    ``display`` are 1-based stack bands shown as red, green, blue; the nodata footprint follows the
+    scene's validity rule over all its selected bands.
+    """
+    shape = decimated_shape(scene.height, scene.width, size)
+    show = list(display) if display else display_bands(scene.band_names, scene.bands)
+    full = scene.reader()
+    colour = StackReader(scene.stack, tuple(show), scene.grid, scene.invalid, scene.name)
+    try:
+        _, invalid = full.read_decimated(shape)
+        arr, _ = colour.read_decimated(shape)
+    finally:
+        full.close()
+        colour.close()
+    left = stretch(arr, np.ones(shape, dtype=bool) if invalid is None else ~invalid)
     with rasterio.open(prediction) as pred:
         labels = pred.read(1, out_shape=shape, resampling=Resampling.nearest)
         right = colour_classes(labels, classes, pred.nodata)

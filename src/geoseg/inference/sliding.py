@@ -16,12 +16,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.windows import Window
 from torch import nn
 
-from geoseg.data.masks import image_invalid
+from geoseg.data.stack_reader import StackReader
 from geoseg.inference.tiling import Panel, TilePlan, aligned_rows, blend_window
 
 Block = tuple[
@@ -54,18 +53,14 @@ def tile_jobs(plan: TilePlan) -> list[TileJob]:
 class ChipReader:
     """Reads a tile's bands, fills invalid pixels with the band means and pads small scenes to a tile."""
 
-    src: rasterio.DatasetReader
-    bands: Sequence[int]
-    nodata: float | None
+    stack: StackReader  # the scene's selected bands on its reference grid
     fill: np.ndarray  # (C,) raw fill values in the read dtype
     plan: TilePlan
 
     def read(self, job: TileJob) -> tuple[np.ndarray, np.ndarray | None]:
         th, tw = self.plan.tile_shape()
-        arr = self.src.read(
-            list(self.bands), window=Window(job.col, job.row, tw, th), out_dtype=self.fill.dtype
-        )
-        invalid = image_invalid(arr, self.nodata)
+        arr = np.empty((len(self.fill), th, tw), dtype=self.fill.dtype)
+        invalid = self.stack.read(Window(job.col, job.row, tw, th), arr)
         if invalid is not None:
             np.copyto(arr, self.fill[:, None, None], where=invalid)
         t = self.plan.tile

@@ -18,6 +18,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.windows import Window
 
+from geoseg.data.stack import Grid
 from geoseg.inference.loaded import ClassInfo
 
 CLASSES_TAG = "geoseg_classes"
@@ -29,11 +30,11 @@ def class_dtype(num_classes: int) -> tuple[str, int]:
     return ("uint8", 255) if num_classes <= 255 else ("uint16", 65535)
 
 
-def base_profile(src: rasterio.DatasetReader) -> dict[str, Any]:
-    """A tiled, compressed GeoTIFF profile on ``src``'s grid."""
+def base_profile(grid: Grid) -> dict[str, Any]:
+    """A tiled, compressed GeoTIFF profile on ``grid`` (the scene's reference grid)."""
     return {
-        "driver": "GTiff", "width": src.width, "height": src.height, "crs": src.crs,
-        "transform": src.transform, "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK,
+        "driver": "GTiff", "width": grid.width, "height": grid.height, "crs": grid.rio_crs,
+        "transform": grid.affine, "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK,
         "compress": "deflate", "BIGTIFF": "IF_SAFER",
     }  # fmt: skip
 
@@ -42,11 +43,11 @@ class PredictionWriter:
     """Open temporary class-map (and probability) files; :meth:`write` takes one finished block."""
 
     def __init__(
-        self, src: rasterio.DatasetReader, classes: ClassInfo, class_path: str, prob_path: str | None,
+        self, grid: Grid, classes: ClassInfo, class_path: str, prob_path: str | None,
         tags: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         dtype, self.nodata = class_dtype(len(classes.codes))
-        profile = base_profile(src)
+        profile = base_profile(grid)
         self.classes = rasterio.open(class_path, "w", **profile, count=1, dtype=dtype, nodata=self.nodata)
         self.classes.set_band_description(1, "class")
         self.classes.update_tags(**(tags or {}), **{CLASSES_TAG: json.dumps(classes.as_list())})

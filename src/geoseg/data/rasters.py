@@ -1,0 +1,62 @@
+"""Opening rasters with one-line errors: missing files, unreadable formats, truncated pixels."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.windows import Window
+
+from geoseg.errors import GeosegError, first_line
+
+
+def open_raster(
+    path: str | os.PathLike, what: str = "raster", options: str = "the data.* options"
+) -> rasterio.DatasetReader:
+    """Open ``path`` with rasterio, turning GDAL failures into one-line :class:`GeosegError` messages.
+
+    ``options`` names what set the path, for the message when the file is missing.
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise GeosegError(f"{what} file not found: '{path}'. Check the path or {options}.")
+    try:
+        with warnings.catch_warnings():  # a missing georeference is checked and reported by the caller
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as err:
+        reason = first_line(err)
+        if "not recognized as being in a supported file format" in reason:
+            reason = "GDAL does not recognise its format"
+        raise GeosegError(
+            f"cannot read {what} '{path}' as a raster ({reason}); check that it is a complete GeoTIFF."
+        ) from None
+
+
+def unreadable(what: str, path: str) -> GeosegError:
+    """The one-line error for a raster whose header opens but whose pixels cannot be read."""
+    return GeosegError(
+        f"{what} '{path}' is truncated or corrupt (GDAL cannot read its pixels); re-download or re-export it."
+    )
+
+
+def check_readable(src: rasterio.DatasetReader, path: str, what: str = "raster") -> None:
+    """Read the last block of every band, which a truncated file has lost, or fail with one line.
+
+    GeoTIFF writers put the blocks in raster order (COGs put the full-resolution blocks last), so a
+    cut-off file fails here at start-up instead of in the middle of a run; it costs one block per band.
+    Bands of different dtypes are read one at a time (rasterio reads one dtype per call).
+    """
+    rows, cols = src.block_shapes[0]
+    row0, col0 = (src.height - 1) // rows * rows, (src.width - 1) // cols * cols
+    window = Window(col0, row0, src.width - col0, src.height - row0)
+    try:
+        if len(set(src.dtypes)) == 1:
+            src.read(window=window)
+        else:
+            for band in range(1, src.count + 1):
+                src.read(band, window=window)
+    except RasterioError:
+        raise unreadable(what, path) from None

@@ -1,0 +1,219 @@
+"""Finding a split's scenes: image globs (with a ``{file}`` placeholder), manifests and label templates.
+
+``images: "LC08_*_SR_{file}.TIF"`` with ``files: [B2, B3, B4]`` finds one scene per match of the
+pattern with ``{file}`` = ``B2``; the scene's other files are the same match with ``B3`` and ``B4``
+put in, so every wildcard keeps the text it matched for the first file.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from geoseg.data.band_files import FileEntry
+from geoseg.errors import GeosegError
+
+PLACEHOLDER = "{file}"
+log = logging.getLogger(__name__)
+
+
+def _tokens(pattern: str) -> list[tuple[str, str]]:
+    """The pattern as (kind, text) tokens: literal, wild (a glob wildcard) or file (the placeholder)."""
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith(PLACEHOLDER, i):
+            out.append(("file", PLACEHOLDER))
+            i += len(PLACEHOLDER)
+        elif pattern.startswith("**", i):
+            out.append(("wild", "**"))
+            i += 2
+        elif pattern[i] in "*?":
+            out.append(("wild", pattern[i]))
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            out.append(("wild", pattern[i : end + 1]))
+            i = end + 1
+        else:
+            out.append(("literal", pattern[i]))
+            i += 1
+    return out
+
+
+def _regex(tokens: list[tuple[str, str]], first: str) -> re.Pattern:
+    parts = []
+    for kind, text in tokens:
+        if kind == "file":
+            parts.append(re.escape(first))
+        elif kind == "literal":
+            parts.append(re.escape(text))
+        elif text == "**":
+            parts.append("(.*)")
+        elif text == "*":
+            parts.append("([^/]*)")
+        elif text == "?":
+            parts.append("([^/])")
+        else:
+            body = text[1:-1]
+            parts.append("([" + ("^" + body[1:] if body.startswith("!") else body) + "])")
+    return re.compile("".join(parts) + r"\Z")
+
+
+def _fill(tokens: list[tuple[str, str]], groups: Sequence[str], value: str) -> str:
+    out, g = [], iter(groups)
+    for kind, text in tokens:
+        out.append(value if kind == "file" else next(g) if kind == "wild" else text)
+    return "".join(out)
+
+
+def scene_name(first_path: str, first_value: str | None) -> str:
+    """A scene's name: the first file's stem without its ``{file}`` value (``X_SR_B2`` -> ``X_SR``)."""
+    stem = Path(first_path).stem
+    if not first_value or first_value not in stem:
+        return stem
+    head, _, tail = stem.rpartition(first_value)
+    name = (
+        head.rstrip("_-. ") + ("_" if head.strip("_-. ") and tail.strip("_-. ") else "") + tail.lstrip("_-. ")
+    )
+    return name or stem
+
+
+def expand_pattern(pattern: str, files: Sequence[FileEntry] | None, option: str) -> list[tuple[str, ...]]:
+    """Each scene's file paths (stack order) for a glob ``pattern``, with ``{file}`` filled from ``files``.
+
+    ``option`` names where the pattern came from, for the messages.
+    """
+    if not isinstance(pattern, str):
+        hint = (
+            "; for bands in several files put a {file} placeholder in the pattern and list the files "
+            'in data.files (e.g. images: "scene_{file}.tif", files: [B2, B3, B4])'
+            if isinstance(pattern, Iterable) and not isinstance(pattern, Mapping)
+            else ""
+        )
+        raise GeosegError(f"{option} must be one glob pattern (a string), got {pattern!r}{hint}.")
+    has = PLACEHOLDER in pattern
+    if has and not files:
+        raise GeosegError(
+            f"{option} '{pattern}' has a {PLACEHOLDER} placeholder but data.files is not set; "
+            "list the values it takes, e.g. data.files=[B2,B3,B4]."
+        )
+    if files and not has:
+        raise GeosegError(
+            f"data.files is set but {option} '{pattern}' has no {PLACEHOLDER} placeholder; "
+            f"write where the file name goes, e.g. 'scene_{PLACEHOLDER}.tif'."
+        )
+    if not files:
+        return [(p,) for p in sorted(glob.glob(pattern, recursive=True))]
+    tokens = _tokens(pattern)
+    first = files[0].name
+    regex = _regex(tokens, first)
+    scenes = []
+    for path in sorted(glob.glob(pattern.replace(PLACEHOLDER, glob.escape(first)), recursive=True)):
+        match = regex.match(path)
+        if match is None:  # cannot happen for a path glob matched; be safe
+            continue
+        paths = tuple(_fill(tokens, match.groups(), e.name) for e in files)
+        missing = [p for p in paths if not os.path.exists(p)]
+        if missing:
+            raise GeosegError(
+                f"scene '{scene_name(path, first)}' has no file '{missing[0]}' for data.files "
+                f"'{files[paths.index(missing[0])].name}'; add the file or drop the scene."
+            )
+        scenes.append(paths)
+    return scenes
+
+
+def manifest_images(cell: str, base: str, files: Sequence[FileEntry] | None, where: str) -> tuple[str, ...]:
+    """The ``image`` cell of a manifest row: one path, or several separated by ``;`` in stack order."""
+    paths = tuple(os.path.join(base, p.strip()) for p in cell.split(";") if p.strip())
+    if not paths:
+        raise GeosegError(f"{where} has an empty image cell.")
+    if files is not None and len(paths) != len(files):
+        raise GeosegError(
+            f"{where} lists {len(paths)} image files but data.files has {len(files)} entries "
+            f"({[e.name for e in files]}); list one file per entry, separated by ';'."
+        )
+    return paths
+
+
+def label_path(images: Sequence[str], template: str | None, root: str, first_value: str | None) -> str | None:
+    """The label of a scene from ``template``: ``{stem}``, ``{name}`` and ``{parent}`` of its first file,
+    and ``{scene}``, the scene's name (the first file's stem without its ``{file}`` value)."""
+    if template is None:
+        return None
+    p = Path(images[0])
+    try:
+        name = template.format(
+            stem=p.stem, name=p.name, parent=str(p.parent), scene=scene_name(images[0], first_value)
+        )
+    except (KeyError, IndexError, ValueError) as err:
+        raise GeosegError(
+            f"label template '{template}' uses {err}; use {{stem}}, {{name}}, {{parent}} or {{scene}}."
+        ) from None
+    return name if os.path.isabs(name) else os.path.join(root, name)
+
+
+ScenePaths = tuple[tuple[str, ...], str | None]  # (image files in stack order, label or None)
+
+
+def find_scene_files(
+    root: str, images: str, labels: str | None, files: Sequence[FileEntry] | None = None, split: str = "train"
+) -> list[ScenePaths]:
+    """Glob ``images`` under ``root`` (``{file}`` filled from ``files``); pair each scene with its label."""
+    option = f"data.splits.{split}.images"
+    if isinstance(images, str) and not os.path.isabs(images):
+        images = os.path.join(root, images)
+    found = expand_pattern(images, files, option)
+    if not found:
+        raise GeosegError(f"no image matches '{images}'; check data.root and {option}.")
+    first = files[0].name if files else None
+    return [(paths, label_path(paths, labels, root, first)) for paths in found]
+
+
+def read_manifest(path: str, split: str, files: Sequence[FileEntry] | None = None) -> list[ScenePaths]:
+    """Rows of a CSV manifest (columns ``image``, optional ``label`` and ``split``) for one split.
+
+    The ``image`` cell may list several files separated by ``;`` (a scene whose bands are in several files).
+    """
+    if not os.path.exists(path):
+        raise GeosegError(f"data.manifest not found: '{path}'.")
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "image" not in rows[0]:
+        raise GeosegError(f"manifest '{path}' needs a header with an 'image' column (and 'label', 'split').")
+    out = []
+    for line, row in enumerate(rows, start=2):
+        if row.get("split", split) != split:
+            continue
+        label = row.get("label") or None
+        images = manifest_images(row["image"] or "", base, files, f"manifest '{path}' line {line}")
+        out.append((images, None if label is None else os.path.join(base, label)))
+    if not out:
+        raise GeosegError(f"manifest '{path}' has no rows for split '{split}'.")
+    return out
+
+
+def warn_bands_as_scenes(scenes: Sequence) -> None:
+    """Warn when single-band scenes on one grid differ only in a number: they look like bands of one scene."""
+    groups: dict[tuple, list[str]] = {}
+    for scene in scenes:
+        if len(scene.bands) != 1 or scene.grid is None:
+            continue
+        key = (scene.grid, re.sub(r"\d+", "#", Path(scene.image).stem))
+        groups.setdefault(key, []).append(scene.image)
+    for paths in groups.values():
+        if len(paths) > 1:
+            shown = ", ".join(f"'{Path(p).name}'" for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+            log.warning(
+                "%d single-band images (%s) share one grid and differ only in a number: each is trained as a "
+                "scene of its own with a 1-band model. If they are the bands of one scene, stack them: put "
+                "{file} where the band name goes in the images pattern and list the names in data.files "
+                "(README: 'Bands in several files').", len(paths), shown,
+            )  # fmt: skip

@@ -1,0 +1,215 @@
+"""A scene's band stack: its files, the reference grid they are read onto, and the checks of both.
+
+Every file of a scene is inspected once at start-up into a :class:`SceneFile` (which bands it gives,
+their nodata values, its dtype, whether it lies on the reference grid). The reference grid is the
+finest file's (``data.grid=finest``), the first file's (``first``) or a named file's. Files on
+another grid are resampled per chip window by :class:`~geoseg.data.stack_reader.StackReader`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds
+
+from geoseg.data.band_files import FileEntry
+from geoseg.data.rasters import check_readable, open_raster
+from geoseg.errors import GeosegError
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS (as WKT), affine transform and size. Plain values, so it pickles cheaply."""
+
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+    height: int
+    width: int
+
+    @classmethod
+    def of(cls, src: rasterio.DatasetReader) -> Grid:
+        return cls(src.crs.to_wkt() if src.crs else "", tuple(src.transform)[:6], src.height, src.width)
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+    @property
+    def rio_crs(self) -> CRS | None:
+        return CRS.from_wkt(self.crs) if self.crs else None
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the grid's CRS."""
+        a = self.affine
+        xs = [a.c, a.c + a.a * self.width + a.b * self.height]
+        ys = [a.f, a.f + a.d * self.width + a.e * self.height]
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def same_as(self, other: Grid) -> bool:
+        return (
+            (self.height, self.width) == (other.height, other.width)
+            and self.affine.almost_equals(other.affine, precision=1e-9)
+            and self.rio_crs == other.rio_crs
+        )
+
+
+@dataclass(frozen=True)
+class SceneFile:
+    """One file of a scene's stack, as inspected at start-up."""
+
+    path: str
+    name: str | None  # its data.files value; None for a single-file scene
+    bands: tuple[int, ...]  # 1-based bands of the file that join the stack, in order
+    nodata: tuple[float | None, ...]  # per band in ``bands``: entry override, data.nodata, else the file's
+    dtype: str
+    resampling: str = "bilinear"
+    on_grid: bool = True  # same CRS, transform and size as the reference grid: read without resampling
+    grid: Grid | None = None
+
+
+def stack_dtype(dtypes: Sequence[str]) -> str:
+    """The smallest dtype that holds every file's values (int16 + float32 -> float32, u8 + u16 -> u16)."""
+    return np.result_type(*[np.dtype(d) for d in dtypes]).name
+
+
+def file_bands(
+    src: rasterio.DatasetReader, entry: FileEntry | None, path: str, index: int
+) -> tuple[int, ...]:
+    """The 1-based bands of ``src`` that ``entry`` stacks (all by default), checked against its band count."""
+    if entry is None or entry.bands is None:
+        return tuple(range(1, src.count + 1))
+    bad = [b for b in entry.bands if not 1 <= b <= src.count]
+    if bad:
+        raise GeosegError(
+            f"data.files[{index}] ({entry.name}): band {bad[0]} is out of range for '{path}', which has "
+            f"{src.count} band{'s' if src.count != 1 else ''} (1-based: 1..{src.count}); fix its bands list."
+        )
+    return entry.bands
+
+
+def check_one_dtype(src: rasterio.DatasetReader, bands: Sequence[int], path: str) -> str:
+    """The dtype of ``bands``; one line when they differ (a VRT that mixes dtypes)."""
+    kinds = sorted({src.dtypes[b - 1] for b in bands})
+    if len(kinds) > 1:
+        raise GeosegError(
+            f"'{path}' mixes band dtypes ({', '.join(kinds)}); rasterio reads one dtype per file, so list "
+            "the bands of each dtype as separate data.files entries (with bands: [...]) or rewrite it "
+            "with one dtype (gdal_translate -ot Float32)."
+        )
+    return kinds[0]
+
+
+def band_nodata(
+    src: rasterio.DatasetReader, bands: Sequence[int], entry: FileEntry | None, override: float | None
+) -> tuple[float | None, ...]:
+    """Nodata per stacked band: the entry's value, else ``data.nodata``, else the file's own per band."""
+    for value in (entry.nodata if entry is not None else None, override):
+        if value is not None:
+            return tuple(float(value) for _ in bands)
+    return tuple(None if src.nodatavals[b - 1] is None else float(src.nodatavals[b - 1]) for b in bands)
+
+
+def band_names(
+    src: rasterio.DatasetReader, bands: Sequence[int], entry: FileEntry | None
+) -> list[str | None]:
+    """Names of stacked bands: the band description, else ``<file>`` (one-band file) or ``<file>:<index>``."""
+    out: list[str | None] = []
+    for b in bands:
+        desc = src.descriptions[b - 1]
+        if desc:
+            out.append(desc)
+        elif entry is None:
+            out.append(None)
+        else:
+            out.append(entry.name if src.count == 1 else f"{entry.name}:{b}")
+    return out
+
+
+def pixel_area(grid: Grid, crs: CRS) -> float:
+    """Area of one pixel of ``grid`` measured in ``crs`` units, to compare resolutions across CRSs."""
+    left, bottom, right, top = transform_bounds(grid.rio_crs, crs, *grid.bounds)
+    return abs((right - left) * (top - bottom)) / (grid.width * grid.height)
+
+
+def reference_index(grids: Sequence[Grid], names: Sequence[str | None], rule: str) -> int:
+    """Which file's grid the stack is read onto (``data.grid``): finest | first | a file name."""
+    if rule == "first" or len(grids) == 1:
+        return 0
+    if rule != "finest":
+        return list(names).index(rule)
+    crs = grids[0].rio_crs
+    areas = [pixel_area(g, crs) for g in grids]
+    return min(range(len(grids)), key=lambda i: (round(areas[i] / areas[0], 9), i))
+
+
+def check_overlap(file_grid: Grid, ref: Grid, path: str, ref_path: str, rule: str) -> None:
+    """One line when a file does not overlap the reference grid at all."""
+    left, bottom, right, top = transform_bounds(file_grid.rio_crs, ref.rio_crs, *file_grid.bounds)
+    rl, rb, rr, rt = ref.bounds
+    if left >= rr or right <= rl or bottom >= rt or top <= rb:
+        raise GeosegError(
+            f"file '{path}' does not overlap the reference grid of '{ref_path}' (data.grid={rule}); check "
+            "that it belongs to this scene and that both CRSs are right, or choose another data.grid."
+        )
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What :func:`inspect_stack` found: the files, the reference grid, and each stacked band's name."""
+
+    files: tuple[SceneFile, ...]
+    grid: Grid
+    names: tuple[str | None, ...]
+    block: tuple[int, int]  # internal blocks of the reference file
+    reference: str  # the file whose grid the stack is read onto
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+
+def inspect_stack(
+    paths: Sequence[str], entries: Sequence[FileEntry] | None, nodata: float | None, rule: str = "finest",
+    require_crs: bool = True,
+) -> Stack:  # fmt: skip
+    """Open every file of a scene once: readable, georeferenced, its bands, dtype, nodata and grid.
+
+    ``require_crs=False`` lets a lone file without a CRS through (predict writes its output without one).
+    """
+    if entries is not None and len(entries) != len(paths):
+        raise GeosegError(f"{len(paths)} image files for {len(entries)} data.files entries: {list(paths)}.")
+    found: list[tuple[SceneFile, Grid, tuple[int, int]]] = []
+    names: list[str | None] = []
+    for i, path in enumerate(paths):
+        entry = entries[i] if entries is not None else None
+        with open_raster(path, "image") as src:
+            check_readable(src, path, "image")
+            if src.crs is None and (require_crs or len(paths) > 1):
+                raise GeosegError(
+                    f"image '{path}' has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx)."
+                )
+            bands = file_bands(src, entry, path, i)
+            dtype = check_one_dtype(src, bands, path)
+            nodata_values = band_nodata(src, bands, entry, nodata)
+            names += band_names(src, bands, entry)
+            grid = Grid.of(src)
+            file = SceneFile(str(path), entry.name if entry else None, bands, nodata_values, dtype,
+                             entry.resampling if entry else "nearest")  # fmt: skip
+            found.append((file, grid, tuple(src.block_shapes[0])))
+    grids = [g for _, g, _ in found]
+    ref = reference_index(grids, [e.name for e in entries] if entries else [None] * len(paths), rule)
+    ref_grid = grids[ref]
+    files = []
+    for (file, grid, _), path in zip(found, paths, strict=True):
+        on_grid = grid.same_as(ref_grid)
+        if not on_grid:
+            check_overlap(grid, ref_grid, path, paths[ref], rule)
+        files.append(SceneFile(file.path, file.name, file.bands, file.nodata, file.dtype, file.resampling,
+                               on_grid, grid))  # fmt: skip
+    return Stack(tuple(files), ref_grid, tuple(names), found[ref][2], str(paths[ref]))

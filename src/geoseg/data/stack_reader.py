@@ -1,0 +1,204 @@
+"""The one raster read path: a window of a scene's selected bands, from all its files, on its reference grid.
+
+Files on the reference grid are read straight into the output; any other file is resampled for the
+window alone (``rasterio.warp.reproject`` of just that window, never a whole-file warp), band by
+band with that band's nodata. The validity rule is the same for chips, statistics, predict and the
+quicklook (``data.invalid``):
+
+- ``any`` (default): a pixel is invalid where **any** selected band holds its own nodata value, or
+  lies outside a file's footprint;
+- ``all``: invalid only where **every** selected band does (GDAL's dataset-mask convention);
+- either way NaN/inf in any band makes a pixel invalid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.warp import reproject
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from geoseg.data.stack import SceneFile
+from geoseg.errors import GeosegError, first_line
+
+
+@dataclass(frozen=True)
+class Part:
+    """The bands one file gives to the selection: positions in the output and 1-based file bands."""
+
+    file: int
+    positions: tuple[int, ...]
+    bands: tuple[int, ...]
+    nodata: tuple[float | None, ...]
+
+    @property
+    def contiguous(self) -> bool:
+        return self.positions == tuple(range(self.positions[0], self.positions[0] + len(self.positions)))
+
+
+def plan_parts(files: tuple[SceneFile, ...], selected: tuple[int, ...]) -> list[Part]:
+    """Group the selected stacked bands (1-based) by the file that holds them."""
+    owner = [(i, j) for i, f in enumerate(files) for j in range(len(f.bands))]
+    if any(not 1 <= k <= len(owner) for k in selected):
+        raise GeosegError(f"band {max(selected)} selected but the stack has {len(owner)} bands.")
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for pos, k in enumerate(selected):
+        i, j = owner[k - 1]
+        groups.setdefault(i, []).append((pos, j))
+    return [
+        Part(i, tuple(p for p, _ in pj), tuple(files[i].bands[j] for _, j in pj),
+             tuple(files[i].nodata[j] for _, j in pj))
+        for i, pj in sorted(groups.items())
+    ]  # fmt: skip
+
+
+def _is_number(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def _work_dtype(dtype: np.dtype) -> np.dtype:
+    """Float type a resampled band is computed in before it is cast to the stack dtype."""
+    return np.dtype(np.float64 if dtype.itemsize > 4 or dtype.name in ("int32", "uint32") else np.float32)
+
+
+class StackReader:
+    """Reads windows of a scene's selected bands, from each of its files, onto its reference grid.
+
+    Handles open lazily on first read and stay open until :meth:`close`; build one reader per process.
+    """
+
+    def __init__(self, files: tuple[SceneFile, ...], selected: tuple[int, ...], grid, rule: str = "any",
+                 scene: str = "") -> None:  # fmt: skip
+        self.files, self.grid, self.rule, self.scene = files, grid, rule, scene
+        self.parts = plan_parts(files, selected)
+        self.count = len(selected)
+        self._open: dict[int, rasterio.DatasetReader] = {}
+
+    def _src(self, i: int) -> rasterio.DatasetReader:
+        if i not in self._open:
+            try:
+                self._open[i] = rasterio.open(self.files[i].path)
+            except RasterioError as err:
+                raise GeosegError(f"cannot open '{self.files[i].path}' ({first_line(err)}).") from None
+        return self._open[i]
+
+    def read(self, window: Window, out: np.ndarray) -> np.ndarray | None:
+        """Fill (C, h, w) ``out`` with ``window`` of the reference grid; return its invalid mask or None."""
+        return self._read(out, window, self.parts)
+
+    def read_decimated(self, shape: tuple[int, int], first_band_only: bool = False,
+                       dtype: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+        """The whole scene at ``shape`` by nearest resampling (from overviews where there are any).
+
+        With ``first_band_only`` each file contributes its first selected band (all of them when
+        its bands declare different nodata values): a cheap validity estimate for chip sampling.
+        """
+        parts, k = [], 0
+        for p in self.parts:
+            n = len(p.bands) if not first_band_only or len(set(p.nodata)) > 1 else 1
+            parts.append(Part(p.file, tuple(range(k, k + n)), p.bands[:n], p.nodata[:n]))
+            k += n
+        count = sum(len(p.bands) for p in parts)
+        out = np.empty((count, *shape), dtype=dtype or self.dtype)
+        return out, self._read(out, None, parts)
+
+    @property
+    def dtype(self) -> str:
+        return np.result_type(*[np.dtype(self.files[p.file].dtype) for p in self.parts]).name
+
+    def _read(self, out: np.ndarray, window: Window | None, parts: list[Part]) -> np.ndarray | None:
+        h, w = out.shape[1:]
+        transform = None
+        if not all(self.files[p.file].on_grid for p in parts):  # only resampled files need the grid
+            if window is None:
+                transform = self.grid.affine * Affine.scale(self.grid.width / w, self.grid.height / h)
+            else:
+                transform = window_transform(window, self.grid.affine)
+        hits: np.ndarray | None = None  # bands at their nodata: OR (rule any) or count (rule all)
+        for part in parts:
+            dest = out[part.positions[0] : part.positions[0] + len(part.positions)] if part.contiguous else (
+                np.empty((len(part.bands), h, w), dtype=out.dtype))  # fmt: skip
+            try:
+                missing = self._read_part(part, window, transform, dest)
+            except RasterioError as err:
+                where = f"window {window}" if window is not None else "a decimated read"
+                raise GeosegError(
+                    f"cannot read '{self.files[part.file].path}' ({where}): {first_line(err)}; "
+                    "the file may be truncated or corrupt."
+                ) from None
+            if not part.contiguous:
+                out[list(part.positions)] = dest
+            hits = self._count_hits(dest, part.nodata, missing, hits)
+        invalid = None
+        if hits is not None:
+            invalid = hits if self.rule == "any" else hits == out.shape[0]
+        if out.dtype.kind == "f":
+            with np.errstate(over="ignore", invalid="ignore"):
+                nonfinite = ~np.isfinite(out.sum(axis=0, dtype=np.float64))
+            if nonfinite.any():  # finite float64 values near the limit can overflow the sum: check each band
+                rows, cols = np.nonzero(nonfinite)
+                nonfinite[rows, cols] = ~np.isfinite(out[:, rows, cols]).all(axis=0)
+                invalid = nonfinite if invalid is None else invalid | nonfinite
+        return invalid if invalid is not None and invalid.any() else None
+
+    def _count_hits(self, arr: np.ndarray, nodata: tuple[float | None, ...], missing: np.ndarray | None,
+                    hits: np.ndarray | None) -> np.ndarray | None:  # fmt: skip
+        """Add the pixels where each band of ``arr`` is nodata (or missing) to ``hits``."""
+        for b, value in enumerate(nodata):
+            hit = None
+            if _is_number(value):
+                hit = (
+                    arr[b] == np.array(value).astype(arr.dtype) if arr.dtype.kind != "f" else arr[b] == value
+                )
+            if missing is not None:
+                hit = missing[b] if hit is None else hit | missing[b]
+            if hit is None:
+                continue
+            if self.rule == "any":
+                hits = hit if hits is None else np.logical_or(hits, hit, out=hits)
+            else:
+                hits = hit.astype(np.int16) if hits is None else hits + hit
+        return hits
+
+    def _read_part(
+        self, part: Part, window: Window | None, transform: Affine, dest: np.ndarray
+    ) -> np.ndarray | None:
+        """Read one file's bands into ``dest``; return (bands, h, w) pixels outside its footprint, or None."""
+        src, f = self._src(part.file), self.files[part.file]
+        if f.on_grid:
+            src.read(list(part.bands), window=window, out=dest, resampling=Resampling.nearest)
+            return None
+        work = np.empty(dest.shape, dtype=_work_dtype(dest.dtype))
+        method = Resampling.nearest if window is None else Resampling[f.resampling]
+        for b, (band, nodata) in enumerate(zip(part.bands, part.nodata, strict=True)):
+            work[b] = np.nan
+            reproject(
+                source=rasterio.band(src, band), destination=work[b], src_transform=src.transform,
+                src_crs=src.crs, src_nodata=nodata, dst_transform=transform, dst_crs=self.grid.rio_crs,
+                dst_nodata=np.nan, resampling=method,
+            )  # fmt: skip
+        missing = np.isnan(work)
+        if dest.dtype.kind in "iu":
+            info = np.iinfo(dest.dtype)
+            np.rint(work, out=work)
+            np.clip(work, info.min, info.max, out=work)
+            work[missing] = 0
+        np.copyto(dest, work, casting="unsafe")
+        return missing if missing.any() else None
+
+    def close(self) -> None:
+        for src in self._open.values():
+            src.close()
+        self._open = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_open"] = {}
+        return state
