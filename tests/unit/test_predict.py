@@ -14,8 +14,8 @@ from rasterio.transform import from_origin
 from torch import nn
 
 from conftest import save_tiny_checkpoint, write_tif
-from geoseg.errors import GeosegError
 from geoseg.data.scenes import inspect_scene
+from geoseg.errors import GeosegError
 from geoseg.inference.inputs import output_paths
 from geoseg.inference.loaded import load_model
 from geoseg.inference.predict import PredictOptions, predict_scene, prepare
@@ -98,7 +98,7 @@ def test_blended_sliding_window_equals_one_full_forward_pass(tmp_path, h, w, til
 
 def test_flip_tta_of_a_pixelwise_model_changes_nothing(tmp_path, ckpt):
     image = scene(tmp_path / "s.tif", 48, 40, nodata_corner=False)
-    with rasterio.open(image) as src:
+    with rasterio.open(image):
         plan = plan_tiles(48, 40, 32, 8, 256)
         reader = ChipReader(inspect_scene(image, None).reader(), np.zeros(3, dtype=np.uint16), plan)
         plain = [

@@ -55,6 +55,10 @@ def _number(cfg: Mapping[str, Any], key: str, kind: type = int) -> int | float:
     return kind(value)
 
 
+def _nodata_value(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
 def check_data_config(cfg: Mapping[str, Any]) -> None:
     """Catch impossible data options before any file is opened."""
     if _number(cfg, "chip_size") < 1:
@@ -95,6 +99,12 @@ def check_data_config(cfg: Mapping[str, Any]) -> None:
         raise GeosegError(
             f"data.ignore_index={cfg['ignore_index']} collides with a class index "
             f"(0..{len(classes) - 1}); use 255."
+        )
+    nodata = cfg.get("nodata")
+    if not (_nodata_value(nodata) or (isinstance(nodata, Sequence) and not isinstance(nodata, str)
+                                      and nodata and all(_nodata_value(v) for v in nodata))):  # fmt: skip
+        raise GeosegError(
+            f"data.nodata must be a number, a list of one number (or null) per band, or null, got {nodata!r}."
         )
     if not isinstance(cfg.get("align_chips", False), bool):
         raise GeosegError(f"data.align_chips must be true or false, got {cfg['align_chips']!r}.")
@@ -153,9 +163,11 @@ def load_scenes(cfg: Mapping[str, Any], split: str) -> list[Scene]:
         pairs = find_scene_files(root, spec["images"], spec.get("labels"), stack.files, split)
         region = spec.get("region")
     bands = None if cfg.get("bands") is None else list(cfg["bands"])
+    nodata = cfg.get("nodata")
+    nodata = list(nodata) if isinstance(nodata, Sequence) else nodata
     scenes = [
         inspect_scene(
-            images, label, bands=bands, nodata=cfg.get("nodata"), label_nodata=cfg.get("label_nodata"),
+            images, label, bands=bands, nodata=nodata, label_nodata=cfg.get("label_nodata"),
             class_codes=label_codes(cfg["classes"]), chip_size=int(cfg["chip_size"]),
             unknown_labels=cfg.get("unknown_labels", "error"), region=region,
             files=stack.files, grid=stack.grid, invalid=stack.invalid,

@@ -199,7 +199,7 @@ def inspect_scene(
     image: str | Sequence[str],
     label: str | None,
     bands: Sequence[int | str] | None = None,
-    nodata: float | None = None,
+    nodata: float | Sequence[float | None] | None = None,
     label_nodata: float | None = None,
     class_codes: Sequence[int] = (),
     chip_size: int | None = None,
@@ -209,6 +209,7 @@ def inspect_scene(
     grid: str = "finest",
     invalid: str = "any",
     require_crs: bool = True,
+    role: tuple[str, str] = ("image", "the data.* options"),
 ) -> Scene:
     """Open and validate one scene; every problem becomes a one-line :class:`GeosegError`.
 
@@ -217,7 +218,7 @@ def inspect_scene(
     part of it, e.g. ``[0, 0, 0.75, 1]`` for training and ``[0.75, 0, 1, 1]`` for validation.
     """
     paths = (str(image),) if isinstance(image, (str, os.PathLike)) else tuple(str(p) for p in image)
-    stack = inspect_stack(paths, files, nodata, grid, require_crs)
+    stack = inspect_stack(paths, files, nodata, grid, require_crs, *role)
     first = paths[0]
     shown = first if len(paths) == 1 else f"{first} (+{len(paths) - 1} files)"
     band_idx = resolve_bands(stack.names, bands, shown, _aliases(stack.files))

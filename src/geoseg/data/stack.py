@@ -106,13 +106,17 @@ def check_one_dtype(src: rasterio.DatasetReader, bands: Sequence[int], path: str
 
 
 def band_nodata(
-    src: rasterio.DatasetReader, bands: Sequence[int], entry: FileEntry | None, override: float | None
+    declared: Sequence[float | None], entry: FileEntry | None, override: float | Sequence[float | None] | None
 ) -> tuple[float | None, ...]:
-    """Nodata per stacked band: the entry's value, else ``data.nodata``, else the file's own per band."""
-    for value in (entry.nodata if entry is not None else None, override):
-        if value is not None:
-            return tuple(float(value) for _ in bands)
-    return tuple(None if src.nodatavals[b - 1] is None else float(src.nodatavals[b - 1]) for b in bands)
+    """Nodata per stacked band of one file: the entry's value, else ``data.nodata`` (one value, or one per
+    band of this file), else what the file declares for each band (``declared``)."""
+    if entry is not None and entry.nodata is not None:
+        return tuple(float(entry.nodata) for _ in declared)
+    if isinstance(override, Sequence):
+        return tuple(None if v is None else float(v) for v in override)
+    if override is not None:
+        return tuple(float(override) for _ in declared)
+    return tuple(None if v is None else float(v) for v in declared)
 
 
 def band_names(
@@ -175,33 +179,48 @@ class Stack:
 
 
 def inspect_stack(
-    paths: Sequence[str], entries: Sequence[FileEntry] | None, nodata: float | None, rule: str = "finest",
-    require_crs: bool = True,
+    paths: Sequence[str], entries: Sequence[FileEntry] | None,
+    nodata: float | Sequence[float | None] | None, rule: str = "finest", require_crs: bool = True,
+    what: str = "image", options: str = "the data.* options",
 ) -> Stack:  # fmt: skip
     """Open every file of a scene once: readable, georeferenced, its bands, dtype, nodata and grid.
 
+    ``nodata`` (``data.nodata``) is one value for every band, or one per stacked band in stack order.
     ``require_crs=False`` lets a lone file without a CRS through (predict writes its output without one).
+    ``what`` and ``options`` name the files and the options that chose them in the messages.
     """
+    per_band = list(nodata) if isinstance(nodata, Sequence) else None
     if entries is not None and len(entries) != len(paths):
         raise GeosegError(f"{len(paths)} image files for {len(entries)} data.files entries: {list(paths)}.")
     found: list[tuple[SceneFile, Grid, tuple[int, int]]] = []
     names: list[str | None] = []
     for i, path in enumerate(paths):
         entry = entries[i] if entries is not None else None
-        with open_raster(path, "image") as src:
-            check_readable(src, path, "image")
+        with open_raster(path, what, options) as src:
+            check_readable(src, path, what)
             if src.crs is None and (require_crs or len(paths) > 1):
                 raise GeosegError(
-                    f"image '{path}' has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx)."
+                    f"{what} '{path}' has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx)."
                 )
             bands = file_bands(src, entry, path, i)
             dtype = check_one_dtype(src, bands, path)
-            nodata_values = band_nodata(src, bands, entry, nodata)
+            declared = tuple(src.nodatavals[b - 1] for b in bands)
             names += band_names(src, bands, entry)
             grid = Grid.of(src)
-            file = SceneFile(str(path), entry.name if entry else None, bands, nodata_values, dtype,
+            file = SceneFile(str(path), entry.name if entry else None, bands, declared, dtype,
                              entry.resampling if entry else "nearest")  # fmt: skip
             found.append((file, grid, tuple(src.block_shapes[0])))
+    if per_band is not None and len(per_band) != len(names):
+        raise GeosegError(_nodata_count(per_band, paths, len(names)))
+    offset = 0
+    for i, (file, grid, block) in enumerate(found):
+        entry = entries[i] if entries is not None else None
+        n = len(file.bands)
+        override = per_band[offset : offset + n] if per_band is not None else nodata
+        values = band_nodata(file.nodata, entry, override)
+        file = SceneFile(file.path, file.name, file.bands, values, file.dtype, file.resampling)
+        found[i] = (file, grid, block)
+        offset += n
     grids = [g for _, g, _ in found]
     ref = reference_index(grids, [e.name for e in entries] if entries else [None] * len(paths), rule)
     ref_grid = grids[ref]
@@ -213,3 +232,11 @@ def inspect_stack(
         files.append(SceneFile(file.path, file.name, file.bands, file.nodata, file.dtype, file.resampling,
                                on_grid, grid))  # fmt: skip
     return Stack(tuple(files), ref_grid, tuple(names), found[ref][2], str(paths[ref]))
+
+
+def _nodata_count(values: Sequence, paths: Sequence[str], total: int) -> str:
+    more = f" (+{len(paths) - 1} files)" if len(paths) > 1 else ""
+    return (
+        f"data.nodata lists {len(values)} values but the stack of '{paths[0]}'{more} has {total} bands; "
+        "give one value per stacked band, or a single value for every band."
+    )

@@ -75,15 +75,16 @@ def output_paths(
     return outs
 
 
-def input_scene(paths: Sequence[str], loaded: LoadedModel, nodata: float | None) -> Scene:
+def input_scene(paths: Sequence[str], loaded: LoadedModel, nodata: float | list | None) -> Scene:
     """The scene of one input, with the checkpoint's files, grid rule, validity rule and bands, checked."""
     want = loaded.num_bands
     where = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} files)"
     override = nodata if nodata is not None else loaded.nodata
     try:
         scene = inspect_scene(
-            list(paths), None, bands=loaded.bands, nodata=None if override is None else float(override),
+            list(paths), None, bands=loaded.bands, nodata=override,
             files=loaded.files, grid=loaded.grid, invalid=loaded.invalid, require_crs=False,
+            role=("input", "the input= option"),
         )  # fmt: skip
     except GeosegError as err:
         if loaded.bands is None or "data.bands" not in str(err):

@@ -51,7 +51,8 @@ def stretch(arr: np.ndarray, valid: np.ndarray) -> np.ndarray:
     for i, band in enumerate(arr.astype(np.float64)):
         values = band[valid] if valid.any() else band.ravel()
         lo, hi = np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)
-        out[..., i] = np.clip((band - lo) / max(hi - lo, 1e-12) * 255, 0, 255).astype(np.uint8)
+        scaled = np.clip((band - lo) / max(hi - lo, 1e-12) * 255, 0, 255)
+        out[..., i] = np.where(valid, scaled, 0).astype(np.uint8)
     out[~valid] = NODATA_RGB
     return out
 
