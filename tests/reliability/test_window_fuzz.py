@@ -7,7 +7,8 @@ layouts, each checked against an independent reference or invariant:
   :func:`~geoseg.inference.sliding.predict_blocks` accumulator) normalises to exactly one tile's
   worth of weight at every pixel, equal to a naive whole-scene blend without panels;
 - training grid and random-chip windows stay inside the scene or region, on their lattices;
-- :func:`~geoseg.data.masks.image_invalid` matches its per-pixel definition;
+- :func:`~geoseg.data.stack_reader.invalid_pixels` matches its per-pixel definition (both rules,
+  per-band nodata);
 - the data, trainer, tiling and GroupNorm checks either accept a value or raise a one-line
   :class:`~geoseg.errors.GeosegError` that names the option, never another exception type.
 """
@@ -33,9 +34,9 @@ from torch import nn
 
 from geoseg.data import build
 from geoseg.data.build import check_data_config, chip_alignment, class_map_from, random_sampler
-from geoseg.data.masks import image_invalid
 from geoseg.data.samplers import GridChipSampler
 from geoseg.data.scenes import Scene
+from geoseg.data.stack_reader import invalid_pixels
 from geoseg.data.windows import (
     block_alignment,
     candidate_step,
@@ -478,8 +479,9 @@ NODATA = [None, float("nan"), 0, 0.0, -9999, -9999.0, 255, 65535, 1.5, -1, float
 
 
 @st.composite
-def nodata_layouts(draw: st.DrawFn) -> tuple[np.ndarray, float | None, bool | None]:
-    """A (C, H, W) chip of a random dtype with nodata, NaN and inf sprinkled over some or all bands."""
+def nodata_layouts(draw: st.DrawFn) -> tuple[np.ndarray, list, str, np.ndarray | None]:
+    """A (C, H, W) chip of a random dtype with per-band nodata, NaN and inf sprinkled over some or all
+    bands, a validity rule, and (sometimes) a per-band mask of pixels a resampled file does not cover."""
     dtype = draw(st.sampled_from(["uint8", "int16", "uint16", "float32", "float64"]))
     if dtype.startswith("float"):
         big = float(np.finfo(dtype).max)
@@ -487,30 +489,40 @@ def nodata_layouts(draw: st.DrawFn) -> tuple[np.ndarray, float | None, bool | No
     else:
         pool = INT_POOL[dtype]
     shape = (draw(st.integers(1, 4)), draw(st.integers(1, 9)), draw(st.integers(1, 9)))
-    nodata = draw(st.sampled_from([*NODATA, *pool]))
-    if isinstance(nodata, float) and math.isnan(nodata) and dtype.startswith("u"):
-        nodata = draw(st.sampled_from([None, nodata]))
+    one = draw(st.booleans())
+    values = [draw(st.sampled_from([*NODATA, *pool])) for _ in range(1 if one else shape[0])]
+    nodata = values * shape[0] if one else values
     arr = draw(hnp.arrays(dtype, shape, elements=st.sampled_from(pool)))
-    if draw(st.booleans()) and nodata is not None and np.can_cast(np.min_scalar_type(nodata), dtype):
-        rows = draw(hnp.arrays(bool, shape[1:]))
-        arr[:, rows] = nodata  # whole pixels of nodata in every band
-    return arr, nodata, draw(st.sampled_from([None, True, False]))
+    for b, value in enumerate(nodata):
+        if draw(st.booleans()) and value is not None and np.can_cast(np.min_scalar_type(value), dtype):
+            rows = draw(hnp.arrays(bool, shape[1:]))
+            arr[b, rows] = value  # some pixels of this band at its nodata
+    missing = draw(hnp.arrays(bool, shape)) if draw(st.booleans()) else None
+    return arr, nodata, draw(st.sampled_from(["any", "all"])), missing
+
+
+def _is_nodata(band: np.ndarray, value) -> np.ndarray:
+    """Where ``band`` equals ``value`` exactly, as numpy compares the values (not their bits)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return np.zeros(band.shape, dtype=bool)
+    return band.astype(np.float64) == np.float64(np.array(value).astype(band.dtype, casting="unsafe")) if (
+        band.dtype.kind == "f") else band.astype(np.float64) == float(value)  # fmt: skip
 
 
 @given(nodata_layouts())
 @fuzz(400)
-def test_image_invalid_matches_its_per_pixel_definition(case: tuple) -> None:
-    """Invalid = every band equals nodata (unless nodata is None/NaN), or any band is NaN/±inf when
-    ``check_finite`` (default: float dtypes); None exactly when no pixel is invalid."""
-    arr, nodata, check_finite = case
-    expected = np.zeros(arr.shape[1:], dtype=bool)
-    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        expected |= np.all(arr == nodata, axis=0)
-    finite = np.issubdtype(arr.dtype, np.floating) if check_finite is None else check_finite
-    if finite:
+def test_invalid_pixels_matches_its_per_pixel_definition(case: tuple) -> None:
+    """Invalid = any band (rule any) or every band (rule all) at its own nodata or missing, or any band
+    NaN/±inf for float dtypes; None exactly when no pixel is invalid."""
+    arr, nodata, rule, missing = case
+    at = np.stack([_is_nodata(arr[b], v) for b, v in enumerate(nodata)])
+    if missing is not None:
+        at |= missing
+    expected = at.any(0) if rule == "any" else at.all(0)
+    if arr.dtype.kind == "f":
         expected |= ~np.all(np.isfinite(arr), axis=0)
     before = arr.copy()
-    got = image_invalid(arr, nodata, check_finite)
+    got = invalid_pixels(arr, nodata, rule, missing)
     np.testing.assert_array_equal(arr, before)  # the chip itself is untouched
     if not expected.any():
         assert got is None

@@ -1,4 +1,7 @@
-"""Validity masks: image nodata (declared, overridden, or non-finite) and label coverage."""
+"""Coarse validity masks for chip sampling: image validity (by the scene's rule) and label coverage.
+
+The per-pixel rule itself is :func:`geoseg.data.stack_reader.invalid_pixels`.
+"""
 
 from __future__ import annotations
 
@@ -10,42 +13,6 @@ from rasterio.enums import Resampling
 
 from geoseg.data.labels import ClassMap, open_label_on_grid
 from geoseg.data.scenes import Scene
-
-
-def image_invalid(
-    arr: np.ndarray, nodata: float | None, check_finite: bool | None = None
-) -> np.ndarray | None:
-    """(H, W) bool of invalid pixels of a (C, H, W) chip, or None when every pixel is valid.
-
-    A pixel is invalid when **every** selected band holds ``nodata`` (GDAL's and rasterio's
-    dataset-mask convention: a valid value in any band keeps the pixel) or when **any** band is
-    non-finite (NaN/inf would poison the model). The nodata test looks at the first band and checks
-    the other bands only where it matched, so a chip without nodata costs one pass over one band.
-    ``check_finite`` defaults to whether ``arr`` is floating point.
-    """
-    if check_finite is None:
-        check_finite = np.issubdtype(arr.dtype, np.floating)
-    invalid = None
-    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        first = arr[0] == nodata
-        if first.any():
-            rows, cols = np.nonzero(first)
-            first[rows, cols] = (arr[1:, rows, cols] == nodata).all(axis=0)
-            invalid = first
-    if check_finite:
-        with np.errstate(over="ignore", invalid="ignore"):
-            nonfinite = ~np.isfinite(arr.sum(axis=0, dtype=np.float64))  # one pass; NaN or inf in any band
-        if nonfinite.any():  # finite float64 values near the limit can overflow the sum: check each band
-            rows, cols = np.nonzero(nonfinite)
-            nonfinite[rows, cols] = ~np.isfinite(arr[:, rows, cols]).all(axis=0)
-        invalid = nonfinite if invalid is None else invalid | nonfinite
-    return invalid if invalid is not None and invalid.any() else None
-
-
-def image_valid(arr: np.ndarray, nodata: float | None) -> np.ndarray:
-    """(H, W) bool of valid pixels (see :func:`image_invalid`)."""
-    invalid = image_invalid(arr, nodata)
-    return np.ones(arr.shape[1:], dtype=bool) if invalid is None else ~invalid
 
 
 def coarse_valid_mask(scene: Scene, step: int, class_map: ClassMap | None) -> np.ndarray:

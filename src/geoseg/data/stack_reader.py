@@ -14,6 +14,7 @@ quicklook (``data.invalid``):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,52 @@ def plan_parts(files: tuple[SceneFile, ...], selected: tuple[int, ...]) -> list[
 
 def _is_number(value: float | None) -> bool:
     return value is not None and not math.isnan(value)
+
+
+def _as_dtype(value: float | None, dtype: np.dtype) -> np.generic | None:
+    """``value`` as a scalar of ``dtype`` to compare with, or None when no element can equal it."""
+    if not _is_number(value):
+        return None
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if not float(value).is_integer() or not info.min <= value <= info.max:
+            return None
+        return dtype.type(int(value))
+    return dtype.type(value)
+
+
+def invalid_pixels(
+    arr: np.ndarray, nodata: Sequence[float | None] | float | None, rule: str = "any",
+    missing: np.ndarray | None = None,
+) -> np.ndarray | None:  # fmt: skip
+    """(H, W) bool of the invalid pixels of a (C, H, W) chip, or None when every pixel is valid.
+
+    ``nodata`` is one value per band (or one for all); ``missing`` marks (C, H, W) pixels a band does
+    not cover. With ``rule="any"`` a pixel is invalid where any band is at its nodata or missing, with
+    ``"all"`` only where every band is; NaN/inf in any band makes it invalid under both rules.
+    """
+    values = list(nodata) if isinstance(nodata, Sequence) else [nodata] * arr.shape[0]
+    hits: np.ndarray | None = None  # OR of the bands at nodata (rule any) or their count (rule all)
+    for b, value in enumerate(values):
+        target = _as_dtype(value, arr.dtype)
+        hit = None if target is None else arr[b] == target
+        if missing is not None:
+            hit = missing[b] if hit is None else hit | missing[b]
+        if hit is None:
+            continue
+        if rule == "any":
+            hits = hit if hits is None else np.logical_or(hits, hit, out=hits)
+        else:
+            hits = hit.astype(np.int16) if hits is None else hits + hit
+    invalid = None if hits is None else hits if rule == "any" else hits == arr.shape[0]
+    if arr.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            nonfinite = ~np.isfinite(arr.sum(axis=0, dtype=np.float64))  # one pass; NaN or inf in any band
+        if nonfinite.any():  # finite float64 values near the limit can overflow the sum: check each band
+            rows, cols = np.nonzero(nonfinite)
+            nonfinite[rows, cols] = ~np.isfinite(arr[:, rows, cols]).all(axis=0)
+            invalid = nonfinite if invalid is None else invalid | nonfinite
+    return invalid if invalid is not None and invalid.any() else None
 
 
 def _work_dtype(dtype: np.dtype) -> np.dtype:
@@ -121,12 +168,12 @@ class StackReader:
                 transform = self.grid.affine * Affine.scale(self.grid.width / w, self.grid.height / h)
             else:
                 transform = window_transform(window, self.grid.affine)
-        hits: np.ndarray | None = None  # bands at their nodata: OR (rule any) or count (rule all)
+        missing: np.ndarray | None = None  # (C, h, w): pixels outside a resampled file's footprint
         for part in parts:
             dest = out[part.positions[0] : part.positions[0] + len(part.positions)] if part.contiguous else (
                 np.empty((len(part.bands), h, w), dtype=out.dtype))  # fmt: skip
             try:
-                missing = self._read_part(part, window, transform, dest)
+                outside = self._read_part(part, window, transform, dest)
             except RasterioError as err:
                 where = f"window {window}" if window is not None else "a decimated read"
                 raise GeosegError(
@@ -135,37 +182,14 @@ class StackReader:
                 ) from None
             if not part.contiguous:
                 out[list(part.positions)] = dest
-            hits = self._count_hits(dest, part.nodata, missing, hits)
-        invalid = None
-        if hits is not None:
-            invalid = hits if self.rule == "any" else hits == out.shape[0]
-        if out.dtype.kind == "f":
-            with np.errstate(over="ignore", invalid="ignore"):
-                nonfinite = ~np.isfinite(out.sum(axis=0, dtype=np.float64))
-            if nonfinite.any():  # finite float64 values near the limit can overflow the sum: check each band
-                rows, cols = np.nonzero(nonfinite)
-                nonfinite[rows, cols] = ~np.isfinite(out[:, rows, cols]).all(axis=0)
-                invalid = nonfinite if invalid is None else invalid | nonfinite
-        return invalid if invalid is not None and invalid.any() else None
-
-    def _count_hits(self, arr: np.ndarray, nodata: tuple[float | None, ...], missing: np.ndarray | None,
-                    hits: np.ndarray | None) -> np.ndarray | None:  # fmt: skip
-        """Add the pixels where each band of ``arr`` is nodata (or missing) to ``hits``."""
-        for b, value in enumerate(nodata):
-            hit = None
-            if _is_number(value):
-                hit = (
-                    arr[b] == np.array(value).astype(arr.dtype) if arr.dtype.kind != "f" else arr[b] == value
-                )
-            if missing is not None:
-                hit = missing[b] if hit is None else hit | missing[b]
-            if hit is None:
-                continue
-            if self.rule == "any":
-                hits = hit if hits is None else np.logical_or(hits, hit, out=hits)
-            else:
-                hits = hit.astype(np.int16) if hits is None else hits + hit
-        return hits
+            if outside is not None:
+                missing = np.zeros(out.shape, dtype=bool) if missing is None else missing
+                missing[list(part.positions)] = outside
+        nodata = [None] * out.shape[0]
+        for part in parts:
+            for pos, value in zip(part.positions, part.nodata, strict=True):
+                nodata[pos] = value
+        return invalid_pixels(out, nodata, self.rule, missing)
 
     def _read_part(
         self, part: Part, window: Window | None, transform: Affine, dest: np.ndarray
