@@ -29,14 +29,12 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
-from rasterio.env import set_gdal_config
 from rasterio.transform import from_origin
-from torch.utils.data import DataLoader
 
+from bench_io import dataset_read, set_cache  # scripts/ is on sys.path when run from the repo root
 from geoseg.data.band_files import parse_files
-from geoseg.data.dataset import ChipDataset, collate_batch
+from geoseg.data.dataset import ChipDataset
 from geoseg.data.labels import ClassMap
-from geoseg.data.loader import configure_gdal_worker
 from geoseg.data.samplers import RandomChipSampler
 from geoseg.data.scene_paths import expand_pattern
 from geoseg.data.scenes import inspect_scene
@@ -83,19 +81,6 @@ def dataset_for(spec: tuple[list[str], list[str] | None], label: Path, chip: int
     return ChipDataset([scene], chip, ClassMap([0, 1, 2, 3]), fill=[1000.0] * len(BANDS))
 
 
-def chips_per_second(dataset: ChipDataset, sampler: RandomChipSampler, workers: int, batch: int) -> float:
-    """Chips/s through a DataLoader (worker start-up and the first batch excluded)."""
-    extra = {"worker_init_fn": configure_gdal_worker, "prefetch_factor": 4} if workers else {}
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-                        collate_fn=collate_batch, **extra)  # fmt: skip
-    it = iter(loader)
-    next(it)
-    start, n = time.perf_counter(), 0
-    for b in it:
-        n += len(b["image"])
-    return n / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,7 +106,7 @@ def main() -> None:
             for workers in (0, 2):
                 for _ in range(args.repeats):
                     for name, ds in datasets.items():
-                        rate = chips_per_second(ds, sampler, workers, args.batch)
+                        rate = dataset_read(ds, sampler, workers, args.batch)
                         rates.setdefault((regime, name, workers), []).append(rate)
     print(
         f"# {platform.node()} | {os.cpu_count()} CPUs | torch {torch.__version__} | "
@@ -137,12 +122,6 @@ def main() -> None:
             for name in datasets:
                 rate = float(np.median(rates[(regime, name, workers)]))
                 print(f"| {regime} | {name} | {workers} | {rate:.1f} | {rate / base:.2f}x |")
-
-
-def set_cache(megabytes: int) -> None:
-    """GDAL's block cache here and (through the environment) in DataLoader workers."""
-    os.environ["GDAL_CACHEMAX"] = str(megabytes)
-    set_gdal_config("GDAL_CACHEMAX", megabytes * 2**20)  # an int here is bytes
 
 
 if __name__ == "__main__":

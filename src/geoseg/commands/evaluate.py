@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from geoseg.data.vector_labels import VectorOptions
 from geoseg.errors import GeosegError
 from geoseg.inference.scoring import format_table, prediction_classes, score, write_metrics
 
@@ -30,8 +31,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     prediction, labels = str(cfg.prediction), str(cfg.labels)
     override = OmegaConf.to_container(cfg.classes, resolve=True) if cfg.get("classes") else None
     classes = prediction_classes(prediction, override)  # type: ignore[arg-type]
+    vector = OmegaConf.to_container(cfg.vector, resolve=True) if cfg.get("vector") else None
     result = score(
-        prediction, labels, classes, cfg.get("label_nodata"), bool(cfg.progress) and sys.stderr.isatty()
+        prediction,
+        labels,
+        classes,
+        cfg.get("label_nodata"),
+        bool(cfg.progress) and sys.stderr.isatty(),
+        vector=VectorOptions.from_config(vector),
     )
     path = metrics_path(prediction, cfg.get("output"))
     write_metrics(path, result)

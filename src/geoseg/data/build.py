@@ -25,6 +25,7 @@ from geoseg.data.scene_paths import find_scene_files, read_manifest, warn_bands_
 from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stats import BandStats, load_or_compute_stats
 from geoseg.data.transforms import Augment
+from geoseg.data.vector_labels import VectorOptions
 from geoseg.data.windows import block_alignment, candidate_step, random_candidates
 from geoseg.errors import GeosegError
 
@@ -165,12 +166,13 @@ def load_scenes(cfg: Mapping[str, Any], split: str) -> list[Scene]:
     bands = None if cfg.get("bands") is None else list(cfg["bands"])
     nodata = cfg.get("nodata")
     nodata = list(nodata) if isinstance(nodata, Sequence) else nodata
+    vector = VectorOptions.from_config(cfg.get("vector"))
     scenes = [
         inspect_scene(
             images, label, bands=bands, nodata=nodata, label_nodata=cfg.get("label_nodata"),
             class_codes=label_codes(cfg["classes"]), chip_size=int(cfg["chip_size"]),
             unknown_labels=cfg.get("unknown_labels", "error"), region=region,
-            files=stack.files, grid=stack.grid, invalid=stack.invalid,
+            files=stack.files, grid=stack.grid, invalid=stack.invalid, vector=vector,
         )
         for images, label in pairs
     ]  # fmt: skip

@@ -9,7 +9,8 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
-from geoseg.data.scenes import Scene, label_fill_value
+from geoseg.data.scenes import Scene, label_fill_value, scene_grid
+from geoseg.data.vector_labels import VectorLabels
 
 
 def mask_dtype(num_classes: int, ignore_index: int) -> np.dtype:
@@ -105,6 +106,9 @@ def open_label_on_grid(scene: Scene, codes: Sequence[int]) -> tuple[rasterio.Dat
     whose pixels outside the label's extent hold a fill value that is no class (so become ignore).
     """
     assert scene.label is not None
+    if scene.vector is not None:  # polygons, rasterised per window straight onto the image grid
+        features = VectorLabels(scene.label, scene.vector, scene_grid(scene))
+        return features, features
     src = rasterio.open(scene.label)
     if scene.label_on_grid:
         return src, src

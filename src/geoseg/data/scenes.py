@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,14 +10,16 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
-from rasterio.warp import transform_bounds
 
 from geoseg.data.band_files import FileEntry
 from geoseg.data.rasters import check_readable, open_raster, unreadable
 from geoseg.data.scene_paths import scene_name
-from geoseg.data.stack import Grid, SceneFile, inspect_stack
+from geoseg.data.stack import Grid, SceneFile, inspect_stack, overlaps
 from geoseg.data.stack_reader import StackReader
+from geoseg.data.vector_labels import VectorLabels, VectorOptions, check_vector_label, is_vector
 from geoseg.errors import GeosegError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Scene", "check_readable", "inspect_scene", "open_raster", "resolve_bands", "unreadable"]
 
@@ -47,6 +50,7 @@ class Scene:
     band_names: tuple[str | None, ...] = ()  # of every stacked band
     invalid: str = "any"  # data.invalid: a pixel is invalid where any | all selected bands are nodata
     file_key: str | None = None  # the {file} value of the first file (multi-file scenes)
+    vector: VectorOptions | None = None  # data.vector, when the label is a vector file
 
     @property
     def bounds(self) -> tuple[int, int, int, int]:
@@ -169,13 +173,31 @@ def check_label_values(
 
 
 def _check_overlap(grid: Grid, lab: rasterio.DatasetReader, image: str, label: str) -> None:
-    left, bottom, right, top = transform_bounds(lab.crs, grid.rio_crs, *lab.bounds)
-    il, ib, ir, it = grid.bounds
-    if left >= ir or right <= il or bottom >= it or top <= ib:
+    if not overlaps(Grid.of(lab), grid):
         raise GeosegError(
             f"label '{label}' ({lab.crs}) does not overlap image '{image}' ({grid.rio_crs}); "
             "check that the label belongs to this image and that both CRSs are right."
         )
+
+
+def check_vector_codes(
+    features: VectorLabels, codes: Sequence[int], unknown_labels: str
+) -> tuple[float, ...]:
+    """The codes a vector label burns; fail on feature codes outside ``data.classes`` (unless ignored)."""
+    allowed = {int(c) for c in codes}
+    burned = sorted({int(v) for v in features.values})
+    unknown = [c for c in burned if c not in allowed]
+    if unknown and unknown_labels == "error" and codes:
+        where = f"field '{features.options.field}'" if features.options.field else "data.vector.burn"
+        raise GeosegError(
+            f"vector label '{features.path}' has codes {unknown[:10]} ({where}) that are not in data.classes "
+            f"(codes {sorted(allowed)}); add them to data.classes or set data.unknown_labels=ignore."
+        )
+    if codes and features.options.background not in allowed:
+        log.warning("vector label '%s': data.vector.background=%d is not in data.classes, so pixels outside "
+                    "every feature are ignored in training and scoring", features.path,
+                    features.options.background)  # fmt: skip
+    return tuple(float(c) for c in features.codes)
 
 
 def _aliases(files: Sequence[SceneFile]) -> dict[str, int]:
@@ -210,6 +232,7 @@ def inspect_scene(
     invalid: str = "any",
     require_crs: bool = True,
     role: tuple[str, str] = ("image", "the data.* options"),
+    vector: VectorOptions | None = None,
 ) -> Scene:
     """Open and validate one scene; every problem becomes a one-line :class:`GeosegError`.
 
@@ -234,7 +257,14 @@ def inspect_scene(
     label_on_grid = False
     lab_nodata = label_nodata
     label_values, label_dtype = None, None
-    if label is not None:
+    vector_opts = None
+    if label is not None and is_vector(label):
+        vector_opts = vector or VectorOptions()
+        features = VectorLabels(label, vector_opts, ref)
+        check_vector_label(features, first)
+        label_values = check_vector_codes(features, class_codes, unknown_labels)
+        label_dtype, label_on_grid = features.dtypes[0], True
+    elif label is not None:
         with open_raster(label, "label") as lab:
             check_readable(lab, label, "label")
             if lab.crs is None:
@@ -267,6 +297,7 @@ def inspect_scene(
         band_names=stack.names,
         invalid=invalid,
         file_key=files[0].name if files else None,
+        vector=vector_opts,
     )
 
 

@@ -152,11 +152,16 @@ def reference_index(grids: Sequence[Grid], names: Sequence[str | None], rule: st
     return min(range(len(grids)), key=lambda i: (round(areas[i] / areas[0], 9), i))
 
 
+def overlaps(grid: Grid, ref: Grid) -> bool:
+    """Whether ``grid``'s footprint, moved to ``ref``'s CRS, overlaps ``ref``'s."""
+    left, bottom, right, top = transform_bounds(grid.rio_crs, ref.rio_crs, *grid.bounds)
+    rl, rb, rr, rt = ref.bounds
+    return not (left >= rr or right <= rl or bottom >= rt or top <= rb)
+
+
 def check_overlap(file_grid: Grid, ref: Grid, path: str, ref_path: str, rule: str) -> None:
     """One line when a file does not overlap the reference grid at all."""
-    left, bottom, right, top = transform_bounds(file_grid.rio_crs, ref.rio_crs, *file_grid.bounds)
-    rl, rb, rr, rt = ref.bounds
-    if left >= rr or right <= rl or bottom >= rt or top <= rb:
+    if not overlaps(file_grid, ref):
         raise GeosegError(
             f"file '{path}' does not overlap the reference grid of '{ref_path}' (data.grid={rule}); check "
             "that it belongs to this scene and that both CRSs are right, or choose another data.grid."

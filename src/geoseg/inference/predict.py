@@ -21,6 +21,7 @@ from geoseg.inference.loaded import LoadedModel
 from geoseg.inference.quicklook import write_quicklook
 from geoseg.inference.sliding import ChipReader, predict_blocks
 from geoseg.inference.tiling import check_tiling, plan_tiles
+from geoseg.inference.vectorize import write_polygons
 from geoseg.inference.writer import BLOCK, PredictionWriter, existing, sidecar_paths, to_cog
 from geoseg.io import atomic_paths, write_errors
 
@@ -44,6 +45,9 @@ class PredictOptions:
     check_stats: bool = True
     existing: str = "error"  # error | skip | overwrite
     channels_last: bool | str = False  # "auto" is resolved per model by the predict command
+    vectorize: bool = False  # also write <output stem>.gpkg: the class map as polygons
+    min_area: float = 0.0  # map units²: smaller polygons are dropped from the .gpkg
+    simplify: float = 0.0  # map units: polygon simplification tolerance (0 = exact pixel edges)
     progress: bool = True
 
 
@@ -73,12 +77,16 @@ def prepare(
     check_tiling(opts.tile, opts.overlap, loaded.model.size_divisor, opts.panel, BLOCK)
     if opts.batch_size < 1:
         raise GeosegError(f"batch_size={opts.batch_size} must be at least 1")
+    for key in ("min_area", "simplify"):
+        value = getattr(opts, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise GeosegError(f"{key}={value!r} must be a number >= 0 (map units)")
     if opts.existing not in ("error", "skip", "overwrite"):
         raise GeosegError(f"existing={opts.existing!r} is not one of error, skip, overwrite")
     jobs = []
     for paths, output in zip(inputs, outputs, strict=True):
         paths = [paths] if isinstance(paths, str) else list(paths)
-        outs = sidecar_paths(output, opts.probabilities, opts.quicklook)
+        outs = sidecar_paths(output, opts.probabilities, opts.quicklook, opts.vectorize)
         found = existing(list(outs.values()))
         if found and opts.existing == "skip":
             log.info("skipping %s: %s exists", paths[0], found[0])
@@ -100,10 +108,11 @@ def predict_scene(
     """Predict one scene into its class map (and probabilities, quicklook); returns timing numbers."""
     started = time.perf_counter()
     paths, scene = job.outputs, job.scene
-    targets = [p for p in (paths["classes"], paths["probs"]) if p is not None]
+    keys = [k for k in ("classes", "probs", "vector") if paths.get(k) is not None]
     stack = scene.reader()
     try:
-        with atomic_paths(*targets) as tmps:
+        with atomic_paths(*[paths[k] for k in keys]) as tmp_list:
+            tmps = dict(zip(keys, tmp_list, strict=True))
             plan = plan_tiles(scene.height, scene.width, opts.tile, opts.overlap, opts.panel)
             fill = raw_fill_values(loaded.stats.mean, batch_dtype([scene.dtype]))
             reader = ChipReader(stack, fill, plan)
@@ -114,7 +123,7 @@ def predict_scene(
             )
             with writing():
                 writer = PredictionWriter(
-                    scene_grid(scene), loaded.classes, tmps[0], tmps[1] if len(tmps) > 1 else None, tags
+                    scene_grid(scene), loaded.classes, tmps["classes"], tmps.get("probs"), tags
                 )
             bar = tqdm(total=plan.num_tiles, desc=scene.name, unit="tile", dynamic_ncols=True,
                        disable=not (opts.progress and sys.stderr.isatty()), leave=False)  # fmt: skip
@@ -132,9 +141,13 @@ def predict_scene(
                     writer.close()
             with writing():
                 if opts.cog:
-                    to_cog(tmps[0], "NEAREST")
-                    if len(tmps) > 1:
-                        to_cog(tmps[1], "AVERAGE")
+                    to_cog(tmps["classes"], "NEAREST")
+                    if "probs" in tmps:
+                        to_cog(tmps["probs"], "AVERAGE")
+                if "vector" in tmps:  # from the finished class map, before any output gets its name
+                    polygons = write_polygons(tmps["classes"], tmps["vector"], loaded.classes,
+                                              opts.min_area, opts.simplify, rows=BLOCK)  # fmt: skip
+                    log.info("%s: %d polygons -> %s", scene.name, polygons, paths["vector"])
     finally:
         stack.close()
     pixels = scene.height * scene.width

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from geoseg.data.labels import ClassMap, open_label_on_grid
 from geoseg.data.scenes import inspect_scene, open_raster
+from geoseg.data.vector_labels import VectorOptions
 from geoseg.engine.log import json_safe
 from geoseg.engine.metrics import ConfusionMatrix, compute_metrics
 from geoseg.errors import GeosegError
@@ -47,12 +48,14 @@ def score(
     classes: ClassInfo,
     label_nodata: float | None = None,
     progress: bool = False,
+    vector: VectorOptions | None = None,
 ) -> dict[str, Any]:
     """Metrics, the confusion matrix and pixel counts of ``prediction`` against ``labels``."""
     num = len(classes.codes)
     ignore = 255 if num < 255 else num
     class_map = ClassMap(classes.codes, ignore_index=ignore)
-    scene = inspect_scene(prediction, labels, bands=[1], label_nodata=label_nodata, unknown_labels="ignore")
+    scene = inspect_scene(prediction, labels, bands=[1], label_nodata=label_nodata, unknown_labels="ignore",
+                          vector=vector)  # fmt: skip
     matrix = ConfusionMatrix(num, ignore_index=ignore)
     unpredicted = 0
     src, reader = open_label_on_grid(scene, classes.codes)

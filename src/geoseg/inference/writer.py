@@ -97,13 +97,16 @@ def read_classes_tag(src: rasterio.DatasetReader) -> ClassInfo | None:
     return None if text is None else ClassInfo.from_config(json.loads(text))
 
 
-def sidecar_paths(output: str, probabilities: bool, quicklook: bool) -> dict[str, str | None]:
-    """``out.tif`` -> ``out_probs.tif`` and ``out_quicklook.png`` next to it, when asked for."""
+def sidecar_paths(
+    output: str, probabilities: bool, quicklook: bool, vectorize: bool = False
+) -> dict[str, str | None]:
+    """``out.tif`` -> ``out_probs.tif``, ``out_quicklook.png`` and ``out.gpkg`` next to it, when asked for."""
     stem = os.path.splitext(output)[0]
     return {
         "classes": output,
         "probs": f"{stem}_probs.tif" if probabilities else None,
         "quicklook": f"{stem}_quicklook.png" if quicklook else None,
+        "vector": f"{stem}.gpkg" if vectorize else None,
     }
 
 

@@ -1,0 +1,103 @@
+"""Predictions as polygons: a class map turned into a GeoPackage layer, strip by strip.
+
+``rasterio.features.shapes`` runs over full-width strips of ``rows`` rows, in pixel coordinates (so
+shared edges are exact integers). A polygon that touches the strip's lower edge is kept aside and
+merged (``shapely.union_all`` of the same class) with the polygons of the next strip that touch their
+upper edge; every other polygon is final, is moved to map coordinates, optionally simplified and
+filtered by area, and appended to the layer. Memory is bounded by one strip and the polygons that
+cross its edge, whatever the scene size. Nodata is never a polygon.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import pyogrio
+import rasterio
+import shapely
+from rasterio.features import shapes
+from rasterio.windows import Window
+
+from geoseg.inference.loaded import ClassInfo
+
+LAYER = "classes"
+BATCH = 5000  # polygons appended to the file at a time
+
+
+def strip_polygons(src: rasterio.DatasetReader, rows: int) -> Iterator[tuple[shapely.Geometry, int]]:
+    """Every polygon of ``src``'s band 1 (nodata excluded) in pixel coordinates, merged across strips."""
+    nodata = src.nodata
+    pending: list[tuple[shapely.Geometry, int]] = []  # touching the previous strip's lower edge
+    for top in range(0, src.height, rows):
+        h = min(rows, src.height - top)
+        arr = src.read(1, window=Window(0, top, src.width, h))
+        valid = None if nodata is None else arr != nodata
+        shifted = rasterio.Affine.translation(0, top)
+        found = [(shapely.geometry.shape(g), int(v)) for g, v in shapes(arr, mask=valid, transform=shifted)]
+        upper = [p for p in found if p[0].bounds[1] <= top]
+        rest = [p for p in found if p[0].bounds[1] > top]
+        merged = _merge(pending + upper) if pending else upper
+        pending = []
+        bottom = top + h
+        for geom, value in merged + rest:
+            if geom.bounds[3] >= bottom and bottom < src.height:
+                pending.append((geom, value))
+            else:
+                yield geom, value
+    yield from pending
+
+
+def _merge(polys: list[tuple[shapely.Geometry, int]]) -> list[tuple[shapely.Geometry, int]]:
+    """Union the polygons of each class, then split the result into its connected polygons."""
+    out = []
+    for value in sorted({v for _, v in polys}):
+        union = shapely.union_all([g for g, v in polys if v == value])
+        out += [(g, value) for g in shapely.get_parts(union)]
+    return out
+
+
+def write_polygons(
+    class_path: str, out_path: str, classes: ClassInfo, min_area: float = 0.0, simplify: float = 0.0,
+    rows: int = 256,
+) -> int:  # fmt: skip
+    """Write the class map ``class_path`` as polygons (class code and name, its CRS) to the GeoPackage
+    ``out_path``; return how many. ``min_area`` (map units²) drops small ones, ``simplify`` (map
+    units) simplifies them, keeping their topology valid."""
+    written, batch = 0, []
+    with rasterio.open(class_path) as src:
+        crs = src.crs.to_wkt() if src.crs else None
+        a = src.transform
+        matrix = [a.a, a.b, a.d, a.e, a.c, a.f]
+        first = True
+
+        def flush() -> None:
+            nonlocal first, written, batch
+            geoms = np.array([g for g, _ in batch], dtype=object)
+            index = np.array([v for _, v in batch], dtype=np.int64)
+            codes = np.array(
+                [classes.codes[i] if 0 <= i < len(classes.codes) else i for i in index], np.int64
+            )
+            names = np.array([classes.names[i] if 0 <= i < len(classes.names) else "" for i in index], object)
+            with warnings.catch_warnings():  # the temporary name has no .gpkg extension; it is renamed
+                warnings.filterwarnings("ignore", message="The filename extension should be")
+                pyogrio.raw.write(
+                    out_path, shapely.to_wkb(geoms), [codes, names, index], fields=["code", "name", "index"],
+                    geometry_type="Polygon", crs=crs, driver="GPKG", layer=LAYER, append=not first,
+                    promote_to_multi=False,
+                )  # fmt: skip
+            first, written, batch = False, written + len(geoms), []
+
+        for geom, value in strip_polygons(src, rows):
+            geom = shapely.affinity.affine_transform(geom, matrix)
+            if simplify > 0:
+                geom = shapely.simplify(geom, simplify, preserve_topology=True)
+            if geom.is_empty or geom.area < min_area:
+                continue
+            batch.append((geom, value))
+            if len(batch) >= BATCH:
+                flush()
+        if batch or first:
+            flush()
+    return written
