@@ -33,6 +33,9 @@ def parse(overrides: list[str]) -> list[Override]:
             override = parser.parse_override(line)
         except HydraException as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if "{" in line and "=" in line and not line.split("=", 1)[1].startswith(("{", "[", '"', "'")):
+                key, value = line.split("=", 1)
+                reason += f"; quote a value with braces such as {{file}}: '{key}=\"{value}\"'"
             raise GeosegError(f"malformed override '{line}': {reason} (see {GRAMMAR})") from None
         if not override.key_or_group:
             raise GeosegError(f"malformed override '{line}': no key before '=' (see {GRAMMAR})")

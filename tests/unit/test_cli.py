@@ -145,6 +145,9 @@ def test_a_group_typo_lists_the_options(
          f"malformed override 'data.bands=[1,4': no viable alternative at input '[1,4' {GRAMMAR}"),
         (("train", "max_epochs"), f"malformed override 'max_epochs': missing EQUAL at '<EOF>' {GRAMMAR}"),
         (("stats", "=3"), f"malformed override '=3': no key before '=' {GRAMMAR}"),
+        (("predict", "input=/d/x_{file}.tif"),
+         "malformed override 'input=/d/x_{file}.tif': mismatched input '{' expecting <EOF>; quote a value "
+         f"with braces such as {{file}}: 'input=\"/d/x_{{file}}.tif\"' {GRAMMAR}"),
         (("report", "multirun/x", "stray"),  # the bare first argument is report's dir=
          f"malformed override 'stray': missing EQUAL at '<EOF>' {GRAMMAR}"),
     ],

@@ -19,7 +19,7 @@ from geoseg.data.labels import ClassMap
 from geoseg.data.loader import num_workers, pin_memory
 from geoseg.data.masks import coarse_image_valid
 from geoseg.data.scenes import inspect_scene
-from geoseg.data.windows import block_alignment, candidate_step
+from geoseg.data.windows import Chip, block_alignment, candidate_step
 from geoseg.errors import GeosegError
 
 
@@ -119,6 +119,20 @@ def test_coarse_validity_matches_reading_every_band(tmp_path, layout, rule):
     np.testing.assert_array_equal(fast, expected)
     all_valid = ("no_nodata", "undeclared") + (("first_band_only",) if rule == "all" else ())
     assert expected.all() == (layout in all_valid)
+
+
+def test_nodata_in_a_later_band_only_is_not_estimated_but_masked_in_every_chip(tmp_path):
+    """Rule any: the coarse estimate reads an integer file's first band only (start-up cost), so nodata
+    in band 2 alone is not in it; the chip reader still masks those pixels exactly."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(1, 1000, size=(3, 64, 64)).astype(np.uint16)
+    img[1, 40:, :] = 0
+    path = write_tif(tmp_path / "img.tif", img, nodata=0)
+    scene = inspect_scene(str(path), None)
+    assert coarse_image_valid(scene, (16, 16)).all()
+    assert not full_coarse_valid(path, scene, (16, 16)).all()
+    chip = ChipDataset([scene], 64, ClassMap([0]), fill=[7.0] * 3)[Chip(0, 0, 0)]["image"].numpy()
+    np.testing.assert_array_equal(chip, np.where(img[1] == 0, np.uint16(7), img))
 
 
 def test_gdal_threads_and_cache_are_split_across_readers(monkeypatch):

@@ -131,6 +131,30 @@ def test_bad_vector_labels_are_one_line(tmp_path, case, message):
     assert "\n" not in str(err.value)
 
 
+def test_one_labels_file_for_many_scenes_reads_only_the_features_near_each(tmp_path):
+    from geoseg.data.labels import open_label_on_grid
+
+    here = _polygons(10)
+    elsewhere = [shapely.affinity.translate(g, 50_000, 0) for g in _polygons(30, seed=5)]
+    label = _write_vector(tmp_path / "all.gpkg", here + elsewhere)
+    scene = inspect_scene(str(_image(tmp_path)), label, class_codes=[0, 1], vector=VectorOptions())
+    _, features = open_label_on_grid(scene, [0, 1])
+    assert len(features.geoms) == 10 and features.info["features"] == 40
+
+
+def test_no_feature_inside_the_scene_or_none_at_all_warns(tmp_path, caplog):
+    ring = shapely.box(499_000, 4_998_000, 502_000, 5_001_000).difference(
+        shapely.box(499_900, 4_999_000, 501_000, 5_000_100)
+    )  # a frame around the scene: its bounds overlap the scene, the polygon does not
+    around = _write_vector(tmp_path / "around.gpkg", [ring])
+    empty = _write_vector(tmp_path / "empty.gpkg", [])
+    for label, message in [(around, "no feature of vector label"), (empty, "has no features")]:
+        caplog.clear()
+        masks = _labels(tmp_path, label, [0, 1])
+        assert all((m == 0).all() for m in masks.values())
+        assert any(message in r.getMessage() for r in caplog.records)
+
+
 def test_bad_vector_options_are_one_line():
     with pytest.raises(GeosegError, match=r"data.vector has unknown keys \['feild'\]"):
         VectorOptions.from_config({"feild": "x"})

@@ -116,7 +116,9 @@ class ChipDataset(Dataset):
         self.dtype = batch_dtype([s.dtype for s in self.scenes])
         self.fill = raw_fill_values(fill, self.dtype)[:, None, None]
         self.augment = augment
-        self.handles = HandleCache(max_open_files)
+        # a cached scene reader holds one handle per file of its stack: data.max_open_files bounds files
+        files_per_scene = max(len(s.stack) for s in self.scenes)
+        self.handles = HandleCache(max(8, max_open_files // files_per_scene))
         bands = {len(s.bands) for s in self.scenes}
         if len(bands) != 1 or len(self.fill) not in bands:
             raise GeosegError(

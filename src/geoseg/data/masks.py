@@ -38,10 +38,16 @@ def coarse_valid_mask(scene: Scene, step: int, class_map: ClassMap | None) -> np
 def coarse_image_valid(scene: Scene, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) bool validity of the image on a coarse grid of ``shape``, by nearest decimated reads.
 
-    Reads nothing for a scene whose files are integer, on the reference grid and without nodata
-    (valid everywhere). With ``data.invalid=all`` and one file, the first band is read alone: when
-    it never holds nodata on the grid every cell is valid and the other bands are never read.
-    Otherwise every selected band is read, so the estimate follows the scene's validity rule.
+    A decimated read decodes every block it samples, so it costs about as much per band as a full
+    read; the estimate reads as few bands as it can (the chip reader applies the exact rule to
+    every band of every chip):
+
+    - nothing for a scene whose files are integer, on the reference grid and without nodata;
+    - ``data.invalid=all``: the first band of each integer file first; when it never holds nodata,
+      every cell is valid (a pixel is nodata only where every band is), else every band is read;
+    - ``data.invalid=any``: the first band of each integer file (every band of a file whose bands
+      declare different nodata values) and every band of a float file (NaN may be in any band).
+      Nodata in an integer file's other bands only (a Landsat band-7 gap) is not in the estimate.
     """
     files = scene.stack
     clean = all(f.dtype[0] in "ui" and f.on_grid and not any(_number(v) for v in f.nodata) for f in files)
@@ -49,11 +55,9 @@ def coarse_image_valid(scene: Scene, shape: tuple[int, int]) -> np.ndarray:
         return np.ones(shape, dtype=bool)
     reader = scene.reader()
     try:
-        if scene.invalid == "all" and len(files) == 1 and not scene.is_float:
-            _, first = reader.read_decimated(shape, first_band_only=True)
-            if first is None:
-                return np.ones(shape, dtype=bool)
-        _, invalid = reader.read_decimated(shape)
+        _, invalid = reader.read_decimated(shape, first_band_only=True)
+        if scene.invalid == "all" and invalid is not None:
+            _, invalid = reader.read_decimated(shape)
     finally:
         reader.close()
     return np.ones(shape, dtype=bool) if invalid is None else ~invalid

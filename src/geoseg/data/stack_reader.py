@@ -144,12 +144,14 @@ class StackReader:
                        dtype: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
         """The whole scene at ``shape`` by nearest resampling (from overviews where there are any).
 
-        With ``first_band_only`` each file contributes its first selected band (all of them when
-        its bands declare different nodata values): a cheap validity estimate for chip sampling.
+        With ``first_band_only`` each integer file contributes its first selected band (all of them
+        when its bands declare different nodata values; float files all of them, for NaN anywhere):
+        a cheap validity estimate for chip sampling.
         """
         parts, k = [], 0
         for p in self.parts:
-            n = len(p.bands) if not first_band_only or len(set(p.nodata)) > 1 else 1
+            whole = not first_band_only or len({repr(v) for v in p.nodata}) > 1
+            n = len(p.bands) if whole or self.files[p.file].dtype[0] == "f" else 1
             parts.append(Part(p.file, tuple(range(k, k + n)), p.bands[:n], p.nodata[:n]))
             k += n
         count = sum(len(p.bands) for p in parts)

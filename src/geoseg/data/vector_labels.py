@@ -23,6 +23,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.features import rasterize
 from rasterio.warp import transform as transform_xy
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
@@ -91,7 +92,7 @@ class VectorLabels:
 
     def __init__(self, path: str, options: VectorOptions, grid: Grid) -> None:
         self.path, self.options, self.grid = str(path), options, grid
-        self.geoms, self.values, self.fields = _load(self.path, options, grid)
+        self.geoms, self.values, self.info = _load(self.path, options, grid)
         codes = np.unique(np.append(self.values, options.background)).astype(np.int64)
         self.codes = codes
         self.dtypes = (_codes_dtype(codes),)
@@ -153,8 +154,9 @@ class VectorLabels:
         self._index()
 
 
-def _load(path: str, opts: VectorOptions, grid: Grid) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read, check, repair and reproject the features of ``path``: (geometries, codes, field names)."""
+def _load(path: str, opts: VectorOptions, grid: Grid) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Read, check, repair and reproject the features of ``path`` near the scene: (geometries, codes,
+    the layer's info from pyogrio)."""
     if not os.path.exists(path):
         raise GeosegError(f"label file not found: '{path}'. Check the path or the split's labels template.")
     try:
@@ -165,7 +167,10 @@ def _load(path: str, opts: VectorOptions, grid: Grid) -> tuple[np.ndarray, np.nd
                 f"vector label '{path}' has no field '{opts.field}' (its fields: {list(info['fields'])}); "
                 "set data.vector.field to one of them, or to null to burn data.vector.burn everywhere."
             )
-        meta, fids, wkb, data = pyogrio.raw.read(path, layer=opts.layer, columns=columns, return_fids=True)
+        bbox = _scene_bbox(info, grid)
+        meta, fids, wkb, data = pyogrio.raw.read(
+            path, layer=opts.layer, columns=columns, return_fids=True, bbox=bbox
+        )
     except GeosegError:
         raise
     except Exception as err:  # pyogrio's DataSourceError, DataLayerError, ...
@@ -210,7 +215,23 @@ def _load(path: str, opts: VectorOptions, grid: Grid) -> tuple[np.ndarray, np.nd
     src_crs, dst_crs = CRS.from_user_input(meta["crs"]), grid.rio_crs
     if len(geoms) and dst_crs is not None and src_crs != dst_crs:
         geoms = _reproject(geoms, src_crs, dst_crs)
-    return geoms, values, list(info["fields"])
+    return geoms, values, info
+
+
+def _scene_bbox(info: dict, grid: Grid) -> tuple[float, float, float, float] | None:
+    """The scene's footprint in the file's CRS, so that only features near it are read: one labels
+    file may cover a whole archive of scenes."""
+    if info.get("crs") is None or grid.rio_crs is None:
+        return None
+    return transform_bounds(grid.rio_crs, CRS.from_user_input(info["crs"]), *grid.bounds, densify_pts=21)
+
+
+def file_extent(info: dict, grid: Grid) -> tuple[float, float, float, float] | None:
+    """The file's total bounds in the scene's CRS (None when GDAL cannot tell them cheaply)."""
+    bounds = info.get("total_bounds")
+    if bounds is None or info.get("crs") is None or grid.rio_crs is None or not np.isfinite(bounds).all():
+        return None
+    return transform_bounds(CRS.from_user_input(info["crs"]), grid.rio_crs, *bounds, densify_pts=21)
 
 
 def _is_number(value: Any) -> bool:
@@ -223,15 +244,22 @@ def _is_number(value: Any) -> bool:
 
 def check_vector_label(labels: VectorLabels, image: str) -> None:
     """Warn when the file has no feature, or none inside the scene; fail when it lies wholly outside it."""
-    path = labels.path
-    if len(labels.geoms) == 0:
+    path, background = labels.path, labels.options.background
+    if not labels.info.get("features"):
         log.warning("vector label '%s' has no features: every pixel of '%s' is background (code %d)",
-                    path, image, labels.options.background)  # fmt: skip
+                    path, image, background)  # fmt: skip
         return
-    left, bottom, right, top = shapely.total_bounds(labels.geoms)
     gl, gb, gr, gt = labels.grid.bounds
-    if left >= gr or right <= gl or bottom >= gt or top <= gb:
-        raise GeosegError(
-            f"vector label '{path}' does not overlap image '{image}'; check that the label belongs to this "
-            "image and that both CRSs are right."
-        )
+    extent = file_extent(labels.info, labels.grid)
+    if extent is None and len(labels.geoms):
+        extent = tuple(shapely.total_bounds(labels.geoms))
+    if extent is not None:
+        left, bottom, right, top = extent
+        if left >= gr or right <= gl or bottom >= gt or top <= gb:
+            raise GeosegError(
+                f"vector label '{path}' does not overlap image '{image}'; check that the label belongs to "
+                "this image and that both CRSs are right."
+            )
+    if len(labels.tree.query(shapely.box(gl, gb, gr, gt), predicate="intersects")) == 0:
+        log.warning("no feature of vector label '%s' lies inside '%s': every pixel is background (code %d)",
+                    path, image, background)  # fmt: skip

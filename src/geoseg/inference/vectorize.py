@@ -10,8 +10,10 @@ cross its edge, whatever the scene size. Nodata is never a polygon.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyogrio
@@ -58,6 +60,16 @@ def _merge(polys: list[tuple[shapely.Geometry, int]]) -> list[tuple[shapely.Geom
     return out
 
 
+@contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def write_polygons(
     class_path: str, out_path: str, classes: ClassInfo, min_area: float = 0.0, simplify: float = 0.0,
     rows: int = 256,
@@ -80,7 +92,8 @@ def write_polygons(
                 [classes.codes[i] if 0 <= i < len(classes.codes) else i for i in index], np.int64
             )
             names = np.array([classes.names[i] if 0 <= i < len(classes.names) else "" for i in index], object)
-            with warnings.catch_warnings():  # the temporary name has no .gpkg extension; it is renamed
+            with warnings.catch_warnings(), _quiet(logging.getLogger("pyogrio")):
+                # the temporary name has no .gpkg extension (it is renamed); pyogrio logs every batch
                 warnings.filterwarnings("ignore", message="The filename extension should be")
                 pyogrio.raw.write(
                     out_path, shapely.to_wkb(geoms), [codes, names, index], fields=["code", "name", "index"],
