@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import multiprocessing
 import sys
 from collections.abc import Callable, Sequence
 
@@ -14,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from geoseg.config import config_dir
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, user_message
 from geoseg.io import ensure_writable_dir
 from geoseg.overrides import check_overrides
 
@@ -89,10 +90,10 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], object]) -> Callabl
         except GeosegError as err:
             hydra_cfg = HydraConfig.get()
             if hydra_cfg.mode == RunMode.MULTIRUN:
-                log.error("geoseg: error: %s", err)  # into the job's log, where `geoseg report` finds it
+                log.error("geoseg: error: %s", user_message(err))  # into the job's log, for `geoseg report`
                 job = hydra_cfg.runtime.output_dir
-                raise SweepJobError(f"geoseg: error in sweep job {job}: {err}") from None
-            print(f"geoseg: error: {err}", file=sys.stderr)
+                raise SweepJobError(f"geoseg: error in sweep job {job}: {user_message(err)}") from None
+            print(f"geoseg: error: {user_message(err)}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return app
@@ -135,8 +136,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_output_folder(args[1:])
         hydra_app(config_name, task)()
     except GeosegError as err:  # raised while composing (e.g. configs not found)
-        print(f"geoseg: error: {err}", file=sys.stderr)
+        print(f"geoseg: error: {user_message(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which checkpoints first): no traceback
+        print(f"geoseg: interrupted (Ctrl-C) during {name}", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        stop_workers()
+
+
+def stop_workers() -> None:
+    """Kill DataLoader workers still alive at exit (after an error they may be blocked on a full queue).
+
+    They ignore SIGTERM (see :func:`geoseg.data.loader.configure_gdal_worker`), so the DataLoader's own
+    ``terminate()`` cannot end them and multiprocessing's exit handler would wait for them forever.
+    """
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=5)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,19 @@ class GeosegError(Exception):
     """
 
 
+def user_message(err: BaseException) -> str:
+    """The one-line message of a :class:`GeosegError`, also when a DataLoader worker raised it.
+
+    torch re-raises a worker's exception as ``GeosegError("Caught GeosegError in DataLoader worker
+    process 0. Original Traceback ...")``; the original message is that traceback's last line.
+    """
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split("GeosegError: ", 1)[-1]
+    return text
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message (its type name when empty), for one-line errors."""
     text = str(err).strip()

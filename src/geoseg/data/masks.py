@@ -42,7 +42,7 @@ def coarse_image_valid(scene: Scene, shape: tuple[int, int]) -> np.ndarray:
     read; the estimate reads as few bands as it can (the chip reader applies the exact rule to
     every band of every chip):
 
-    - nothing for a scene whose files are integer, on the reference grid and without nodata;
+    - nothing for a scene whose files are integer, on the reference grid, without nodata or a mask band;
     - ``data.invalid=all``: the first band of each integer file first; when it never holds nodata,
       every cell is valid (a pixel is nodata only where every band is), else every band is read;
     - ``data.invalid=any``: the first band of each integer file (every band of a file whose bands
@@ -50,7 +50,10 @@ def coarse_image_valid(scene: Scene, shape: tuple[int, int]) -> np.ndarray:
       Nodata in an integer file's other bands only (a Landsat band-7 gap) is not in the estimate.
     """
     files = scene.stack
-    clean = all(f.dtype[0] in "ui" and f.on_grid and not any(_number(v) for v in f.nodata) for f in files)
+    clean = all(
+        f.dtype[0] in "ui" and f.on_grid and not f.masked and not any(_number(v) for v in f.nodata)
+        for f in files
+    )
     if clean:
         return np.ones(shape, dtype=bool)
     reader = scene.reader()

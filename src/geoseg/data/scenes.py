@@ -149,6 +149,19 @@ def label_fill_value(dtype: str, label_nodata: float | None, codes: Sequence[int
     raise GeosegError(f"set data.label_nodata: every {dtype} value is a class code")
 
 
+def check_label_nodata(nodata: float | None, codes: Sequence[int], path: str, declared: bool) -> None:
+    """Refuse a label nodata value that is also a class code: its pixels cannot be both (they would be
+    trained and scored as that class, and the warp fills outside the label with it)."""
+    if nodata is None or nodata != nodata or not codes or float(nodata) not in {float(c) for c in codes}:
+        return
+    where = f"the nodata value '{path}' declares" if declared else "data.label_nodata"
+    raise GeosegError(
+        f"label nodata {nodata:g} ({where}) is also a class code in data.classes; a pixel cannot be both: "
+        "set the label nodata (data.label_nodata; label_nodata= for geoseg evaluate) to a value that is "
+        "no class, or renumber that class."
+    )
+
+
 def check_label_values(
     src: rasterio.DatasetReader, codes: Sequence[int], label_nodata: float | None, path: str
 ) -> tuple[float, ...]:
@@ -272,6 +285,7 @@ def inspect_scene(
             _check_overlap(ref, lab, first, label)
             if lab_nodata is None:
                 lab_nodata = lab.nodata
+            check_label_nodata(lab_nodata, class_codes, label, declared=label_nodata is None)
             if unknown_labels == "error" and class_codes:
                 label_values = check_label_values(lab, class_codes, lab_nodata, label)
             label_dtype = lab.dtypes[0]

@@ -8,6 +8,7 @@ another grid are resampled per chip window by :class:`~geoseg.data.stack_reader.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,11 +16,14 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.warp import transform_bounds
 
 from geoseg.data.band_files import FileEntry
 from geoseg.data.rasters import check_readable, open_raster
 from geoseg.errors import GeosegError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,16 @@ class SceneFile:
     resampling: str = "bilinear"
     on_grid: bool = True  # same CRS, transform and size as the reference grid: read without resampling
     grid: Grid | None = None
+    masked: bool = False  # GDAL mask band (internal/sidecar per-dataset mask, or alpha): 0 = invalid
+
+
+def has_mask_band(src: rasterio.DatasetReader, bands: Sequence[int]) -> bool:
+    """Whether ``bands`` have a real GDAL mask (a per-dataset mask or an alpha band), which marks invalid
+    pixels besides (or instead of) a nodata value."""
+    return any(
+        MaskFlags.per_dataset in src.mask_flag_enums[b - 1] or MaskFlags.alpha in src.mask_flag_enums[b - 1]
+        for b in bands
+    )
 
 
 def stack_dtype(dtypes: Sequence[str]) -> str:
@@ -210,10 +224,11 @@ def inspect_stack(
             bands = file_bands(src, entry, path, i)
             dtype = check_one_dtype(src, bands, path)
             declared = tuple(src.nodatavals[b - 1] for b in bands)
+            masked = has_mask_band(src, bands)
             names += band_names(src, bands, entry)
             grid = Grid.of(src)
             file = SceneFile(str(path), entry.name if entry else None, bands, declared, dtype,
-                             entry.resampling if entry else "nearest")  # fmt: skip
+                             entry.resampling if entry else "nearest", masked=masked)  # fmt: skip
             found.append((file, grid, tuple(src.block_shapes[0])))
     if per_band is not None and len(per_band) != len(names):
         raise GeosegError(_nodata_count(per_band, paths, len(names)))
@@ -223,7 +238,8 @@ def inspect_stack(
         n = len(file.bands)
         override = per_band[offset : offset + n] if per_band is not None else nodata
         values = band_nodata(file.nodata, entry, override)
-        file = SceneFile(file.path, file.name, file.bands, values, file.dtype, file.resampling)
+        file = SceneFile(file.path, file.name, file.bands, values, file.dtype, file.resampling,
+                         masked=file.masked)  # fmt: skip
         found[i] = (file, grid, block)
         offset += n
     grids = [g for _, g, _ in found]
@@ -234,8 +250,11 @@ def inspect_stack(
         on_grid = grid.same_as(ref_grid)
         if not on_grid:
             check_overlap(grid, ref_grid, path, paths[ref], rule)
+        if file.masked and not on_grid:
+            log.warning("the mask band of '%s' is not applied: it is resampled onto the reference grid; "
+                        "declare a nodata value for it instead (data.files[...].nodata)", path)  # fmt: skip
         files.append(SceneFile(file.path, file.name, file.bands, file.nodata, file.dtype, file.resampling,
-                               on_grid, grid))  # fmt: skip
+                               on_grid, grid, file.masked and on_grid))  # fmt: skip
     return Stack(tuple(files), ref_grid, tuple(names), found[ref][2], str(paths[ref]))
 
 

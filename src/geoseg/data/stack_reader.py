@@ -200,7 +200,12 @@ class StackReader:
         src, f = self._src(part.file), self.files[part.file]
         if f.on_grid:
             src.read(list(part.bands), window=window, out=dest, resampling=Resampling.nearest)
-            return None
+            if not f.masked:
+                return None
+            masks = src.read_masks(list(part.bands), window=window, out_shape=dest.shape,
+                                   resampling=Resampling.nearest)  # fmt: skip
+            outside = masks == 0
+            return outside if outside.any() else None
         work = np.empty(dest.shape, dtype=_work_dtype(dest.dtype))
         method = Resampling.nearest if window is None else Resampling[f.resampling]
         for b, (band, nodata) in enumerate(zip(part.bands, part.nodata, strict=True)):

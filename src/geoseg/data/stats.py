@@ -41,6 +41,30 @@ class BandStats:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
+    def validate(self, path: str) -> BandStats:
+        """Fail in one line when the statistics cannot normalise anything (hand-edited or damaged)."""
+        n = len(self.bands)
+        for key in ("mean", "std", "min", "max"):
+            values = getattr(self, key)
+            if not isinstance(values, list) or len(values) != n:
+                got = len(values) if isinstance(values, list) else repr(values)
+                raise GeosegError(
+                    f"statistics '{path}': '{key}' has {got} values for {n} bands; delete it (or run "
+                    "`geoseg stats`) to recompute."
+                )
+        mean, std = np.asarray(self.mean, dtype=np.float64), np.asarray(self.std, dtype=np.float64)
+        bad = [(i, "mean", m) for i, m in enumerate(mean) if not np.isfinite(m)] + [
+            (i, "std", v) for i, v in enumerate(std) if not np.isfinite(v) or v < 0
+        ]
+        if bad:
+            i, key, value = bad[0]
+            raise GeosegError(
+                f"statistics '{path}': band {self.bands[i]} has {key} {value}, which cannot normalise it "
+                "(a mean must be finite, a std finite and >= 0); delete it (or run `geoseg stats`) to "
+                "recompute."
+            )
+        return self
+
     def check_matches(self, scenes: Sequence[Scene], path: str) -> None:
         """Fail when the data now selects other bands or nodata; warn when the scene files differ."""
         self.check_bands(scenes[0].bands, path)
@@ -207,9 +231,10 @@ def warn_nodata_in_statistics(stats: BandStats, scenes: Sequence[Scene]) -> None
 def load_stats(path: str) -> BandStats:
     try:
         with open(path) as fh:
-            return BandStats(**json.load(fh))
+            stats = BandStats(**json.load(fh))
     except (OSError, ValueError, TypeError) as err:
         raise GeosegError(f"cannot read statistics file '{path}' ({err}); delete it to recompute.") from None
+    return stats.validate(path)
 
 
 def save_stats(stats: BandStats, path: str) -> None:

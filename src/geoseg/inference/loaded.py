@@ -81,7 +81,7 @@ def rebuild_model(saved: Mapping[str, Any], path: str) -> SegmentationModel:
             "best.pt or last.pt of a geoseg train run, or re-save it with save_model_checkpoint"
         )
     try:
-        stats = BandStats(**saved["stats"])
+        stats = BandStats(**saved["stats"]).validate(f"{path}: stats")
     except TypeError as err:
         raise GeosegError(f"checkpoint '{path}' has malformed band statistics ({err})") from None
     model = build_model(

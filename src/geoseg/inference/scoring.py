@@ -10,6 +10,7 @@ and reported, not scored.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
@@ -27,6 +28,8 @@ from geoseg.inference.loaded import ClassInfo
 from geoseg.inference.writer import read_classes_tag
 from geoseg.io import atomic_write_text
 
+log = logging.getLogger(__name__)
+
 
 def prediction_classes(prediction: str, override: list[dict] | None) -> ClassInfo:
     """The classes of ``classes=`` when given, else those the prediction file carries."""
@@ -42,6 +45,9 @@ def prediction_classes(prediction: str, override: list[dict] | None) -> ClassInf
     return found
 
 
+MOST = 0.5  # above this share of the pixels, out-of-range predictions or unmapped labels are an error
+
+
 def score(
     prediction: str,
     labels: str,
@@ -50,39 +56,100 @@ def score(
     progress: bool = False,
     vector: VectorOptions | None = None,
 ) -> dict[str, Any]:
-    """Metrics, the confusion matrix and pixel counts of ``prediction`` against ``labels``."""
+    """Metrics, the confusion matrix and pixel counts of ``prediction`` against ``labels``.
+
+    A predicted value that is no class index (not the prediction's nodata) is scored as wrong for
+    the label it covers, and counted; label codes that are no class (not the label nodata) are
+    skipped and counted. Either one over most of the pixels is an error: the class list does not
+    belong to these files.
+    """
     num = len(classes.codes)
-    ignore = 255 if num < 255 else num
+    ignore = 255 if num < 255 else num + 1
     class_map = ClassMap(classes.codes, ignore_index=ignore)
     scene = inspect_scene(prediction, labels, bands=[1], label_nodata=label_nodata, unknown_labels="ignore",
-                          vector=vector)  # fmt: skip
-    matrix = ConfusionMatrix(num, ignore_index=ignore)
-    unpredicted = 0
+                          vector=vector, class_codes=classes.codes)  # fmt: skip
+    matrix = ConfusionMatrix(num + 1, ignore_index=ignore)  # column ``num``: out-of-range predictions
+    unpredicted = unmapped = out_of_range = labelled = 0
     src, reader = open_label_on_grid(scene, classes.codes)
     try:
         with open_raster(prediction, "prediction") as pred:
             windows = [w for _, w in pred.block_windows(1)]
             for window in tqdm(windows, desc="evaluate", unit="block", disable=not progress, leave=False):
-                predicted = pred.read(1, window=window)
-                target = class_map(reader.read(1, window=window))
+                predicted = pred.read(1, window=window).astype(np.int64)
+                raw = reader.read(1, window=window)
+                target = class_map(raw).astype(np.int64)
+                nodata = _label_nodata(raw, scene.label_nodata)
+                unmapped += int(((target == ignore) & ~nodata).sum())
                 if pred.nodata is not None:
                     missing = predicted == pred.nodata
                     unpredicted += int((missing & (target != ignore)).sum())
                     target = np.where(missing, ignore, target)
-                predicted = np.minimum(predicted, num - 1)  # out-of-range predictions only where ignored
-                matrix.update(
-                    torch.from_numpy(predicted.astype(np.int64)), torch.from_numpy(target.astype(np.int64))
-                )
+                bad = (predicted < 0) | (predicted >= num)
+                out_of_range += int((bad & (target != ignore)).sum())
+                labelled += int((target != ignore).sum())
+                predicted = np.where(bad, num, predicted)
+                matrix.update(torch.from_numpy(predicted), torch.from_numpy(target))
     finally:
         if reader is not src:
             reader.close()
         src.close()
-    result = compute_metrics(matrix.matrix, classes.names)
+    _check_counts(prediction, labels, classes, labelled, unmapped, out_of_range)
+    result = _metrics_without_invalid(matrix.matrix, classes.names)
     result.update({
         "prediction": prediction, "labels": labels, "label_on_grid": scene.label_on_grid,
-        "classes": classes.as_list(), "confusion": matrix.matrix.tolist(),
-        "unpredicted_labelled_pixels": unpredicted,
+        "classes": classes.as_list(), "confusion": matrix.matrix[:num, :num].tolist(),
+        "unpredicted_labelled_pixels": unpredicted, "out_of_range_predictions": out_of_range,
+        "unmapped_label_pixels": unmapped,
     })  # fmt: skip
+    return result
+
+
+def _label_nodata(raw: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Where the label is its nodata value (NaN counts for float labels)."""
+    out = np.zeros(raw.shape, dtype=bool)
+    if raw.dtype.kind == "f":
+        out |= np.isnan(raw)
+    if nodata is not None and nodata == nodata:
+        out |= raw == nodata
+    return out
+
+
+def _check_counts(prediction: str, labels: str, classes: ClassInfo, labelled: int, unmapped: int,
+                  out_of_range: int) -> None:  # fmt: skip
+    """Fail when most pixels cannot be scored; warn about the rest."""
+    codes = classes.codes
+    if unmapped and unmapped >= MOST * (unmapped + labelled):
+        raise GeosegError(
+            f"{unmapped} of {unmapped + labelled} label pixels of '{labels}' hold codes that are not in the "
+            f"class list (codes {codes}); pass the training classes (classes=...) or the right labels"
+        )
+    if labelled == 0:
+        raise GeosegError(
+            f"no pixel of '{labels}' can be scored against '{prediction}' (every one is nodata or outside "
+            "the class list); check the files and label_nodata="
+        )
+    if out_of_range and out_of_range >= MOST * labelled:
+        raise GeosegError(
+            f"{out_of_range} of {labelled} scored pixels of '{prediction}' hold values that are no class "
+            f"index (0..{len(codes) - 1}); pass its class list with classes=... or check that it is a "
+            "geoseg class map"
+        )
+    for count, what in (
+        (unmapped, "label pixels hold codes outside the class list and were skipped"),
+        (out_of_range, "predicted pixels hold no class index and were scored as wrong"),
+    ):
+        if count:
+            log.warning("%s: %d %s", prediction, count, what)
+
+
+def _metrics_without_invalid(matrix: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """Metrics of the real classes: out-of-range predictions (the last column) count as errors only."""
+    result = compute_metrics(matrix, [*names, "(no class)"])
+    for key in ("iou", "f1"):
+        result[key].pop("(no class)")
+    for key, per_class in (("miou", "iou"), ("mf1", "f1")):
+        present = [v for v in result[per_class].values() if not math.isnan(v)]
+        result[key] = sum(present) / len(present) if present else math.nan
     return result
 
 

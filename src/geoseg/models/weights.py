@@ -30,6 +30,16 @@ log = logging.getLogger(__name__)
 FIRST_CONV_STRATEGIES = ("repeat", "mean", "rgb_then_random")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 SKIPPED_KEYS = ("num_batches_tracked",)
+HEAD_PREFIXES = (  # classifier heads of ImageNet models, which no segmentation encoder keeps
+    "fc.",
+    "classifier.",
+    "head.",
+    "heads.",
+    "last_linear.",
+    "conv_head.",
+    "bn2.",
+    "global_pool.",
+)
 
 
 def check_weights_option(weights: str | None) -> Path | None:
@@ -116,21 +126,30 @@ def prefix_swaps(source: list[str], target: list[str], top: int = 8) -> list[tup
     return [pair for pair, _ in votes.most_common(top)] or [("", "")]
 
 
-def match_keys(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def match_keys(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename ``source`` keys to ``target``'s by the prefix swap that matches the most names and shapes.
 
     Handles ``module.`` (DDP), ``encoder.`` (a whole smp model), ``model.`` (smp's timm wrapper) and
-    any other prefix on either side.
+    any other prefix on either side. Returns the matched tensors and the source keys under the same
+    prefix that matched nothing (a classifier head and BatchNorm counters aside): tensors of a
+    bigger model of the same family, which would otherwise be dropped without a word.
     """
     best: dict[str, torch.Tensor] = {}
-    best_score = (0, 0)
+    best_score, unused = (0, 0), []
     for strip, add in prefix_swaps(list(source), list(target)):
-        mapped = {add + k[len(strip) :]: v for k, v in source.items() if k.startswith(strip)}
-        hits = {k: v for k, v in mapped.items() if k in target}
+        mapped = {add + k[len(strip) :]: (k, v) for k, v in source.items() if k.startswith(strip)}
+        hits = {k: v for k, (_, v) in mapped.items() if k in target}
         score = (sum(v.shape == target[k].shape for k, v in hits.items()), len(hits))
         if score > best_score:
             best, best_score = hits, score
-    return best
+            unused = [
+                src for k, (src, _) in mapped.items()
+                if k not in target and not src.endswith(SKIPPED_KEYS)
+                and not src[len(strip) :].startswith(HEAD_PREFIXES)
+            ]  # fmt: skip
+    return best, unused
 
 
 def adapt_first_conv(
@@ -196,14 +215,20 @@ def load_encoder_weights(
     target = encoder.state_dict()
     wanted = {k: v for k, v in target.items() if not k.endswith(SKIPPED_KEYS)}
     source = tensors_of(read_weights(path) if stored is None else stored, path)
-    matched = match_keys(source, wanted)
+    matched, unused = match_keys(source, wanted)
     missing = [k for k in wanted if k not in matched]
     if missing:
         raise GeosegError(
             f"encoder.weights={path} matches {len(matched)} of the encoder's {len(wanted)} tensors "
             f"(missing e.g. {', '.join(missing[:3])}); is it a state dict of this encoder?"
         )
-    first = split_first_conv(matched, target, path)
+    first = split_first_conv(matched, target, path)  # other shapes: another encoder, said first
+    if unused:
+        raise GeosegError(
+            f"encoder.weights={path} has {len(unused)} tensors this encoder does not (e.g. "
+            f"{', '.join(unused[:3])}); it is probably a bigger model of the same family: use the weights "
+            "of this encoder (encoder=...) or the encoder those weights belong to."
+        )
     used = "none"
     if first is not None:
         matched[first] = adapt_first_conv(matched[first], target[first], strategy, rgb_channels)
