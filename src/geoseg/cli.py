@@ -138,9 +138,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except GeosegError as err:  # raised while composing (e.g. configs not found)
         print(f"geoseg: error: {user_message(err)}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which checkpoints first): no traceback
-        print(f"geoseg: interrupted (Ctrl-C) during {name}", file=sys.stderr)
-        raise SystemExit(130) from None
     finally:
         stop_workers()
 

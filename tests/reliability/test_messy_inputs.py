@@ -176,7 +176,7 @@ def _corrupt_band_two(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("workers", [pytest.param(0, marks=pytest.mark.slow), 1])  # 1 worker: it hung
 def test_a_corrupt_tile_read_by_a_worker_ends_the_run_in_one_line_without_hanging(tmp_path, workers):
     root = make_root(tmp_path / "data")
     image = root / "train" / "images" / "a.tif"

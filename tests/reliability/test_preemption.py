@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -127,26 +128,20 @@ def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_step(demo_root, t
     assert (run_dir / "summary.json").exists()
 
 
-def test_ctrl_c_checkpoints_exits_130_without_a_traceback_and_resumes(demo_root, tmp_path):
-    """SIGINT to the whole process group (a terminal's Ctrl-C reaches the DataLoader workers too)."""
+def test_a_second_run_in_the_same_folder_is_refused_and_a_dead_runs_lock_is_taken_over(demo_root, tmp_path):
     run_dir = tmp_path / "run"
-    args = train_args(demo_root, run_dir, "data.num_workers=2")
-    proc = start(args, tmp_path, prelude=SLOW_STEPS)
-    wait_for(proc, lambda: len(train_rows(run_dir)) >= 3, "step 3")
-    kill(proc, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
-    assert "stopped by SIGINT" in out and "trainer.resume=auto" in out
-    step = load_checkpoint(run_dir / "last.pt")["step"]
-    assert step >= 3 and not (run_dir / "summary.json").exists()
-
-
-def test_a_second_ctrl_c_quits_at_once():
-    with Preemption() as preempt:
-        os.kill(os.getpid(), signal.SIGINT)
-        assert preempt.signal_name == "SIGINT"
-        with pytest.raises(SystemExit) as quit_now:
-            os.kill(os.getpid(), signal.SIGINT)
-    assert quit_now.value.code == 130
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on exit
+    first = start(train_args(demo_root, run_dir), tmp_path, prelude=SLOW_STEPS)
+    wait_for(first, lambda: len(train_rows(run_dir)) >= 2, "step 2")
+    second = run(train_args(demo_root, run_dir), tmp_path)
+    assert second.returncode == 2
+    (line,) = second.stderr.strip().splitlines()
+    assert line.startswith(
+        f"geoseg: error: run folder '{run_dir}' is in use by another geoseg train (PID {first.pid} on "
+        f"{socket.gethostname()}, since "
+    )
+    assert line.endswith("wait for it to finish, or choose another hydra.run.dir")
+    kill(first, signal.SIGKILL)
+    first.wait(timeout=60)
+    third = run([*train_args(demo_root, run_dir), "trainer.max_steps=1"], tmp_path)
+    assert third.returncode == 0, third.stderr
+    assert f"was locked by PID {first.pid}, which is no longer running; taking it over" in third.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ from geoseg.engine.log import RunLogger, log_epoch, log_step, progress, write_su
 from geoseg.engine.nonfinite import BufferSnapshot, skip_nonfinite
 from geoseg.engine.preemption import Preemption
 from geoseg.engine.run import Run, build_run
+from geoseg.engine.run_lock import run_lock
 from geoseg.engine.runtime import resume_path, to_device, wrap_model
 from geoseg.models.recalibrate import recalibrate_bn
 
@@ -34,8 +36,10 @@ log = logging.getLogger(__name__)
 def fit(cfg: Any, run_dir: str) -> dict[str, Any]:
     """Train the model ``cfg`` describes; write checkpoints, logs and ``summary.json`` under ``run_dir``."""
     owns_group = not (dist.is_available() and dist.is_initialized())
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
     try:
-        return train(build_run(cfg, run_dir), time.perf_counter())
+        with run_lock(os.path.abspath(run_dir), enabled=rank == 0):  # one run per folder
+            return train(build_run(cfg, run_dir), time.perf_counter())
     finally:
         if owns_group:
             cleanup_distributed()
