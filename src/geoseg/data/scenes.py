@@ -14,7 +14,7 @@ from rasterio.errors import RasterioError
 from geoseg.data.band_files import FileEntry
 from geoseg.data.rasters import check_readable, open_raster, unreadable
 from geoseg.data.scene_paths import scene_name
-from geoseg.data.stack import Grid, SceneFile, inspect_stack, overlaps
+from geoseg.data.stack import Grid, SceneFile, inspect_stack, overlaps, stack_dtype
 from geoseg.data.stack_reader import StackReader
 from geoseg.data.vector_labels import VectorLabels, VectorOptions, check_vector_label, is_vector
 from geoseg.errors import GeosegError
@@ -79,10 +79,6 @@ class Scene:
         """Nodata of each selected band."""
         flat = [v for f in self.stack for v in f.nodata]
         return tuple(flat[k - 1] for k in self.bands)
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return tuple(f.path for f in self.stack)
 
     def reader(self) -> StackReader:
         """A reader of this scene's selected bands on its reference grid (open one per process)."""
@@ -301,7 +297,7 @@ def inspect_scene(
         height=ref.height,
         width=ref.width,
         label_on_grid=label_on_grid,
-        dtype=np.result_type(*[np.dtype(stack.files[i].dtype) for i in sorted(used)]).name,
+        dtype=stack_dtype([stack.files[i].dtype for i in sorted(used)]),
         region=px_region,
         label_dtype=label_dtype,
         label_values=label_values,

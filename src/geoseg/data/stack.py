@@ -192,10 +192,6 @@ class Stack:
     block: tuple[int, int]  # internal blocks of the reference file
     reference: str  # the file whose grid the stack is read onto
 
-    @property
-    def count(self) -> int:
-        return len(self.names)
-
 
 def inspect_stack(
     paths: Sequence[str], entries: Sequence[FileEntry] | None,
