@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 import hydra
@@ -138,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except GeosegError as err:  # raised while composing (e.g. configs not found)
         print(f"geoseg: error: {user_message(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which checkpoints first): no traceback
+        print(f"geoseg: interrupted (Ctrl-C) during {name}", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         stop_workers()
 
@@ -147,9 +152,18 @@ def stop_workers() -> None:
 
     They ignore SIGTERM (see :func:`geoseg.data.loader.configure_gdal_worker`), so the DataLoader's own
     ``terminate()`` cannot end them and multiprocessing's exit handler would wait for them forever.
+    torch's SIGCHLD handler is put back to the default first: it would turn their deaths into a
+    ``RuntimeError`` raised inside ``join`` (exit status 1 and a traceback instead of the error line).
     """
-    for child in multiprocessing.active_children():
+    children = multiprocessing.active_children()
+    if not children:
+        return
+    if threading.current_thread() is threading.main_thread():
+        # torch's SIGCHLD handler raises "DataLoader worker ... is killed by signal" when one dies
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
         child.kill()
+    for child in children:
         child.join(timeout=5)
 
 

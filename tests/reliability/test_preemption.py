@@ -145,3 +145,28 @@ def test_a_second_run_in_the_same_folder_is_refused_and_a_dead_runs_lock_is_take
     third = run([*train_args(demo_root, run_dir), "trainer.max_steps=1"], tmp_path)
     assert third.returncode == 0, third.stderr
     assert f"was locked by PID {first.pid}, which is no longer running; taking it over" in third.stdout
+
+
+def test_ctrl_c_checkpoints_exits_130_without_a_traceback(demo_root, tmp_path):
+    """SIGINT to the whole process group: a terminal's Ctrl-C reaches the DataLoader workers too."""
+    run_dir = tmp_path / "run"
+    args = train_args(demo_root, run_dir, "data.num_workers=2")
+    proc = start(args, tmp_path, prelude=SLOW_STEPS)
+    wait_for(proc, lambda: len(train_rows(run_dir)) >= 3, "step 3")
+    kill(proc, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)  # it hung at exit, waiting on a worker
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert "stopped by SIGINT" in out and "trainer.resume=auto" in out
+    step = load_checkpoint(run_dir / "last.pt")["step"]
+    assert step >= 3 and not (run_dir / "summary.json").exists()
+
+
+def test_a_second_ctrl_c_quits_at_once():
+    with Preemption() as preempt:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert preempt.signal_name == "SIGINT"
+        with pytest.raises(SystemExit) as quit_now:
+            os.kill(os.getpid(), signal.SIGINT)
+    assert quit_now.value.code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on exit

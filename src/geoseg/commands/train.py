@@ -8,7 +8,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from geoseg.engine.fit import fit
+from geoseg.engine.preemption import INTERRUPTED
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    return fit(cfg, HydraConfig.get().runtime.output_dir)
+    result = fit(cfg, HydraConfig.get().runtime.output_dir)
+    if result.get("preempted") == "SIGINT":  # Ctrl-C: last.pt is written; say so with the shell's status
+        raise SystemExit(INTERRUPTED)
+    return result

@@ -63,13 +63,14 @@ def pin_memory(cfg: Mapping[str, Any]) -> bool:
 
 
 def configure_gdal_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: GDAL defaults sized to the number of workers; stop signals ignored.
+    """DataLoader ``worker_init_fn``: GDAL defaults sized to the number of workers; stop signals and
+    Ctrl-C ignored.
 
     SLURM signals every process of a job step. A worker that died of SIGTERM/SIGUSR1 would fail the
     DataLoader before the main process writes its preemption checkpoint (engine/preemption.py);
     workers end with the main process anyway.
     """
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # Ctrl-C reaches the workers too
         signal.signal(sig, signal.SIG_IGN)
     info = torch.utils.data.get_worker_info()
     configure_gdal(workers=info.num_workers if info else 1)

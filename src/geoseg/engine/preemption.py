@@ -1,10 +1,11 @@
-"""Preemption: SIGTERM or SIGUSR1 (what SLURM sends before a time limit) asks the loop to stop cleanly.
+"""Preemption: SIGTERM or SIGUSR1 (what SLURM sends before a time limit) or Ctrl-C asks the loop to stop.
 
 The handler only records the signal. The loop looks at it after every optimizer step; all ranks
 agree through the step's all-reduce (see :func:`geoseg.engine.fit.step_flags`), then write
-``last.pt`` with the position inside the epoch and exit with status 0, so a requeued job with
-``trainer.resume=auto`` continues where this one stopped. A handler that was installed before
-(submitit's, which requeues the job) is called once the checkpoint is on disk.
+``last.pt`` with the position inside the epoch and exit with status 0 (130 after Ctrl-C; a second
+Ctrl-C quits at once), so a requeued job with ``trainer.resume=auto`` continues where this one
+stopped. A handler that was installed before (submitit's, which requeues the job) is called once
+the checkpoint is on disk.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as a shell reports it
 
 
 class Preemption:
@@ -40,7 +42,13 @@ class Preemption:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signal.Signals(signum)
-            log.warning("%s received: stopping after this step and writing last.pt", self.signal_name)
+            again = " (Ctrl-C again to quit at once, without it)" if signum == signal.SIGINT else ""
+            log.warning(
+                "%s received: stopping after this step and writing last.pt%s", self.signal_name, again
+            )
+        elif signum == signal.SIGINT:  # a second Ctrl-C: leave now; last.pt is the previous complete one
+            log.warning("second Ctrl-C: exiting now, without a new checkpoint")
+            raise SystemExit(INTERRUPTED)
 
     def __enter__(self) -> Preemption:
         if threading.current_thread() is threading.main_thread():  # Python allows handlers there only
