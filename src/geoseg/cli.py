@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import multiprocessing
@@ -22,6 +23,8 @@ from geoseg.io import ensure_writable_dir
 from geoseg.overrides import check_overrides
 
 log = logging.getLogger(__name__)
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 # command -> (module, function, primary config, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -88,7 +91,10 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], object]) -> Callabl
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
     def app(cfg: DictConfig) -> object:
         try:
-            return task(cfg)
+            try:
+                return task(cfg)
+            except OSError as os_err:  # a write no geoseg writer wrapped (a library's): still one line
+                raise disk_error(os_err) from None
         except GeosegError as err:
             hydra_cfg = HydraConfig.get()
             if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -99,6 +105,14 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], object]) -> Callabl
             raise SystemExit(2) from None
 
     return app
+
+
+def disk_error(err: OSError) -> OSError | GeosegError:
+    """A full disk, quota or read-only filesystem as a one-line error naming the file; else ``err``."""
+    if err.errno not in DISK_ERRNOS:
+        return err
+    where = f" '{err.filename}'" if err.filename else ""
+    return GeosegError(f"could not write{where} ({err.strerror}); free disk space or choose another folder")
 
 
 def positional_args(name: str, args: list[str]) -> list[str]:

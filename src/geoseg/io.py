@@ -16,6 +16,9 @@ from geoseg.errors import GeosegError, first_line
 
 log = logging.getLogger(__name__)
 
+WRITE_FIX = "Free disk space or choose another folder, and rerun."
+RESUME_FIX = "Free disk space, then rerun with trainer.resume=auto."
+
 
 @contextmanager
 def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[str]]:
@@ -40,7 +43,7 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[str]]:
     try:
         yield tmps
         for tmp, path in zip(tmps, targets, strict=True):
-            with write_errors(path, "file", "Free disk space and rerun."):
+            with write_errors(path, "file", WRITE_FIX):
                 os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs should be readable like any other file
                 with open(tmp, "rb") as fh:
                     os.fsync(fh.fileno())
@@ -93,20 +96,26 @@ def _remove(paths: list[str]) -> None:
             os.unlink(tmp)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` and rename the temporary file onto ``path`` only if it succeeds."""
-    with atomic_paths(path) as (tmp,):
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[str], None], what: str = "file", fix: str = WRITE_FIX
+) -> None:
+    """Call ``write(tmp_path)`` and rename the temporary file onto ``path`` only if it succeeds.
+
+    Every file geoseg writes goes through here or :func:`atomic_paths`: a failed write (disk full,
+    quota, read-only or missing folder, I/O error) is one line naming ``what`` and ``path``.
+    """
+    with atomic_paths(path) as (tmp,), write_errors(path, what, fix):
         write(tmp)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, what: str = "file", fix: str = WRITE_FIX) -> None:
     """Write ``text`` to ``path`` atomically."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w") as fh:
             fh.write(text)
 
-    atomic_write(path, write)
+    atomic_write(path, write, what, fix)
 
 
 def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections import namedtuple
@@ -99,3 +100,72 @@ def test_a_prediction_write_that_fails_is_one_line_and_leaves_no_file(tmp_path):
     ), done.stderr
     assert list(out.parent.iterdir()) == []
     assert Path(out).exists() is False
+
+
+def _job_for_report(sweep: Path) -> None:
+    """One finished sweep job, as `geoseg train -m` leaves it."""
+    job = sweep / "norm=batchnorm" / "seed=0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- norm=batchnorm\n- seed=0\n")
+    (job / "train.log").write_text("")
+    summary = {"val": {"miou": 0.5, "accuracy": 0.9, "iou": {"a": 0.4, "b": 0.6}}, "best_miou": 0.5,
+               "seed": 0, "batch_size_per_gpu": 2, "global_batch_size": 2, "norm": "BatchNorm2d",
+               "peak_lr": 1e-3, "tiles_per_s": 1.0, "peak_memory_mb": 1.0, "wall_seconds": 1.0,
+               "steps": 1}  # fmt: skip
+    (job / "summary.json").write_text(json.dumps(summary))
+
+
+def _command(kind: str, demo_root: Path, tmp: Path) -> tuple[list[str], str, Path]:
+    """``geoseg`` arguments, the kind of file and the file that the write fails on."""
+    if kind == "stats":
+        out = tmp / "out" / "stats.json"
+        return ["stats", f"data.root={demo_root}", f"output={out}"], "band statistics", out
+    if kind == "evaluate":
+        label = write_tif(tmp / "label.tif", np.tile(np.arange(64, dtype=np.uint8) % 2, (64, 1)))
+        pred = write_tif(tmp / "pred.tif", np.ones((64, 64), np.uint8), nodata=255)
+        out = tmp / "out" / "metrics.json"
+        args = ["evaluate", f"prediction={pred}", f"labels={label}", f"output={out}",
+                "classes=[{code: 0, name: a}, {code: 1, name: b}]"]  # fmt: skip
+        return args, "metrics", out
+    if kind == "report":
+        _job_for_report(tmp / "sweep")
+        out = tmp / "out"
+        return ["report", f"dir={tmp / 'sweep'}", f"output={out}"], "report table", out / "results.csv"
+    out = tmp / "out" / "demo"
+    return ["demo-data", f"root={out}", "size=64"], "demo data", out
+
+
+@pytest.mark.parametrize("kind", ["stats", "evaluate", "report", "demo-data"])
+def test_every_output_write_that_fails_is_one_line_and_leaves_no_file(demo_root, tmp_path, kind):
+    """Issue 19 case 8: a failed write of stats.json, metrics or a report ended in a raw OSError."""
+    args, what, target = _command(kind, demo_root, tmp_path)
+    done = run([*args, f"hydra.run.dir={tmp_path}/log"], tmp_path, prelude=FILE_SIZE_LIMIT.format(limit=200))
+    assert done.returncode == 2, done.stderr[-3000:]
+    *gdal, last = done.stderr.splitlines()
+    assert "Traceback" not in done.stderr and all("File too large" in line for line in gdal), done.stderr
+    assert re.fullmatch(
+        re.escape(f"geoseg: error: could not write {what} '{target}' (File too large; ")
+        + r"\d+ MiB free in "
+        + re.escape(f"{target.parent}); nothing was written under that name. Free disk space or choose ")
+        + r"another folder, and rerun\.",
+        last,
+    ), done.stderr
+    leftovers = [p.name for p in (tmp_path / "out").rglob("*")] if (tmp_path / "out").exists() else []
+    assert leftovers == [], leftovers
+
+
+def test_a_polygon_write_that_fails_is_one_line_and_leaves_no_file(tmp_path):
+    """GDAL's GeoPackage writer raised pyogrio's FeatureError (not an OSError) through predict."""
+    pixels = np.random.default_rng(0).integers(1, 999, (3, 128, 128), "uint16")
+    scene = write_tif(tmp_path / "scene.tif", pixels)
+    ckpt = save_tiny_checkpoint(tmp_path / "model.pt", scene)
+    out = tmp_path / "out" / "pred.tif"
+    args = ["predict", f"checkpoint={ckpt}", f"input={scene}", f"output={out}", "tile=64", "overlap=0",
+            "vectorize=true", "check_stats=false", "device=cpu", f"hydra.run.dir={tmp_path}/log"]  # fmt: skip
+    done = run(args, tmp_path, prelude=FILE_SIZE_LIMIT.format(limit=60_000))  # a class map fits, a .gpkg not
+    assert done.returncode == 2, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if "File too large" not in x]
+    gpkg = out.with_suffix(".gpkg")
+    assert line.startswith(f"geoseg: error: could not write the polygons '{gpkg}' ("), line
+    assert line.endswith("nothing was written under that name. Free disk space or set output= elsewhere.")
+    assert "Traceback" not in done.stderr and list(out.parent.iterdir()) == []

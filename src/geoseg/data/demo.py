@@ -19,6 +19,8 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from geoseg.io import WRITE_FIX, write_errors
+
 BAND_NAMES = ("B02_blue", "B03_green", "B04_red", "B08_nir", "B11_swir1", "B12_swir2")
 CLASS_NAMES = ("water", "vegetation", "bare_soil", "built_up")
 # Mean surface reflectance x 10000 per class and band (B2, B3, B4, B8, B11, B12).
@@ -153,15 +155,8 @@ def make_demo_data(root: str | os.PathLike, size: int = 512, seed: int = 0, over
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     tmp.chmod(0o755)
     try:
-        rows = []
-        for split, ids in SPLITS.items():
-            for i in ids:
-                image, label = write_scene(tmp, split, i, size, seed)
-                rows.append({"image": image, "label": label, "split": split})
-        with open(tmp / "manifest.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["image", "label", "split"])
-            writer.writeheader()
-            writer.writerows(rows)
+        with write_errors(root, "demo data", WRITE_FIX):
+            _write_all(tmp, size, seed)
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)
@@ -169,3 +164,15 @@ def make_demo_data(root: str | os.PathLike, size: int = 512, seed: int = 0, over
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def _write_all(tmp: Path, size: int, seed: int) -> None:
+    rows = []
+    for split, ids in SPLITS.items():
+        for i in ids:
+            image, label = write_scene(tmp, split, i, size, seed)
+            rows.append({"image": image, "label": label, "split": split})
+    with open(tmp / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["image", "label", "split"])
+        writer.writeheader()
+        writer.writerows(rows)

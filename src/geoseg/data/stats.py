@@ -238,7 +238,7 @@ def load_stats(path: str) -> BandStats:
 
 
 def save_stats(stats: BandStats, path: str) -> None:
-    atomic_write_text(path, stats.to_json())
+    atomic_write_text(path, stats.to_json(), "band statistics")
 
 
 def load_or_compute_stats(scenes: Sequence[Scene], path: str, progress: bool = True) -> BandStats:

@@ -30,7 +30,7 @@ from geoseg.engine.distributed import DistInfo
 from geoseg.engine.log import json_safe
 from geoseg.engine.nonfinite import check_weights_finite
 from geoseg.errors import GeosegError, first_line, unpickling_detail
-from geoseg.io import atomic_write, write_errors
+from geoseg.io import RESUME_FIX, atomic_write
 
 if TYPE_CHECKING:
     from geoseg.engine.run import Progress, Run
@@ -79,8 +79,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
         except RuntimeError as err:  # torch reports a short write (disk full) as a RuntimeError
             raise OSError(errno.EIO, f"write failed: {first_line(err)}") from None
 
-    with write_errors(path, "checkpoint", "Free disk space, then rerun with trainer.resume=auto."):
-        atomic_write(path, write)
+    atomic_write(path, write, "checkpoint", RESUME_FIX)
 
 
 def save_model_checkpoint(
@@ -177,7 +176,8 @@ def save_checkpoints(run: Run, best: bool = True) -> None:
         "classes": run.classes, "norm_summary": model.meta["norm_summary"], "world_size": run.info.world_size,
     })  # fmt: skip
     if best and state.best_epoch == state.epoch:
-        atomic_write(os.path.join(run.run_dir, "best.pt"), lambda tmp: shutil.copyfile(last, tmp))
+        best_path = os.path.join(run.run_dir, "best.pt")
+        atomic_write(best_path, lambda tmp: shutil.copyfile(last, tmp), "checkpoint", RESUME_FIX)
 
 
 def restore(run: Run, path: str) -> Progress:

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from geoseg.engine.metrics import majority_baseline
-from geoseg.io import atomic_write_text
+from geoseg.io import RESUME_FIX, atomic_write_text, write_errors
 
 if TYPE_CHECKING:
     from geoseg.engine.run import Run
@@ -93,7 +93,7 @@ def truncate_jsonl(path: str, max_step: int) -> None:
                 keep.append(line.rstrip("\n") + "\n")
         except (ValueError, AttributeError, TypeError):
             continue  # a half-written last line from a crash
-    atomic_write_text(path, "".join(keep))
+    atomic_write_text(path, "".join(keep), "training log")
 
 
 class RunLogger:
@@ -107,7 +107,8 @@ class RunLogger:
             return
         if resume_step > 0:
             truncate_jsonl(self.path, resume_step)
-        self.file = open(self.path, "a")  # noqa: SIM115 -- held open for the run, closed in close()
+        with write_errors(self.path, "training log", RESUME_FIX):
+            self.file = open(self.path, "a")  # noqa: SIM115 -- held open for the run, closed in close()
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -117,8 +118,9 @@ class RunLogger:
         """Append one row (must hold ``kind`` and ``step``) and its numbers as TensorBoard scalars."""
         if not self.enabled:
             return
-        self.file.write(json.dumps(json_safe(dict(row))) + "\n")
-        self.file.flush()
+        with write_errors(self.path, "training log", RESUME_FIX):
+            self.file.write(json.dumps(json_safe(dict(row))) + "\n")
+            self.file.flush()
         if self.writer is not None:
             step = int(row["step"])
             for name, value in flatten(row, f"{row['kind']}/").items():
@@ -188,6 +190,7 @@ def write_summary(run: Run, wall_seconds: float, extra: Mapping[str, Any] | None
         "seed": int(run.cfg.seed), "peak_lr": run.optimizer.defaults.get("lr"), **(extra or {}),
     })  # fmt: skip
     if info.is_main:
-        atomic_write_text(os.path.join(run.run_dir, "summary.json"), json.dumps(summary, indent=2))
+        path = os.path.join(run.run_dir, "summary.json")
+        atomic_write_text(path, json.dumps(summary, indent=2), "run summary")
         log.info("best val mIoU %.4f (epoch %s) in %s", state.best_miou, state.best_epoch, run.run_dir)
     return summary

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 
 from geoseg.errors import GeosegError
-from geoseg.io import ensure_writable_dir
+from geoseg.io import WRITE_FIX, ensure_writable_dir, write_errors
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,11 @@ def run_lock(run_dir: str, enabled: bool = True) -> Iterator[None]:
         ):
             log.warning("run folder %s was locked by PID %s, which is no longer running; taking it over",
                         run_dir, previous["pid"])  # fmt: skip
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(
-            fd, f"pid={os.getpid()}\nhost={here}\nstarted={time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
-        )
+        with write_errors(path, "run lock", WRITE_FIX):
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            started = time.strftime("%Y-%m-%d %H:%M:%S")
+            os.write(fd, f"pid={os.getpid()}\nhost={here}\nstarted={started}\n".encode())
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays, naming the last owner

@@ -27,6 +27,8 @@ from geoseg.io import atomic_paths, write_errors
 
 log = logging.getLogger(__name__)
 
+OUTPUT_FIX = "Free disk space or set output= elsewhere."
+
 
 @dataclass
 class PredictOptions:
@@ -118,9 +120,7 @@ def predict_scene(
             reader = ChipReader(stack, fill, plan)
             tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{opts.tile}/{opts.overlap}",
                     "geoseg_tta": str(opts.tta)}  # fmt: skip
-            writing = partial(
-                write_errors, paths["classes"], "the prediction", "Free disk space or set output= elsewhere."
-            )
+            writing = partial(write_errors, paths["classes"], "the prediction", OUTPUT_FIX)
             with writing():
                 writer = PredictionWriter(
                     scene_grid(scene), loaded.classes, tmps["classes"], tmps.get("probs"), tags
@@ -144,7 +144,8 @@ def predict_scene(
                     to_cog(tmps["classes"], "NEAREST")
                     if "probs" in tmps:
                         to_cog(tmps["probs"], "AVERAGE")
-                if "vector" in tmps:  # from the finished class map, before any output gets its name
+            if "vector" in tmps:  # from the finished class map, before any output gets its name
+                with write_errors(paths["vector"], "the polygons", OUTPUT_FIX):
                     polygons = write_polygons(tmps["classes"], tmps["vector"], loaded.classes,
                                               opts.min_area, opts.simplify, rows=BLOCK)  # fmt: skip
                     log.info("%s: %d polygons -> %s", scene.name, polygons, paths["vector"])

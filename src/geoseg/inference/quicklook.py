@@ -100,4 +100,4 @@ def write_quicklook(
         y = h + gap // 2 + i * row
         draw.rectangle((w + gap, y + 2, w + gap + 10, y + 12), fill=tuple(rgb), outline=(0, 0, 0))
         draw.text((w + gap + 16, y), name, fill=(0, 0, 0))
-    atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"), "quicklook")

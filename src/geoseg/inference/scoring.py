@@ -177,4 +177,4 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def write_metrics(path: str, result: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(json_safe(result), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(result), indent=2) + "\n", "metrics")

@@ -10,6 +10,7 @@ cross its edge, whatever the scene size. Nodata is never a polygon.
 
 from __future__ import annotations
 
+import errno
 import logging
 import warnings
 from collections.abc import Iterator
@@ -19,9 +20,11 @@ import numpy as np
 import pyogrio
 import rasterio
 import shapely
+from pyogrio.errors import DataLayerError, DataSourceError
 from rasterio.features import shapes
 from rasterio.windows import Window
 
+from geoseg.errors import first_line
 from geoseg.inference.loaded import ClassInfo
 
 LAYER = "classes"
@@ -95,11 +98,14 @@ def write_polygons(
             with warnings.catch_warnings(), _quiet(logging.getLogger("pyogrio")):
                 # the temporary name has no .gpkg extension (it is renamed); pyogrio logs every batch
                 warnings.filterwarnings("ignore", message="The filename extension should be")
-                pyogrio.raw.write(
-                    out_path, shapely.to_wkb(geoms), [codes, names, index], fields=["code", "name", "index"],
-                    geometry_type="Polygon", crs=crs, driver="GPKG", layer=LAYER, append=not first,
-                    promote_to_multi=False,
-                )  # fmt: skip
+                try:
+                    pyogrio.raw.write(
+                        out_path, shapely.to_wkb(geoms), [codes, names, index],
+                        fields=["code", "name", "index"], geometry_type="Polygon", crs=crs, driver="GPKG",
+                        layer=LAYER, append=not first, promote_to_multi=False,
+                    )  # fmt: skip
+                except (DataSourceError, DataLayerError) as err:  # GDAL's failed write (disk full, I/O)
+                    raise OSError(errno.EIO, f"GeoPackage write failed: {first_line(err)}") from err
             first, written, batch = False, written + len(geoms), []
 
         for geom, value in strip_polygons(src, rows):

@@ -19,7 +19,11 @@ from geoseg.report.tables import BN_COLUMNS, aggregate, mean_std
 
 def save(fig: Figure, path: str) -> None:
     """Write ``fig`` as a PNG at ``path`` (temp name, then rename)."""
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+
+    def write(tmp: str) -> None:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+
+    atomic_write(path, write, "report plot")
 
 
 def series(

@@ -31,8 +31,8 @@ def report_sweep(sweep_dir: str, output: str | None = None, title: str | None = 
     title = title or f"Sweep report: {os.path.basename(sweep.root.rstrip(os.sep))}"
     rows = job_rows(sweep)
     written = [os.path.join(out, "results.csv"), os.path.join(out, "results.md")]
-    atomic_write_text(written[0], to_csv(rows))
-    atomic_write_text(written[1], to_markdown(sweep, rows, title))
+    atomic_write_text(written[0], to_csv(rows), "report table")
+    atomic_write_text(written[1], to_markdown(sweep, rows, title), "report")
     for name, plot in PLOTS.items():
         if plot(rows, os.path.join(out, name), title):
             written.append(os.path.join(out, name))
