@@ -191,3 +191,45 @@ def test_a_corrupt_tile_read_by_a_worker_ends_the_run_in_one_line_without_hangin
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert lines[0].startswith(f"geoseg: error: cannot read '{image}' (window ") and "corrupt" in lines[0]
+
+
+def _rgbn(path: Path, order=(0, 1, 2, 3), gain: float = 1.0) -> Path:
+    """A 4-band uint8 scene like NAIP (R, G, B, NIR: each band its own mean and contrast), bands in
+    ``order``, brightness times ``gain``."""
+    rng = np.random.default_rng(7)
+    field = rng.random((96, 96))
+    bands = [70 + 40 * field, 90 + 30 * field, 65 + 25 * field, 150 - 60 * field]
+    img = np.stack([bands[i] for i in order]) * gain + rng.normal(0, 3, (4, 96, 96))
+    return write_tif(path, np.clip(img, 1, 255).astype(np.uint8), nodata=0)
+
+
+def _prepare(ckpt: Path, image: Path, tmp_path: Path):
+    from geoseg.inference.loaded import load_model
+    from geoseg.inference.predict import PredictOptions, prepare
+
+    loaded = load_model(str(ckpt), torch.device("cpu"))
+    output = str(tmp_path / f"{image.stem}_pred.tif")
+    return prepare(loaded, [str(image)], [output], PredictOptions(tile=64, overlap=16))
+
+
+def test_predict_refuses_a_band_reversed_input_and_warns_on_a_shifted_one(tmp_path, caplog):
+    """Issue 19 case 9: N,B,G,R for a model trained on R,G,B,N passed the statistics check (each band
+    alone is within 2 training stds), and a brightness shift of about 1 training std passed silently."""
+    from conftest import save_tiny_checkpoint
+
+    ckpt = save_tiny_checkpoint(tmp_path / "m.pt", _rgbn(tmp_path / "train.tif"), norm="groupnorm")
+    reversed_ = _rgbn(tmp_path / "nbgr.tif", order=(3, 2, 1, 0))
+    with pytest.raises(GeosegError) as err:
+        _prepare(ckpt, reversed_, tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"input '{reversed_}' has its bands in another order than the training data (")
+    assert "band 1 looks like training band 4" in message and "band 4 looks like training band 1" in message
+    assert "(gdal_translate -b 4 -b 3 -b 2 -b 1 IN.tif OUT.tif), or pass check_stats=false" in message
+
+    with caplog.at_level("WARNING"):
+        _prepare(ckpt, _rgbn(tmp_path / "same.tif"), tmp_path)
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+        _prepare(ckpt, _rgbn(tmp_path / "bright.tif", gain=1.25), tmp_path)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"input '{tmp_path / 'bright.tif'}' differs from the training data (band means up to " in warning
+    assert "predictions may be less accurate" in warning and "stats_warn=0.5" in warning

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import glob
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from geoseg.data.band_files import FileEntry
 from geoseg.data.scene_paths import PLACEHOLDER, expand_pattern
@@ -22,7 +19,6 @@ from geoseg.inference.loaded import LoadedModel
 log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
-STATS_SAMPLE = 512  # px on the long side of the decimated read that checks the statistics
 
 
 def find_inputs(spec: str, files: Sequence[FileEntry] | None = None) -> list[tuple[str, ...]]:
@@ -99,41 +95,3 @@ def input_scene(paths: Sequence[str], loaded: LoadedModel, nodata: float | list 
     if scene.grid is not None and not scene.grid.crs:
         log.warning("input '%s' has no CRS; its prediction will have none either", paths[0])
     return scene
-
-
-def check_statistics(scene: Scene, loaded: LoadedModel, shift: float = 5.0, spread: float = 50.0) -> None:
-    """Fail when a band of the scene is far from the training statistics: its mean ``shift`` training
-    std or more from the training mean, or its std ``spread`` times larger or smaller.
-
-    Either is a scaling or band-order mistake (reflectance 0-1 against 0-10000, 8-bit against 16-bit,
-    RGB against BGR), not a change of landscape. The scene is read decimated (from overviews if any).
-    """
-    scale = max(max(scene.height, scene.width) / STATS_SAMPLE, 1.0)
-    shape = (max(1, math.ceil(scene.height / scale)), max(1, math.ceil(scene.width / scale)))
-    reader = scene.reader()
-    try:
-        arr, invalid = reader.read_decimated(shape)
-    finally:
-        reader.close()
-    valid = np.ones(shape, dtype=bool) if invalid is None else ~invalid
-    if not valid.any():
-        log.warning("input '%s' is all nodata; its prediction will be nodata everywhere", scene.image)
-        return
-    values = arr[:, valid].astype(np.float64)
-    mean, std = values.mean(axis=1), values.std(axis=1)
-    train_mean, train_std = np.asarray(loaded.stats.mean), np.asarray(loaded.stats.std)
-    safe_std = np.where(train_std > 0, train_std, 1.0)
-    shifted = np.abs(mean - train_mean) / safe_std >= shift
-    ratio = np.where(std > 0, std / safe_std, 1.0)
-    spread_off = (ratio >= spread) | (ratio <= 1.0 / spread)
-    off = np.flatnonzero(shifted | spread_off)
-    if off.size:
-        detail = ", ".join(
-            f"band {scene.bands[i]}: mean {mean[i]:.4g} std {std[i]:.3g} "
-            f"vs {train_mean[i]:.4g} std {train_std[i]:.3g}"
-            for i in off[:3]
-        )
-        raise GeosegError(
-            f"input '{scene.image}' does not look like the training data ({detail}); check its scaling and "
-            "band order, or pass check_stats=false to predict anyway"
-        )

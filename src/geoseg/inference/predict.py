@@ -16,10 +16,11 @@ from tqdm import tqdm
 from geoseg.data.normalize import batch_dtype, raw_fill_values
 from geoseg.data.scenes import Scene, scene_grid
 from geoseg.errors import GeosegError
-from geoseg.inference.inputs import check_statistics, input_scene
+from geoseg.inference.inputs import input_scene
 from geoseg.inference.loaded import LoadedModel
 from geoseg.inference.quicklook import write_quicklook
 from geoseg.inference.sliding import ChipReader, predict_blocks
+from geoseg.inference.stats_check import check_statistics
 from geoseg.inference.tiling import check_tiling, plan_tiles
 from geoseg.inference.vectorize import write_polygons
 from geoseg.inference.writer import BLOCK, PredictionWriter, existing, sidecar_paths, to_cog
@@ -45,6 +46,7 @@ class PredictOptions:
     quicklook_bands: list[int] | None = None
     nodata: float | None = None
     check_stats: bool = True
+    stats_warn: float = 0.5  # warn when a band mean is this many training stds from the training mean
     existing: str = "error"  # error | skip | overwrite
     channels_last: bool | str = False  # "auto" is resolved per model by the predict command
     vectorize: bool = False  # also write <output stem>.gpkg: the class map as polygons
@@ -99,7 +101,7 @@ def prepare(
             )
         scene = input_scene(paths, loaded, opts.nodata)
         if opts.check_stats:
-            check_statistics(scene, loaded)
+            check_statistics(scene, loaded, warn_shift=opts.stats_warn)
         jobs.append(SceneJob(scene, outs))
     return jobs
 
