@@ -30,7 +30,7 @@ def test_configs_compose_with_overrides():
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("stats", overrides=["data.chip_size=32", "data.bands=[1,4]"])
     assert cfg.data.chip_size == 32 and list(cfg.data.bands) == [1, 4]
-    assert cfg.output == "data/demo/stats.json"
+    assert cfg.output is None and cfg.data.cache_dir == "outputs/cache"  # stats-<key>.json there
 
 
 def test_configs_ship_inside_an_installed_package():
@@ -48,9 +48,11 @@ def test_demo_data_then_stats_from_another_folder(tmp_path, geoseg):
     assert (tmp_path / "data/demo/manifest.csv").exists()
     run = geoseg("stats", "data.chip_size=32", "progress=false", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    stats = json.loads((tmp_path / "data/demo/stats.json").read_text())
+    (written,) = (tmp_path / "outputs" / "cache").glob("stats-*.json")  # keyed by what they describe
+    stats = json.loads(written.read_text())
     assert stats["bands"] == [1, 2, 3, 4, 5, 6] and len(stats["mean"]) == 6
-    assert not (tmp_path / "outputs").exists()  # one-shot commands leave no run folder
+    assert written.name == f"stats-{stats['key']}.json"
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["cache"]  # and no run folder
 
 
 NORMS = (

@@ -7,7 +7,7 @@ import os
 
 from omegaconf import DictConfig
 
-from geoseg.data.build import as_dict, load_scenes
+from geoseg.data.build import as_dict, load_scenes, stats_path
 from geoseg.data.stats import BandStats, compute_stats, save_stats
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,8 @@ def format_table(stats: BandStats) -> str:
 def run(cfg: DictConfig) -> BandStats:
     data = as_dict(cfg.data)
     scenes = load_scenes(data, str(cfg.split))
-    stats = compute_stats(scenes, progress=bool(cfg.progress))
-    output = os.path.abspath(str(cfg.output))
+    stats = compute_stats(scenes, progress=bool(cfg.progress), workers=int(cfg.get("workers", 1)))
+    output = os.path.abspath(str(cfg.output)) if cfg.output else stats_path(data, stats.key)
     save_stats(stats, output)
     log.info("%d scenes, %d valid pixels\n%s", len(scenes), stats.count, format_table(stats))
     log.info("wrote %s", output)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +15,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from geoseg.data.band_files import FileEntry, check_grid_rule, check_invalid_rule, parse_files
 from geoseg.data.dataset import ChipDataset
@@ -21,9 +24,10 @@ from geoseg.data.labels import ClassMap
 from geoseg.data.loader import make_loader, num_workers, pin_memory
 from geoseg.data.masks import coarse_valid_mask, label_codes
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
+from geoseg.data.scene_index import SceneIndex, entry_key
 from geoseg.data.scene_paths import find_scene_files, read_manifest, warn_bands_as_scenes
 from geoseg.data.scenes import Scene, inspect_scene
-from geoseg.data.stats import BandStats, load_or_compute_stats
+from geoseg.data.stats import BandStats, load_or_compute_stats, stats_key
 from geoseg.data.transforms import Augment
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.data.windows import block_alignment, candidate_step, random_candidates
@@ -147,8 +151,9 @@ class StackOptions:
         return cls(files, check_grid_rule(cfg.get("grid"), files), check_invalid_rule(cfg.get("invalid")))
 
 
-def load_scenes(cfg: Mapping[str, Any], split: str) -> list[Scene]:
-    """Find and validate the scenes of ``split`` (from ``data.manifest`` or ``data.splits``)."""
+def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> list[Scene]:
+    """Find and validate the scenes of ``split`` (from ``data.manifest`` or ``data.splits``); what
+    inspection learns is cached in the scene index (``data.index``) and reused for unchanged files."""
     check_data_config(cfg)
     stack = StackOptions.from_config(cfg)
     root = data_root(cfg)
@@ -167,15 +172,26 @@ def load_scenes(cfg: Mapping[str, Any], split: str) -> list[Scene]:
     nodata = cfg.get("nodata")
     nodata = list(nodata) if isinstance(nodata, Sequence) else nodata
     vector = VectorOptions.from_config(cfg.get("vector"))
-    scenes = [
-        inspect_scene(
-            images, label, bands=bands, nodata=nodata, label_nodata=cfg.get("label_nodata"),
-            class_codes=label_codes(cfg["classes"]), chip_size=int(cfg["chip_size"]),
-            unknown_labels=cfg.get("unknown_labels", "error"), region=region,
-            files=stack.files, grid=stack.grid, invalid=stack.invalid, vector=vector,
-        )
-        for images, label in pairs
-    ]  # fmt: skip
+    options = dict(
+        bands=bands, nodata=nodata, label_nodata=cfg.get("label_nodata"),
+        class_codes=label_codes(cfg["classes"]), chip_size=int(cfg["chip_size"]),
+        unknown_labels=cfg.get("unknown_labels", "error"), region=region,
+        files=stack.files, grid=stack.grid, invalid=stack.invalid, vector=vector,
+    )  # fmt: skip
+    index = scene_index(cfg)
+    scenes = []
+    bar = tqdm(pairs, desc=f"inspect {split}", unit="scene", disable=not (progress and sys.stderr.isatty()))
+    for images, label in bar:
+        key = entry_key(options, [images] if isinstance(images, str) else list(images), label)
+        scene = index.scene(key) if index is not None else None
+        if scene is None:
+            scene = dataclasses.replace(inspect_scene(images, label, **options), index_key=key)
+            if index is not None:
+                index.put(key, scene)
+        scenes.append(scene)
+    if index is not None:
+        index.save()
+        log.info("%s: %d scenes, %d from the scene index %s", split, len(scenes), index.hits, index.path)
     if stack.files is None:
         warn_bands_as_scenes(scenes)
     return scenes
@@ -207,7 +223,7 @@ def build_split(
     """
     grid = split != "train" if grid is None else grid
     scenes = list(scenes) if scenes is not None else load_scenes(cfg, split)
-    stats.check_bands(scenes[0].bands, stats_path(cfg))
+    stats.check_bands(scenes[0].bands, stats_path(cfg, stats.key))
     cmap = class_map_from(cfg)
     size = int(cfg["chip_size"])
     dataset = ChipDataset(
@@ -228,10 +244,11 @@ def random_sampler(
     """Random chips weighted by valid area, filtered by ``data.max_nodata_fraction``."""
     size = int(cfg["chip_size"])
     candidates, weights, empty = [], [], []
+    index = scene_index(cfg)
     for scene in scenes:
         align = chip_alignment(scene, size) if cfg.get("align_chips", False) else (1, 1)
         step = candidate_step(size, align)
-        coarse = coarse_valid_mask(scene, step, cmap)
+        coarse = cached_valid_mask(scene, step, cmap, index)
         row0, col0, row1, col1 = scene.bounds
         i0, j0 = -(-row0 // step), -(-col0 // step)  # first candidate cell inside the region
         sub = coarse[i0 : row1 // step, j0 : col1 // step]
@@ -251,6 +268,8 @@ def random_sampler(
                         "nodata; it is skipped", scene.image, size, cfg["max_nodata_fraction"])  # fmt: skip
         candidates.append(origins)
         weights.append(frac)
+    if index is not None:
+        index.save()
     if len(empty) == len(scenes) == 1:
         raise GeosegError(
             f"the only training scene '{empty[0]}' is all nodata (image nodata {scenes[0].nodata}, or no "
@@ -264,6 +283,19 @@ def random_sampler(
     return RandomChipSampler(candidates, weights, int(cfg["chips_per_epoch"]), seed, rank, world_size)
 
 
+def cached_valid_mask(scene: Scene, step: int, cmap: ClassMap, index: SceneIndex | None) -> np.ndarray:
+    """:func:`coarse_valid_mask`, from the scene index when it holds one for this step and class map."""
+    name = f"valid:{step}:{cmap.codes.astype(int).tolist()}"
+    if index is not None and scene.index_key is not None:
+        cached = index.mask(scene.index_key, name)
+        if cached is not None:
+            return cached.astype(np.float64)
+    coarse = coarse_valid_mask(scene, step, cmap)
+    if index is not None and scene.index_key is not None:
+        index.put_mask(scene.index_key, name, coarse.astype(np.uint8))
+    return coarse
+
+
 def chip_alignment(scene: Scene, size: int) -> tuple[int, int]:
     """(rows, cols) lattice of random-chip origins aligned to the image's blocks (``data.align_chips``)."""
     if scene.block is None:
@@ -274,9 +306,25 @@ def chip_alignment(scene: Scene, size: int) -> tuple[int, int]:
     )
 
 
-def stats_path(cfg: Mapping[str, Any]) -> str:
-    """``data.stats_path`` as an absolute path."""
-    return os.path.abspath(os.path.expanduser(str(cfg["stats_path"])))
+def stats_path(cfg: Mapping[str, Any], key: str) -> str:
+    """``data.stats_path`` as an absolute path; when null, ``stats-<key>.json`` in ``data.cache_dir``
+    (``key``: :func:`geoseg.data.stats.stats_key` of the train scenes), so statistics of other bands,
+    regions or files never replace each other."""
+    if cfg.get("stats_path"):
+        return os.path.abspath(os.path.expanduser(str(cfg["stats_path"])))
+    return os.path.join(cache_dir(cfg), f"stats-{key}.json")
+
+
+def scene_index(cfg: Mapping[str, Any]) -> SceneIndex | None:
+    """The scene index in ``data.cache_dir`` (``None`` with ``data.index=false``)."""
+    if not cfg.get("index", True):
+        return None
+    return SceneIndex(os.path.join(cache_dir(cfg), "scene-index.json"))
+
+
+def cache_dir(cfg: Mapping[str, Any]) -> str:
+    """``data.cache_dir`` (default ``outputs/cache``) as an absolute path."""
+    return os.path.abspath(os.path.expanduser(str(cfg.get("cache_dir") or "outputs/cache")))
 
 
 def train_stats(
@@ -284,7 +332,7 @@ def train_stats(
 ) -> BandStats:
     """Band statistics of the training split, loaded from ``data.stats_path`` or computed and cached."""
     scenes = list(scenes) if scenes is not None else load_scenes(cfg, "train")
-    return load_or_compute_stats(scenes, stats_path(cfg), progress=progress)
+    return load_or_compute_stats(scenes, stats_path(cfg, stats_key(scenes)), progress=progress)
 
 
 def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:

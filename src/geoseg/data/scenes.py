@@ -51,6 +51,7 @@ class Scene:
     invalid: str = "any"  # data.invalid: a pixel is invalid where any | all selected bands are nodata
     file_key: str | None = None  # the {file} value of the first file (multi-file scenes)
     vector: VectorOptions | None = None  # data.vector, when the label is a vector file
+    index_key: str | None = None  # its entry in the scene index (geoseg.data.scene_index), when cached
 
     @property
     def bounds(self) -> tuple[int, int, int, int]:

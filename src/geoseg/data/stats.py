@@ -1,26 +1,24 @@
-"""Nodata-aware per-band statistics (float64, Chan's parallel merge) written to ``stats.json``."""
+"""Nodata-aware per-band statistics written to ``stats.json``: computed, validated, loaded, cached."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from rasterio.windows import Window
-from tqdm import tqdm
 
 from geoseg.data.scenes import Scene
+from geoseg.data.stats_accumulate import accumulate
 from geoseg.errors import GeosegError
 from geoseg.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 PERCENTILES = (2.0, 98.0)
-SAMPLE_PER_SCENE = 200_000
 
 
 @dataclass
@@ -37,6 +35,7 @@ class BandStats:
     count: int
     scenes: list[str]
     nodata: list[float | None] = field(default_factory=list)  # per scene, as used for the statistics
+    key: str = ""  # stats_key of the scenes they describe ("" in files written before keys)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -66,13 +65,19 @@ class BandStats:
         return self
 
     def check_matches(self, scenes: Sequence[Scene], path: str) -> None:
-        """Fail when the data now selects other bands or nodata; warn when the scene files differ."""
+        """Fail when the data now selects other bands, nodata, region or files, or a file changed."""
         self.check_bands(scenes[0].bands, path)
         now = [_nodata_key(nodata_summary(s)) for s in scenes]
         if self.nodata and [_nodata_key(v) for v in self.nodata] != now:
             raise GeosegError(
                 f"'{path}' was computed with image nodata {self.nodata} but the data now uses "
                 f"{[nodata_summary(s) for s in scenes]}; delete it or run `geoseg stats` again."
+            )
+        if self.key and self.key != stats_key(scenes):
+            raise GeosegError(
+                f"'{path}' was computed from other data than the train split now has (other scene files, "
+                "region, band files or rule, or a file rewritten since: its size or time changed); delete "
+                "it or run `geoseg stats` again."
             )
         if sorted(os.path.basename(p) for p in self.scenes) != sorted(
             os.path.basename(s.image) for s in scenes
@@ -87,64 +92,36 @@ class BandStats:
             )
 
 
+def stats_key(scenes: Sequence[Scene]) -> str:
+    """A short hash of everything the statistics depend on: per scene its files (path, size,
+    modification time, bands, nodata, resampling), region and validity rule, in order."""
+    record = []
+    for scene in scenes:
+        files = []
+        for f in scene.stack:
+            try:
+                st = os.stat(f.path)
+                seen = [st.st_size, st.st_mtime_ns]
+            except OSError:  # not a local file (/vsicurl/ and the like): its name only
+                seen = []
+            files.append([os.path.abspath(f.path), *seen, list(f.bands), _nodata_key(list(f.nodata)),
+                          f.resampling])  # fmt: skip
+        record.append([files, list(scene.bands), list(scene.bounds), scene.invalid, scene.grid is not None])
+    return hashlib.sha256(json.dumps(record).encode()).hexdigest()[:16]
+
+
 def _nodata_key(value: float | list | None) -> str:
     if isinstance(value, list):
         return repr([_nodata_key(v) for v in value])
     return "none" if value is None else repr(float(value))
 
 
-class _Running:
-    """Running count/mean/M2 per band, merged block by block (Chan et al.), all in float64."""
-
-    def __init__(self, n_bands: int) -> None:
-        self.n = np.zeros(n_bands, dtype=np.int64)
-        self.mean = np.zeros(n_bands)
-        self.m2 = np.zeros(n_bands)
-        self.lo = np.full(n_bands, np.inf)
-        self.hi = np.full(n_bands, -np.inf)
-
-    def add(self, band: int, values: np.ndarray) -> None:
-        """``values`` is a 1-D float64 array of one band's valid pixels."""
-        nb = values.size
-        if nb == 0:
-            return
-        mb = values.mean()
-        m2b = ((values - mb) ** 2).sum()
-        n = self.n[band] + nb
-        delta = mb - self.mean[band]
-        self.mean[band] += delta * nb / n
-        self.m2[band] += m2b + delta**2 * self.n[band] * nb / n
-        self.n[band] = n
-        self.lo[band] = min(self.lo[band], values.min())
-        self.hi[band] = max(self.hi[band], values.max())
-
-
-def region_blocks(scene: Scene) -> list[Window]:
-    """The reference file's internal blocks clipped to the scene's region, so each read is block-aligned."""
-    rows, cols = scene.block or (256, 256)
-    row0, col0, row1, col1 = scene.bounds
-    return [
-        Window(c, r, min(c - c % cols + cols, col1) - c, min(r - r % rows + rows, row1) - r)
-        for r in [row0, *range(row0 - row0 % rows + rows, row1, rows)]
-        for c in [col0, *range(col0 - col0 % cols + cols, col1, cols)]
-    ]
-
-
-def band_values(arr: np.ndarray, invalid: np.ndarray | None, scene: Scene) -> list[np.ndarray]:
-    """Each band's valid values as float64: valid pixels that are not that band's own nodata."""
-    valid = np.ones(arr.shape[1:], dtype=bool) if invalid is None else ~invalid
-    out = []
-    for band, nodata in zip(arr, scene.band_nodata, strict=True):
-        keep = valid if nodata is None or nodata != nodata else valid & (band != nodata)
-        out.append(band[keep].astype(np.float64))
-    return out
-
-
-def compute_stats(scenes: Sequence[Scene], progress: bool = True) -> BandStats:
-    """Mean/std/min/max over valid pixels of all scenes, plus p2/p98 from a strided sample.
+def compute_stats(scenes: Sequence[Scene], progress: bool = True, workers: int = 1) -> BandStats:
+    """Mean/std/min/max over valid pixels of all scenes, plus p2/p98 from a fixed-size uniform sample
+    (memory does not grow with the archive; see :mod:`geoseg.data.stats_accumulate`).
 
     A pixel is valid by the scene's rule (``data.invalid``), and a band's own nodata value never
-    enters that band's statistics.
+    enters that band's statistics. ``workers`` > 1 reads the scenes in that many processes.
     """
     if not scenes:
         raise GeosegError("no scenes to compute statistics from; check data.root and the train split.")
@@ -152,47 +129,29 @@ def compute_stats(scenes: Sequence[Scene], progress: bool = True) -> BandStats:
     for s in scenes:
         if list(s.bands) != bands:
             raise GeosegError(f"scene '{s.image}' selects bands {list(s.bands)}, others {bands}.")
-    run = _Running(len(bands))
-    samples: list[list[np.ndarray]] = [[] for _ in bands]
-    count = 0
-    bar = progress and sys.stderr.isatty()  # no progress bar in logs and captured output
-    for scene in tqdm(scenes, desc="stats", unit="scene", disable=not bar):
-        row0, col0, row1, col1 = scene.bounds
-        stride = max(1, ((row1 - row0) * (col1 - col0)) // SAMPLE_PER_SCENE)
-        reader = scene.reader()
-        try:
-            for window in region_blocks(scene):
-                arr = np.empty((len(bands), int(window.height), int(window.width)), dtype=scene.dtype)
-                invalid = reader.read(window, arr)
-                count += arr[0].size - (0 if invalid is None else int(invalid.sum()))
-                for i, values in enumerate(band_values(arr, invalid, scene)):
-                    run.add(i, values)
-                    samples[i].append(values[::stride])
-        finally:
-            reader.close()
-    if count == 0 and len(scenes) == 1:
+    acc = accumulate(scenes, progress=progress, workers=workers)
+    if acc.count == 0 and len(scenes) == 1:
         raise GeosegError(
             f"the only scene '{scenes[0].image}' is all nodata (image nodata {scenes[0].nodata}); "
             "check data.nodata or add scenes with valid pixels."
         )
-    if count == 0:
+    if acc.count == 0:
         raise GeosegError(
             f"every pixel of the {len(scenes)} scenes is nodata; check data.nodata and the files."
         )
-    pct = [np.percentile(np.concatenate(s), PERCENTILES) if sum(x.size for x in s) else (np.nan, np.nan)
-           for s in samples]  # fmt: skip
-    n = np.maximum(run.n, 1)
+    pct = acc.sample.percentiles(PERCENTILES)
     stats = BandStats(
         bands=bands,
-        mean=run.mean.tolist(),
-        std=np.sqrt(run.m2 / n).tolist(),
-        min=run.lo.tolist(),
-        max=run.hi.tolist(),
-        p2=[float(p[0]) for p in pct],
-        p98=[float(p[1]) for p in pct],
-        count=int(count),
+        mean=acc.mean.tolist(),
+        std=acc.std().tolist(),
+        min=acc.lo.tolist(),
+        max=acc.hi.tolist(),
+        p2=[p[0] for p in pct],
+        p98=[p[1] for p in pct],
+        count=int(acc.count),
         scenes=[s.image for s in scenes],
         nodata=[nodata_summary(s) for s in scenes],
+        key=stats_key(scenes),
     )
     warn_nodata_in_statistics(stats, scenes)
     return stats
@@ -241,12 +200,15 @@ def save_stats(stats: BandStats, path: str) -> None:
     atomic_write_text(path, stats.to_json(), "band statistics")
 
 
-def load_or_compute_stats(scenes: Sequence[Scene], path: str, progress: bool = True) -> BandStats:
-    """Cached statistics from ``path`` (checked against bands and nodata), computed and saved when missing."""
+def load_or_compute_stats(
+    scenes: Sequence[Scene], path: str, progress: bool = True, workers: int = 1
+) -> BandStats:
+    """Cached statistics from ``path`` (checked against what they describe), computed and saved when
+    missing."""
     if os.path.exists(path):
         stats = load_stats(path)
         stats.check_matches(scenes, path)
         return stats
-    stats = compute_stats(scenes, progress=progress)
+    stats = compute_stats(scenes, progress=progress, workers=workers)
     save_stats(stats, path)
     return stats

@@ -1,0 +1,83 @@
+"""The scene index: start-up inspection cached per scene, reused for unchanged files (issue 20)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import geoseg.data.build as build
+from conftest import write_tif
+from geoseg.data.build import build_split, load_scenes, train_stats
+
+
+def _archive(root, count=4):
+    rng = np.random.default_rng(3)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(count):
+        img = rng.integers(1, 999, (2, 64, 64), dtype=np.uint16)
+        img[:, :10, :] = 0  # some nodata: the coarse mask matters
+        write_tif(root / "images" / f"s{i}.tif", img, nodata=0)
+        write_tif(root / "labels" / f"s{i}.tif", (rng.random((1, 64, 64)) > 0.9).astype(np.uint8), nodata=255)
+
+
+def _cfg(root, cache, index=True):
+    return {"root": str(root), "demo": None,
+            "splits": {"train": {"images": "images/*.tif", "labels": "labels/{stem}.tif"}},
+            "classes": [{"code": 0, "name": "a"}, {"code": 1, "name": "b"}], "ignore_index": 255,
+            "chip_size": 16, "max_nodata_fraction": 0.5, "chips_per_epoch": 32, "batch_size": 4,
+            "num_workers": 0, "stats_path": None, "cache_dir": str(cache), "index": index}  # fmt: skip
+
+
+@pytest.fixture
+def inspections(monkeypatch):
+    """The scenes inspect_scene really opened, in order."""
+    seen = []
+    real = build.inspect_scene
+
+    def counting(images, label, **kwargs):
+        seen.append(os.path.basename(images if isinstance(images, str) else images[0]))
+        return real(images, label, **kwargs)
+
+    monkeypatch.setattr(build, "inspect_scene", counting)
+    return seen
+
+
+def test_a_second_start_reads_the_index_and_a_touched_file_rebuilds_only_its_entry(tmp_path, inspections):
+    _archive(tmp_path / "data")
+    cfg = _cfg(tmp_path / "data", tmp_path / "cache")
+    first = load_scenes(cfg, "train")
+    assert len(inspections) == 4 and (tmp_path / "cache" / "scene-index.json").exists()
+    inspections.clear()
+    again = load_scenes(cfg, "train")
+    assert inspections == [] and again == first  # every field, from the index
+    label = tmp_path / "data" / "labels" / "s2.tif"
+    write_tif(label, np.ones((1, 64, 64), np.uint8), nodata=255)  # a label redrawn under the same name
+    third = load_scenes(cfg, "train")
+    assert inspections == ["s2.tif"] and third[2].label_values == (1,)
+    assert third[:2] == first[:2] and third[3] == first[3]
+
+
+def test_chips_are_identical_with_and_without_a_cached_index(tmp_path):
+    _archive(tmp_path / "data")
+    batches = []
+    for index in (False, True, True):  # no index; index built; index read (with its coarse masks)
+        cfg = _cfg(tmp_path / "data", tmp_path / "cache", index=index)
+        scenes = load_scenes(cfg, "train")
+        stats = train_stats(cfg, progress=False, scenes=scenes)
+        split = build_split(cfg, "train", stats, None, seed=0, scenes=scenes)
+        batches.append(next(iter(split.loader)))
+    for other in batches[1:]:
+        assert (other["image"] == batches[0]["image"]).all() and (other["mask"] == batches[0]["mask"]).all()
+
+
+def test_a_damaged_index_is_rebuilt_with_a_warning(tmp_path, inspections, caplog):
+    _archive(tmp_path / "data", count=2)
+    cfg = _cfg(tmp_path / "data", tmp_path / "cache")
+    first = load_scenes(cfg, "train")
+    (tmp_path / "cache" / "scene-index.json").write_text("{not json")
+    inspections.clear()
+    assert load_scenes(cfg, "train") == first and len(inspections) == 2
+    assert "scene index" in caplog.text and "rebuilding it" in caplog.text
