@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,38 @@ def test_a_damaged_index_is_rebuilt_with_a_warning(tmp_path, inspections, caplog
     inspections.clear()
     assert load_scenes(cfg, "train") == first and len(inspections) == 2
     assert "scene index" in caplog.text and "rebuilding it" in caplog.text
+
+
+def _index_rank(rank: int, port: int, cfg: dict, out: str) -> None:
+    """One gloo rank loading the scenes as `geoseg train` does (rank 0 first); saves what it inspected."""
+    import json
+
+    import torch.distributed as dist
+
+    from geoseg.engine.distributed import DistInfo, main_process_first
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    seen = []
+    real = build.inspect_scene
+    build.inspect_scene = lambda images, label, **kw: seen.append(images) or real(images, label, **kw)
+    try:
+        with main_process_first(DistInfo(rank=rank, world_size=2)):
+            scenes = load_scenes(cfg, "train")
+        (Path(out) / f"rank{rank}.json").write_text(json.dumps({"seen": seen, "count": len(scenes)}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_build_one_index(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    from conftest import free_port
+
+    _archive(tmp_path / "data", count=3)
+    cfg = _cfg(tmp_path / "data", tmp_path / "cache")
+    mp.spawn(_index_rank, args=(free_port(), cfg, str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert len(ranks[0]["seen"]) == 3 and ranks[1]["seen"] == []  # rank 1 read what rank 0 wrote
+    assert ranks[0]["count"] == ranks[1]["count"] == 3

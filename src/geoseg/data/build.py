@@ -18,6 +18,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from geoseg.data.band_files import FileEntry, check_grid_rule, check_invalid_rule, parse_files
+from geoseg.data.class_balance import (
+    SAMPLING,
+    balanced_weights,
+    candidate_class_fractions,
+    class_cell_counts,
+    delivered_fractions,
+)
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.demo import make_demo_data
 from geoseg.data.labels import ClassMap
@@ -80,6 +87,7 @@ def check_data_config(cfg: Mapping[str, Any]) -> None:
         raise GeosegError(f"data.chips_per_epoch must be >= 1, got {cfg['chips_per_epoch']}.")
     num_workers(cfg)
     pin_memory(cfg)
+    check_sampling(cfg)
     bands = cfg.get("bands")
     if bands is not None and (isinstance(bands, str) or not isinstance(bands, Iterable) or not list(bands)):
         raise GeosegError(
@@ -241,9 +249,11 @@ def build_split(
 def random_sampler(
     scenes: Sequence[Scene], cfg: Mapping[str, Any], cmap: ClassMap, seed: int, rank: int, world_size: int
 ) -> RandomChipSampler:
-    """Random chips weighted by valid area, filtered by ``data.max_nodata_fraction``."""
+    """Random chips weighted by valid area (or by class, ``data.sampling``), filtered by
+    ``data.max_nodata_fraction``."""
     size = int(cfg["chip_size"])
-    candidates, weights, empty = [], [], []
+    sampling, power = check_sampling(cfg)
+    candidates, weights, empty, classes = [], [], [], []
     index = scene_index(cfg)
     for scene in scenes:
         align = chip_alignment(scene, size) if cfg.get("align_chips", False) else (1, 1)
@@ -268,8 +278,14 @@ def random_sampler(
                         "nodata; it is skipped", scene.image, size, cfg["max_nodata_fraction"])  # fmt: skip
         candidates.append(origins)
         weights.append(frac)
+        if cmap is not None:  # the exact class mix of every candidate, from full-resolution label counts
+            counts = cached_class_counts(scene, step, cmap, index)
+            classes.append(candidate_class_fractions(counts, origins, (i0 * step, j0 * step), size, step))
     if index is not None:
         index.save()
+    fractions = np.concatenate(classes) if classes else None
+    if sampling == "class_balanced" and fractions is not None:
+        weights = np.split(balanced_weights(fractions, power), np.cumsum([len(c) for c in candidates])[:-1])
     if len(empty) == len(scenes) == 1:
         raise GeosegError(
             f"the only training scene '{empty[0]}' is all nodata (image nodata {scenes[0].nodata}, or no "
@@ -280,7 +296,42 @@ def random_sampler(
             "no training chip passes data.max_nodata_fraction="
             f"{cfg['max_nodata_fraction']}; raise it or check data.nodata / the label files."
         )
-    return RandomChipSampler(candidates, weights, int(cfg["chips_per_epoch"]), seed, rank, world_size)
+    sampler = RandomChipSampler(candidates, weights, int(cfg["chips_per_epoch"]), seed, rank, world_size)
+    if fractions is not None and len(fractions) == len(sampler.p):
+        sampler.class_mix = delivered_fractions(fractions, sampler.p).tolist()
+        mix = ", ".join(
+            f"{c}: {m:.3f}" for c, m in zip(cmap.codes.astype(int), sampler.class_mix, strict=True)
+        )
+        log.info("%s sampling: the drawn chips hold the classes in the fractions %s", sampling, mix)
+    return sampler
+
+
+def check_sampling(cfg: Mapping[str, Any]) -> tuple[str, float]:
+    """``data.sampling`` and ``data.class_power``, checked."""
+    sampling = cfg.get("sampling") or "area"
+    if sampling not in SAMPLING:
+        raise GeosegError(f"data.sampling must be one of {list(SAMPLING)}, got '{sampling}'.")
+    power = cfg.get("class_power", 0.5)
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 <= power <= 2:
+        raise GeosegError(
+            f"data.class_power must be a number in [0, 2] (1 = every class equal), got {power!r}."
+        )
+    return sampling, float(power)
+
+
+def cached_class_counts(scene: Scene, step: int, cmap: ClassMap, index: SceneIndex | None) -> np.ndarray:
+    """:func:`class_cell_counts`, from the scene index when it holds them for this step and class map."""
+    name = f"classes:{step}:{cmap.codes.astype(int).tolist()}"
+    if index is not None and scene.index_key is not None:
+        cached = index.mask(scene.index_key, name)
+        if cached is not None:
+            return cached.astype(np.int32)
+    if scene.label is None:
+        return np.zeros((len(cmap.codes), -(-scene.height // step), -(-scene.width // step)), np.int32)
+    counts = class_cell_counts(scene, step, cmap)
+    if index is not None and scene.index_key is not None:
+        index.put_mask(scene.index_key, name, counts.astype(np.uint16 if step * step < 65536 else np.int32))
+    return counts
 
 
 def cached_valid_mask(scene: Scene, step: int, cmap: ClassMap, index: SceneIndex | None) -> np.ndarray:

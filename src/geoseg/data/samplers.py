@@ -46,6 +46,7 @@ class RandomChipSampler(Sampler[Chip]):
         if self.num_samples == 0:
             raise ValueError(f"num_samples={num_samples} is smaller than the world size {world_size}")
         self.seed, self.rank, self.world_size, self.epoch, self.start = seed, rank, world_size, 0, 0
+        self.class_mix: list[float] | None = None  # expected class fractions of the drawn chips
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Draw ``epoch``'s chips; skip this rank's first ``start`` (a run resumed inside the epoch)."""

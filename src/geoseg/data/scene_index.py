@@ -28,7 +28,7 @@ from geoseg.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 
 
 def file_record(path: str | None) -> list[Any]:
@@ -81,6 +81,7 @@ class SceneIndex:
     def __init__(self, path: str) -> None:
         self.path = path
         self.entries: dict[str, dict[str, Any]] = {}
+        self.crs: list[str] = []  # each CRS (WKT, ~1 KB) once; entries hold its position
         self.used: set[str] = set()
         self.changed = False
         self.hits = 0
@@ -88,7 +89,7 @@ class SceneIndex:
             with open(path) as fh:
                 data = json.load(fh)
             if data.get("version") == VERSION:
-                self.entries = dict(data.get("entries") or {})
+                self.entries, self.crs = dict(data.get("entries") or {}), list(data.get("crs") or [])
         except FileNotFoundError:
             pass
         except (OSError, ValueError, AttributeError) as err:
@@ -101,16 +102,21 @@ class SceneIndex:
             return None
         self.used.add(key)
         try:
-            scene = scene_from_json(entry["scene"])
-        except (KeyError, TypeError, ValueError):
+            scene = scene_from_json(_map_crs(entry["scene"], lambda i: self.crs[i]))
+        except (KeyError, TypeError, ValueError, IndexError):
             return None
         self.hits += 1
         return scene
 
     def put(self, key: str, scene: Any) -> None:
-        self.entries[key] = {"scene": scene_to_json(scene)}
+        self.entries[key] = {"scene": _map_crs(scene_to_json(scene), self._crs_id)}
         self.used.add(key)
         self.changed = True
+
+    def _crs_id(self, wkt: str) -> int:
+        if wkt not in self.crs:
+            self.crs.append(wkt)
+        return self.crs.index(wkt)
 
     def mask(self, key: str, name: str) -> np.ndarray | None:
         """A cached coarse mask of scene ``key`` (``name``: what it was computed for)."""
@@ -132,6 +138,20 @@ class SceneIndex:
         """Write the index (entries of files no longer listed are kept: another split may use them)."""
         if self.changed:
             atomic_write_text(
-                self.path, json.dumps({"version": VERSION, "entries": self.entries}), "scene index"
+                self.path,
+                json.dumps({"version": VERSION, "crs": self.crs, "entries": self.entries}),
+                "scene index",
             )
             self.changed = False
+
+
+def _map_crs(value: Any, convert: Any) -> Any:
+    """``value`` with every grid's ``crs`` passed through ``convert`` (WKT <-> position in the table)."""
+    if isinstance(value, dict):
+        return {
+            k: (convert(v) if k == "crs" and v is not None else _map_crs(v, convert))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):  # asdict keeps tuples
+        return [_map_crs(v, convert) for v in value]
+    return value

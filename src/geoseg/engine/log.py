@@ -169,6 +169,18 @@ def log_epoch(logger: RunLogger, run: Run, train_loss: float, seconds: float, ti
     )  # fmt: skip
 
 
+def sampling(run: Run) -> dict[str, Any]:
+    """``data.sampling`` and the class mix its chips deliver (before augmentation), per class name."""
+    mix = getattr(run.train.sampler, "class_mix", None)
+    data = run.cfg.data
+    out: dict[str, Any] = {"mode": data.get("sampling") or "area"}
+    if out["mode"] == "class_balanced":
+        out["class_power"] = data.get("class_power", 0.5)
+    if mix is not None:
+        out["delivered_class_fraction"] = dict(zip(run.classes, mix, strict=True))
+    return out
+
+
 def write_summary(run: Run, wall_seconds: float, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``summary.json``: final and best val metrics, throughput, memory, batch sizes, the norm summary.
 
@@ -187,7 +199,8 @@ def write_summary(run: Run, wall_seconds: float, extra: Mapping[str, Any] | None
         "batch_size_per_gpu": run.batch_size, "global_batch_size": run.batch_size * world,
         "effective_batch_size": run.batch_size * world * run.accum,
         "norm": run.model.meta["norm"], "norm_summary": run.model.meta["norm_summary"],
-        "seed": int(run.cfg.seed), "peak_lr": run.optimizer.defaults.get("lr"), **(extra or {}),
+        "seed": int(run.cfg.seed), "peak_lr": run.optimizer.defaults.get("lr"), "sampling": sampling(run),
+        **(extra or {}),
     })  # fmt: skip
     if info.is_main:
         path = os.path.join(run.run_dir, "summary.json")
