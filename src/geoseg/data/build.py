@@ -31,7 +31,7 @@ from geoseg.data.labels import ClassMap
 from geoseg.data.loader import make_loader, num_workers, pin_memory
 from geoseg.data.masks import coarse_valid_mask, label_codes
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
-from geoseg.data.scene_index import SceneIndex, entry_key
+from geoseg.data.scene_index import SceneIndex, cached_array, entry_key
 from geoseg.data.scene_paths import find_scene_files, read_manifest, warn_bands_as_scenes
 from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stats import BandStats, load_or_compute_stats, stats_key
@@ -321,30 +321,18 @@ def check_sampling(cfg: Mapping[str, Any]) -> tuple[str, float]:
 
 def cached_class_counts(scene: Scene, step: int, cmap: ClassMap, index: SceneIndex | None) -> np.ndarray:
     """:func:`class_cell_counts`, from the scene index when it holds them for this step and class map."""
-    name = f"classes:{step}:{cmap.codes.astype(int).tolist()}"
-    if index is not None and scene.index_key is not None:
-        cached = index.mask(scene.index_key, name)
-        if cached is not None:
-            return cached.astype(np.int32)
     if scene.label is None:
         return np.zeros((len(cmap.codes), -(-scene.height // step), -(-scene.width // step)), np.int32)
-    counts = class_cell_counts(scene, step, cmap)
-    if index is not None and scene.index_key is not None:
-        index.put_mask(scene.index_key, name, counts.astype(np.uint16 if step * step < 65536 else np.int32))
-    return counts
+    name = f"classes:{step}:{cmap.codes.astype(int).tolist()}"
+    dtype = np.uint16 if step * step < 65536 else np.int32
+    return cached_array(index, scene.index_key, name, lambda: class_cell_counts(scene, step, cmap), dtype)
 
 
-def cached_valid_mask(scene: Scene, step: int, cmap: ClassMap, index: SceneIndex | None) -> np.ndarray:
+def cached_valid_mask(scene: Scene, step: int, cmap: ClassMap | None, index: SceneIndex | None) -> np.ndarray:
     """:func:`coarse_valid_mask`, from the scene index when it holds one for this step and class map."""
-    name = f"valid:{step}:{cmap.codes.astype(int).tolist()}"
-    if index is not None and scene.index_key is not None:
-        cached = index.mask(scene.index_key, name)
-        if cached is not None:
-            return cached.astype(np.float64)
-    coarse = coarse_valid_mask(scene, step, cmap)
-    if index is not None and scene.index_key is not None:
-        index.put_mask(scene.index_key, name, coarse.astype(np.uint8))
-    return coarse
+    name = f"valid:{step}:{None if cmap is None else cmap.codes.astype(int).tolist()}"
+    mask = cached_array(index, scene.index_key, name, lambda: coarse_valid_mask(scene, step, cmap), np.uint8)
+    return mask.astype(np.float64)
 
 
 def chip_alignment(scene: Scene, size: int) -> tuple[int, int]:

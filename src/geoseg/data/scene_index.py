@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -154,4 +154,18 @@ def _map_crs(value: Any, convert: Any) -> Any:
         }
     if isinstance(value, (list, tuple)):  # asdict keeps tuples
         return [_map_crs(v, convert) for v in value]
+    return value
+
+
+def cached_array(
+    index: SceneIndex | None, key: str | None, name: str, compute: Callable[[], np.ndarray], dtype: Any
+) -> np.ndarray:
+    """The array ``name`` of scene ``key`` from ``index``; else ``compute()``, stored there as ``dtype``."""
+    if index is None or key is None:
+        return compute()
+    stored = index.mask(key, name)
+    if stored is not None:
+        return stored
+    value = compute()
+    index.put_mask(key, name, value.astype(dtype))
     return value
