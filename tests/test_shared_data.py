@@ -317,8 +317,8 @@ def test_build_split_sen1floods11(tmp_path: Path) -> None:
     assert scenes[0].label_nodata == -1
 
     stats = train_stats(cfg, progress=False)
-    assert Path(stats_path(cfg)).is_file()
-    assert load_stats(stats_path(cfg)) == stats
+    assert Path(stats_path(cfg, stats.key)).is_file()
+    assert load_stats(stats_path(cfg, stats.key)) == stats
     assert stats.count == 512 * 512 and len(stats.mean) == 13
 
     train = build_split(cfg, "train", stats, augment=None, seed=0)
@@ -349,7 +349,7 @@ def test_data_config_composes_and_loads(
     data = as_dict(cfg.data)
     assert data["demo"] is None
     assert data["chip_size"] == chip_size
-    assert Path(stats_path(data)).is_relative_to(REPO_ROOT / "outputs")  # git-ignored
+    assert Path(stats_path(data, "k")).is_relative_to(REPO_ROOT / "outputs")  # git-ignored
     for split in ("train", "val"):
         scenes = load_scenes(data, split)
         assert len(scenes) == n_scenes
