@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "train": ("geoseg.commands.train", "run", "train", "train a model (under torchrun: -m geoseg.train)"),
     "demo-data": ("geoseg.commands.demo_data", "run", "demo_data", "write the deterministic demo scenes"),
     "stats": ("geoseg.commands.stats", "run", "stats", "per-band statistics of a split -> stats.json"),
+    "index": ("geoseg.commands.index", "run", "index", "inspect the scenes now: the scene index train reads"),
     "predict": (
         "geoseg.commands.predict",
         "run",

@@ -117,3 +117,19 @@ def test_two_ranks_build_one_index(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert len(ranks[0]["seen"]) == 3 and ranks[1]["seen"] == []  # rank 1 read what rank 0 wrote
     assert ranks[0]["count"] == ranks[1]["count"] == 3
+
+
+@pytest.mark.usefixtures("release_hydra_logging")
+def test_geoseg_index_builds_what_train_then_reads(tmp_path, inspections):
+    from geoseg.cli import main
+
+    _archive(tmp_path / "data", count=2)
+    cfg = _cfg(tmp_path / "data", tmp_path / "cache")
+    main(["index", f"data.root={cfg['root']}", "data.demo=null", f"data.cache_dir={cfg['cache_dir']}",
+          "data.splits.train.images=images/*.tif", "data.splits.train.labels='labels/{stem}.tif'",
+          "data.splits.val=null", "splits=[train]", "data.chip_size=16",
+          "data.classes=[{code: 0, name: a}, {code: 1, name: b}]", "progress=false"])  # fmt: skip
+    assert len(inspections) == 2
+    inspections.clear()
+    load_scenes(cfg, "train")
+    assert inspections == []
