@@ -11,6 +11,7 @@ import pytest
 import geoseg.data.build as build
 from conftest import write_tif
 from geoseg.data.build import build_split, load_scenes, train_stats
+from geoseg.data.stats import compute_stats
 
 
 def _archive(root, count=4):
@@ -99,12 +100,14 @@ def _index_rank(rank: int, port: int, cfg: dict, out: str) -> None:
     try:
         with main_process_first(DistInfo(rank=rank, world_size=2)):
             scenes = load_scenes(cfg, "train")
-        (Path(out) / f"rank{rank}.json").write_text(json.dumps({"seen": seen, "count": len(scenes)}))
+        stats = train_stats(cfg, progress=False, scenes=scenes, rank=rank, world_size=2)  # a shard each
+        result = {"seen": seen, "count": len(scenes), "stats": [stats.mean, stats.std, stats.p2, stats.p98]}
+        (Path(out) / f"rank{rank}.json").write_text(json.dumps(result))
     finally:
         dist.destroy_process_group()
 
 
-def test_two_ranks_build_one_index(tmp_path):
+def test_two_ranks_build_one_index_and_merge_their_statistics_shards(tmp_path):
     import json
 
     import torch.multiprocessing as mp
@@ -117,6 +120,12 @@ def test_two_ranks_build_one_index(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert len(ranks[0]["seen"]) == 3 and ranks[1]["seen"] == []  # rank 1 read what rank 0 wrote
     assert ranks[0]["count"] == ranks[1]["count"] == 3
+    single = compute_stats(load_scenes(cfg, "train"), progress=False)  # one process, all scenes
+    for got in (ranks[0]["stats"], ranks[1]["stats"]):
+        np.testing.assert_allclose(got[0], single.mean, rtol=1e-12)
+        np.testing.assert_allclose(got[1], single.std, rtol=1e-12)
+        assert got[2:] == [single.p2, single.p98]  # the same sample, shard by shard
+    assert len(list((tmp_path / "cache").glob("stats-*.json"))) == 1  # written once, by rank 0
 
 
 @pytest.mark.usefixtures("release_hydra_logging")

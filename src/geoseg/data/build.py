@@ -367,11 +367,14 @@ def cache_dir(cfg: Mapping[str, Any]) -> str:
 
 
 def train_stats(
-    cfg: Mapping[str, Any], progress: bool = True, scenes: Sequence[Scene] | None = None
-) -> BandStats:
-    """Band statistics of the training split, loaded from ``data.stats_path`` or computed and cached."""
+    cfg: Mapping[str, Any], progress: bool = True, scenes: Sequence[Scene] | None = None, rank: int = 0,
+    world_size: int = 1,
+) -> BandStats:  # fmt: skip
+    """Band statistics of the training split, loaded from ``data.stats_path`` or computed and cached
+    (under DDP every rank calls it and reads a shard of the scenes)."""
     scenes = list(scenes) if scenes is not None else load_scenes(cfg, "train")
-    return load_or_compute_stats(scenes, stats_path(cfg, stats_key(scenes)), progress=progress)
+    path = stats_path(cfg, stats_key(scenes))
+    return load_or_compute_stats(scenes, path, progress=progress, rank=rank, world_size=world_size)
 
 
 def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch.distributed
 
 from geoseg.data.scenes import Scene
-from geoseg.data.stats_accumulate import accumulate
+from geoseg.data.stats_accumulate import accumulate, accumulate_sharded
 from geoseg.errors import GeosegError
 from geoseg.io import atomic_write_text
 
@@ -116,12 +117,16 @@ def _nodata_key(value: float | list | None) -> str:
     return "none" if value is None else repr(float(value))
 
 
-def compute_stats(scenes: Sequence[Scene], progress: bool = True, workers: int = 1) -> BandStats:
+def compute_stats(
+    scenes: Sequence[Scene], progress: bool = True, workers: int = 1, rank: int = 0, world_size: int = 1
+) -> BandStats:
     """Mean/std/min/max over valid pixels of all scenes, plus p2/p98 from a fixed-size uniform sample
     (memory does not grow with the archive; see :mod:`geoseg.data.stats_accumulate`).
 
     A pixel is valid by the scene's rule (``data.invalid``), and a band's own nodata value never
-    enters that band's statistics. ``workers`` > 1 reads the scenes in that many processes.
+    enters that band's statistics. ``workers`` > 1 reads the scenes in that many processes; with
+    ``world_size`` > 1 (every rank of an initialised process group calls it) each rank reads its
+    shard and the partial results merge, so every rank returns the same statistics.
     """
     if not scenes:
         raise GeosegError("no scenes to compute statistics from; check data.root and the train split.")
@@ -129,7 +134,10 @@ def compute_stats(scenes: Sequence[Scene], progress: bool = True, workers: int =
     for s in scenes:
         if list(s.bands) != bands:
             raise GeosegError(f"scene '{s.image}' selects bands {list(s.bands)}, others {bands}.")
-    acc = accumulate(scenes, progress=progress, workers=workers)
+    if world_size > 1:
+        acc = accumulate_sharded(scenes, rank, world_size)
+    else:
+        acc = accumulate(scenes, progress=progress, workers=workers)
     if acc.count == 0 and len(scenes) == 1:
         raise GeosegError(
             f"the only scene '{scenes[0].image}' is all nodata (image nodata {scenes[0].nodata}); "
@@ -201,14 +209,21 @@ def save_stats(stats: BandStats, path: str) -> None:
 
 
 def load_or_compute_stats(
-    scenes: Sequence[Scene], path: str, progress: bool = True, workers: int = 1
-) -> BandStats:
+    scenes: Sequence[Scene], path: str, progress: bool = True, workers: int = 1, rank: int = 0,
+    world_size: int = 1,
+) -> BandStats:  # fmt: skip
     """Cached statistics from ``path`` (checked against what they describe), computed and saved when
-    missing."""
-    if os.path.exists(path):
+    missing. Under DDP every rank calls it: each computes a shard and rank 0 writes the file."""
+    exists = os.path.exists(path)
+    if world_size > 1:  # one decision for all ranks (rank 0 may write the file while others look)
+        flag = [exists]
+        torch.distributed.broadcast_object_list(flag, src=0)
+        exists = bool(flag[0])
+    if exists:
         stats = load_stats(path)
         stats.check_matches(scenes, path)
         return stats
-    stats = compute_stats(scenes, progress=progress, workers=workers)
-    save_stats(stats, path)
+    stats = compute_stats(scenes, progress=progress, workers=workers, rank=rank, world_size=world_size)
+    if rank == 0:
+        save_stats(stats, path)
     return stats

@@ -130,3 +130,21 @@ def accumulate(
         return acc
     finally:
         bar.close()
+
+
+def accumulate_sharded(scenes: Sequence[Scene], rank: int, world_size: int) -> StatsAccumulator:
+    """This rank's contiguous shard of ``scenes``, merged with every other rank's (a collective call)."""
+    import torch.distributed as dist
+
+    lo, hi = rank * len(scenes) // world_size, (rank + 1) * len(scenes) // world_size
+    part = (
+        _shard(scenes[lo:hi], range(lo, hi), SAMPLE_SIZE)
+        if hi > lo
+        else StatsAccumulator(len(scenes[0].bands))
+    )
+    parts: list[StatsAccumulator | None] = [None] * world_size
+    dist.all_gather_object(parts, part)
+    acc = StatsAccumulator(len(scenes[0].bands))
+    for other in parts:  # in rank order on every rank: the same result everywhere
+        acc.merge(other)
+    return acc

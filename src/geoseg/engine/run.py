@@ -98,9 +98,12 @@ def remove_stray_run_dir(own: str, shared: str) -> None:
 def build_data(cfg: DictConfig, info: DistInfo) -> tuple[BandStats, SplitData, SplitData]:
     """Band statistics and the train/val splits, sharded for this rank (rank 0 writes demo data and stats)."""
     data_cfg = as_dict(cfg.data)
-    with main_process_first(info):
+    with main_process_first(info):  # rank 0 builds the scene index, the others read it
         scenes = {split: load_scenes(data_cfg, split) for split in ("train", "val")}
-        stats = train_stats(data_cfg, progress=info.is_main, scenes=scenes["train"])
+    world = info.world_size if info.enabled else 1  # statistics: a shard per rank, merged
+    stats = train_stats(
+        data_cfg, progress=info.is_main, scenes=scenes["train"], rank=info.rank, world_size=world
+    )
     common = dict(stats=stats, seed=int(cfg.seed), rank=info.rank, world_size=info.world_size)
     augment = build_augment(cfg.get("aug"))
     train = build_split(data_cfg, "train", augment=augment, scenes=scenes["train"], **common)
