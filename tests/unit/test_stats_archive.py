@@ -104,3 +104,21 @@ def test_an_explicit_stats_file_of_a_rewritten_scene_is_refused(tmp_path):
     os.utime(image, ns=(1, 1))
     with pytest.raises(GeosegError, match=r"stats.json' was computed from other data .*delete it or run"):
         load_or_compute_stats([inspect_scene(str(image), None)], path, progress=False)
+
+
+def test_statistics_from_a_fraction_of_the_blocks_report_a_standard_error_that_covers_the_truth(tmp_path):
+    """10 scenes x 16 tiles of 32 px, each tile with its own brightness: read a quarter of the tiles."""
+    rng = np.random.default_rng(5)
+    scenes = []
+    for i in range(10):
+        offsets = np.kron(rng.normal(1000, 200, (4, 4)), np.ones((32, 32)))
+        arr = (offsets + rng.normal(0, 20, (128, 128)))[None].astype(np.uint16)
+        path = write_tif(tmp_path / f"t{i}.tif", arr, nodata=0, tiled=True, block=32)
+        scenes.append(inspect_scene(str(path), None))
+    full = compute_stats(scenes, progress=False)
+    part = compute_stats(scenes, progress=False, sample=0.25)
+    assert full.mean_se == [] and part.sample == 0.25 and 0 < part.mean_se[0] < 40
+    assert abs(part.mean[0] - full.mean[0]) < 4 * part.mean_se[0]
+    assert part.count < full.count / 2
+    with pytest.raises(GeosegError, match=r"sample=0 must be a fraction of the blocks in \(0, 1\]"):
+        compute_stats(scenes, progress=False, sample=0)

@@ -15,11 +15,14 @@ log = logging.getLogger(__name__)
 
 def format_table(stats: BandStats) -> str:
     """A plain-text table of the statistics, one row per band."""
+    se = stats.mean_se or [None] * len(stats.bands)
     head = f"{'band':>5} {'mean':>12} {'std':>12} {'min':>12} {'max':>12} {'p2':>12} {'p98':>12}"
+    head += f" {'mean s.e.':>12}" if stats.mean_se else ""
     rows = [
         f"{b:>5} {m:>12.4g} {s:>12.4g} {lo:>12.4g} {hi:>12.4g} {p2:>12.4g} {p98:>12.4g}"
-        for b, m, s, lo, hi, p2, p98 in zip(
-            stats.bands, stats.mean, stats.std, stats.min, stats.max, stats.p2, stats.p98, strict=True
+        + (f" {e:>12.3g}" if e is not None else "")
+        for b, m, s, lo, hi, p2, p98, e in zip(
+            stats.bands, stats.mean, stats.std, stats.min, stats.max, stats.p2, stats.p98, se, strict=True
         )
     ]
     return "\n".join([head, *rows])
@@ -28,7 +31,8 @@ def format_table(stats: BandStats) -> str:
 def run(cfg: DictConfig) -> BandStats:
     data = as_dict(cfg.data)
     scenes = load_scenes(data, str(cfg.split))
-    stats = compute_stats(scenes, progress=bool(cfg.progress), workers=int(cfg.get("workers", 1)))
+    stats = compute_stats(scenes, progress=bool(cfg.progress), workers=int(cfg.get("workers", 1)),
+                          sample=float(cfg.get("sample", 1.0)))  # fmt: skip
     output = os.path.abspath(str(cfg.output)) if cfg.output else stats_path(data, stats.key)
     save_stats(stats, output)
     log.info("%d scenes, %d valid pixels\n%s", len(scenes), stats.count, format_table(stats))

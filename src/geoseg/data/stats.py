@@ -37,6 +37,8 @@ class BandStats:
     scenes: list[str]
     nodata: list[float | None] = field(default_factory=list)  # per scene, as used for the statistics
     key: str = ""  # stats_key of the scenes they describe ("" in files written before keys)
+    sample: float = 1.0  # fraction of the blocks read (geoseg stats sample=)
+    mean_se: list[float] = field(default_factory=list)  # standard error of each mean when sample < 1
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -118,8 +120,9 @@ def _nodata_key(value: float | list | None) -> str:
 
 
 def compute_stats(
-    scenes: Sequence[Scene], progress: bool = True, workers: int = 1, rank: int = 0, world_size: int = 1
-) -> BandStats:
+    scenes: Sequence[Scene], progress: bool = True, workers: int = 1, rank: int = 0, world_size: int = 1,
+    sample: float = 1.0,
+) -> BandStats:  # fmt: skip
     """Mean/std/min/max over valid pixels of all scenes, plus p2/p98 from a fixed-size uniform sample
     (memory does not grow with the archive; see :mod:`geoseg.data.stats_accumulate`).
 
@@ -130,6 +133,8 @@ def compute_stats(
     """
     if not scenes:
         raise GeosegError("no scenes to compute statistics from; check data.root and the train split.")
+    if not 0 < sample <= 1:
+        raise GeosegError(f"sample={sample} must be a fraction of the blocks in (0, 1]; 1 reads them all.")
     bands = list(scenes[0].bands)
     for s in scenes:
         if list(s.bands) != bands:
@@ -137,7 +142,7 @@ def compute_stats(
     if world_size > 1:
         acc = accumulate_sharded(scenes, rank, world_size)
     else:
-        acc = accumulate(scenes, progress=progress, workers=workers)
+        acc = accumulate(scenes, progress=progress, workers=workers, fraction=sample)
     if acc.count == 0 and len(scenes) == 1:
         raise GeosegError(
             f"the only scene '{scenes[0].image}' is all nodata (image nodata {scenes[0].nodata}); "
@@ -160,6 +165,8 @@ def compute_stats(
         scenes=[s.image for s in scenes],
         nodata=[nodata_summary(s) for s in scenes],
         key=stats_key(scenes),
+        sample=sample,
+        mean_se=acc.mean_se().tolist() if sample < 1 else [],
     )
     warn_nodata_in_statistics(stats, scenes)
     return stats

@@ -25,7 +25,7 @@ from geoseg.data.scenes import Scene
 class StatsAccumulator:
     """Count/mean/M2/min/max and a band sample per band, merged block by block."""
 
-    def __init__(self, n_bands: int, sample_size: int = SAMPLE_SIZE) -> None:
+    def __init__(self, n_bands: int, sample_size: int = SAMPLE_SIZE, fraction: float = 1.0) -> None:
         self.n = np.zeros(n_bands, dtype=np.int64)
         self.mean = np.zeros(n_bands)
         self.m2 = np.zeros(n_bands)
@@ -33,6 +33,9 @@ class StatsAccumulator:
         self.hi = np.full(n_bands, -np.inf)
         self.sample = BandSample(n_bands, sample_size)
         self.count = 0  # valid pixels (by the scene's rule), all bands together
+        self.fraction = fraction  # of the blocks read (``sample=``); each is drawn on its own
+        self.blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (count, mean) per band of each block read
+        self.total_blocks = 0
 
     def add(self, band: int, values: np.ndarray) -> None:
         """Fold one band's valid values (1-D float64) into its moments."""
@@ -57,14 +60,21 @@ class StatsAccumulator:
         reader = scene.reader()
         try:
             for b, window in enumerate(region_blocks(scene)):
+                self.total_blocks += 1
+                if self.fraction < 1 and np.random.default_rng([1, index, b]).random() >= self.fraction:
+                    continue
                 arr = np.empty((len(scene.bands), int(window.height), int(window.width)), dtype=scene.dtype)
                 invalid = reader.read(window, arr)
                 self.count += arr[0].size - (0 if invalid is None else int(invalid.sum()))
                 keys = self.sample.block_keys(index, b, arr.shape[1:])
+                counts, means = np.zeros(len(self.n)), np.zeros(len(self.n))
                 for i, keep in enumerate(band_valid(arr, invalid, scene)):
                     values = arr[i][keep].astype(np.float64)
                     self.add(i, values)
                     self.sample.add(i, values, keys[keep])
+                    counts[i], means[i] = values.size, values.mean() if values.size else 0.0
+                if self.fraction < 1:
+                    self.blocks.append((counts, means))
         finally:
             reader.close()
 
@@ -75,6 +85,20 @@ class StatsAccumulator:
         self.lo, self.hi = np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi)
         self.sample.merge(other.sample)
         self.count += other.count
+        self.blocks += other.blocks
+        self.total_blocks += other.total_blocks
+
+    def mean_se(self) -> np.ndarray:
+        """Standard error of each band's mean when only a ``fraction`` of the blocks was read (0 when
+        all were): the blocks are the sampled clusters, with the finite-population correction."""
+        if self.fraction >= 1 or len(self.blocks) < 2:
+            return np.zeros(len(self.n))
+        counts = np.stack([c for c, _ in self.blocks])
+        means = np.stack([m for _, m in self.blocks])
+        b = len(self.blocks)
+        share = counts / np.maximum(counts.sum(axis=0), 1)  # each block's weight in the mean
+        var = b / (b - 1) * (share**2 * (means - self.mean) ** 2).sum(axis=0)
+        return np.sqrt(var * max(0.0, 1 - b / max(self.total_blocks, 1)))
 
     def std(self) -> np.ndarray:
         return np.sqrt(self.m2 / np.maximum(self.n, 1))
@@ -98,21 +122,25 @@ def band_valid(arr: np.ndarray, invalid: np.ndarray | None, scene: Scene) -> lis
             for band, nodata in zip(arr, scene.band_nodata, strict=True)]  # fmt: skip
 
 
-def _shard(scenes: Sequence[Scene], indices: Sequence[int], sample_size: int) -> StatsAccumulator:
-    acc = StatsAccumulator(len(scenes[0].bands), sample_size)
+def _shard(
+    scenes: Sequence[Scene], indices: Sequence[int], sample_size: int, fraction: float = 1.0
+) -> StatsAccumulator:
+    acc = StatsAccumulator(len(scenes[0].bands), sample_size, fraction)
     for scene, index in zip(scenes, indices, strict=True):
         acc.add_scene(scene, index)
     return acc
 
 
 def accumulate(
-    scenes: Sequence[Scene], progress: bool = True, workers: int = 1, sample_size: int = SAMPLE_SIZE
-) -> StatsAccumulator:
-    """Statistics of ``scenes``, read by ``workers`` processes (each a contiguous shard), merged."""
+    scenes: Sequence[Scene], progress: bool = True, workers: int = 1, sample_size: int = SAMPLE_SIZE,
+    fraction: float = 1.0,
+) -> StatsAccumulator:  # fmt: skip
+    """Statistics of ``scenes`` (a random ``fraction`` of their blocks), read by ``workers`` processes
+    (each a contiguous shard), merged."""
     bar = tqdm(total=len(scenes), desc="stats", unit="scene", disable=not (progress and sys.stderr.isatty()))
     try:
         if workers <= 1 or len(scenes) < 2:
-            acc = StatsAccumulator(len(scenes[0].bands), sample_size)
+            acc = StatsAccumulator(len(scenes[0].bands), sample_size, fraction)
             for index, scene in enumerate(scenes):
                 acc.add_scene(scene, index)
                 bar.update()
@@ -122,8 +150,8 @@ def accumulate(
         context = multiprocessing.get_context("spawn")  # GDAL's thread pool does not survive fork
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             futures = [pool.submit(_shard, scenes[s : s + chunk], range(s, min(s + chunk, len(scenes))),
-                                   sample_size) for s in starts]  # fmt: skip
-            acc = StatsAccumulator(len(scenes[0].bands), sample_size)
+                                   sample_size, fraction) for s in starts]  # fmt: skip
+            acc = StatsAccumulator(len(scenes[0].bands), sample_size, fraction)
             for future in futures:  # in order: the result does not depend on which worker finished first
                 acc.merge(future.result())
                 bar.update(min(chunk, len(scenes) - bar.n))
