@@ -42,7 +42,10 @@ def main() -> None:
     rows = []
     for mode in ("area", "class_balanced"):
         for seed in args.seeds:
-            summary = train(mode, seed, args.runs / f"{mode}_seed{seed}", args.overrides)
+            tag = "".join(f"_{o}" for o in args.overrides if mode != "area" or "class_power" not in o)
+            summary = train(
+                mode, seed, args.runs / f"{mode}_seed{seed}{tag}".replace("/", "-"), args.overrides
+            )
             mix = summary["sampling"]["delivered_class_fraction"]
             val = summary["val"]
             rows.append(f"| {mode} | {seed} | {mix['building']:.3f} | {val['iou']['building']:.3f} | "
@@ -51,6 +54,7 @@ def main() -> None:
     text = "\n".join([
         f"# {datetime.date.today()} | {platform.node()} | {os.cpu_count()} CPUs",
         f"# python {shlex.join(sys.argv)}",
+        f"# overrides for both modes: {shlex.join(args.overrides) or 'none'}",
         "| data.sampling | seed | building fraction of the drawn chips | val building IoU | val mIoU |",
         "|---|---:|---:|---:|---:|",
         *rows,

@@ -237,3 +237,17 @@ def test_report_takes_its_folder_as_a_bare_first_argument():
     assert positional_args("report", ["dir=multirun/x"]) == ["dir=multirun/x"]
     assert positional_args("report", ["--help"]) == ["--help"]
     assert positional_args("train", ["sweep=smoke"]) == ["sweep=smoke"]
+
+
+def test_a_disk_full_error_from_outside_geosegs_writers_becomes_one_line():
+    import errno
+
+    from geoseg.cli import disk_error
+
+    full = disk_error(OSError(errno.ENOSPC, "No space left on device", "/runs/x/events.out"))
+    assert str(full) == (
+        "could not write '/runs/x/events.out' (No space left on device); "
+        "free disk space or choose another folder"
+    )
+    other = OSError(errno.ENOENT, "No such file or directory", "/nope")
+    assert disk_error(other) is other  # not a disk problem: left as it is
