@@ -43,7 +43,8 @@ def main() -> None:
     for mode in ("area", "class_balanced"):
         for seed in args.seeds:
             tag = "".join(f"_{o}" for o in args.overrides if mode != "area" or "class_power" not in o)
-            summary = train(
+            run_dir = args.runs / f"{mode}_seed{seed}{tag}".replace("/", "-").replace("=", "-")
+            summary = train(mode, seed, run_dir, args.overrides)
                 mode, seed, args.runs / f"{mode}_seed{seed}{tag}".replace("/", "-"), args.overrides
             )
             mix = summary["sampling"]["delivered_class_fraction"]
