@@ -45,8 +45,6 @@ def main() -> None:
             tag = "".join(f"_{o}" for o in args.overrides if mode != "area" or "class_power" not in o)
             run_dir = args.runs / f"{mode}_seed{seed}{tag}".replace("/", "-").replace("=", "-")
             summary = train(mode, seed, run_dir, args.overrides)
-                mode, seed, args.runs / f"{mode}_seed{seed}{tag}".replace("/", "-"), args.overrides
-            )
             mix = summary["sampling"]["delivered_class_fraction"]
             val = summary["val"]
             rows.append(f"| {mode} | {seed} | {mix['building']:.3f} | {val['iou']['building']:.3f} | "
