@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from geoseg.data.build import as_dict, load_scenes, stats_path
 from geoseg.data.stats import BandStats, compute_stats, save_stats
+from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,12 @@ def format_table(stats: BandStats) -> str:
 def run(cfg: DictConfig) -> BandStats:
     data = as_dict(cfg.data)
     scenes = load_scenes(data, str(cfg.split))
-    stats = compute_stats(scenes, progress=bool(cfg.progress), workers=int(cfg.get("workers", 1)),
-                          sample=float(cfg.get("sample", 1.0)))  # fmt: skip
+    workers, sample = cfg.get("workers", 1), cfg.get("sample", 1.0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise GeosegError(f"workers={workers!r} must be a whole number of processes, at least 1")
+    if isinstance(sample, bool) or not isinstance(sample, (int, float)):
+        raise GeosegError(f"sample={sample!r} must be a fraction of the blocks in (0, 1]; 1 reads them all.")
+    stats = compute_stats(scenes, progress=bool(cfg.progress), workers=workers, sample=float(sample))
     output = os.path.abspath(str(cfg.output)) if cfg.output else stats_path(data, stats.key)
     save_stats(stats, output)
     log.info("%d scenes, %d valid pixels\n%s", len(scenes), stats.count, format_table(stats))

@@ -27,7 +27,7 @@ from geoseg.data.class_balance import (
 )
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.demo import make_demo_data
-from geoseg.data.labels import ClassMap
+from geoseg.data.labels import ClassMap, check_classes
 from geoseg.data.loader import make_loader, num_workers, pin_memory
 from geoseg.data.masks import coarse_valid_mask, label_codes
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
@@ -93,21 +93,10 @@ def check_data_config(cfg: Mapping[str, Any]) -> None:
         raise GeosegError(
             f"data.bands must be a list of 1-based indices or band names (or null), got {bands!r}."
         )
-    classes = cfg.get("classes") or []
-    if not isinstance(classes, Iterable):
-        raise GeosegError(f"data.classes must be a list of {{code, name, color}} entries, got {classes!r}.")
-    if not classes:
-        raise GeosegError("data.classes is empty; list the classes as {code, name, color} entries.")
-    for entry in classes:
-        code = entry.get("code") if isinstance(entry, Mapping) else None
-        if not isinstance(code, int) or isinstance(code, bool):
-            raise GeosegError(
-                "data.classes: each entry needs an integer code, like {code: 1, name: water}; "
-                f"got {entry!r}."
-            )
-    codes = label_codes(classes)
-    if len(set(codes)) != len(codes):
-        raise GeosegError(f"data.classes has duplicate codes: {codes}.")
+    classes = check_classes(cfg.get("classes"), "data.classes")
+    for band in bands or []:
+        if isinstance(band, (float, bool)):
+            raise GeosegError(f"data.bands: {band!r} is not a band; use 1-based whole numbers or band names.")
     if 0 <= int(cfg["ignore_index"]) < len(classes):
         raise GeosegError(
             f"data.ignore_index={cfg['ignore_index']} collides with a class index "

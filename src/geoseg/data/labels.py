@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -11,6 +12,7 @@ from rasterio.vrt import WarpedVRT
 
 from geoseg.data.scenes import Scene, label_fill_value, scene_grid
 from geoseg.data.vector_labels import VectorLabels
+from geoseg.errors import GeosegError
 
 
 def mask_dtype(num_classes: int, ignore_index: int) -> np.dtype:
@@ -129,3 +131,27 @@ def open_label_on_grid(scene: Scene, codes: Sequence[int]) -> tuple[rasterio.Dat
         nodata=fill,
     )
     return src, vrt
+
+
+def check_classes(classes: Any, option: str) -> list[Mapping[str, Any]]:
+    """A class list (``data.classes``, evaluate's ``classes=``): {code, name, color} entries with
+    distinct integer codes and distinct names; one line naming ``option`` otherwise."""
+    if isinstance(classes, (str, Mapping)) or not isinstance(classes or [], Iterable):
+        raise GeosegError(f"{option} must be a list of {{code, name, color}} entries, got {classes!r}.")
+    classes = list(classes or [])
+    if not classes:
+        raise GeosegError(f"{option} is empty; list the classes as {{code, name, color}} entries.")
+    for entry in classes:
+        code = entry.get("code") if isinstance(entry, Mapping) else None
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise GeosegError(
+                f"{option}: each entry needs an integer code, like {{code: 1, name: water}}; got {entry!r}."
+            )
+    codes = [int(c["code"]) for c in classes]
+    if len(set(codes)) != len(codes):
+        raise GeosegError(f"{option} has duplicate codes: {codes}.")
+    names = [str(c.get("name", c["code"])) for c in classes]
+    if len(set(names)) != len(names):  # metrics are keyed by name: one would hide the other
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise GeosegError(f"{option} has duplicate names {twice}; give every class its own name.")
+    return classes

@@ -184,8 +184,13 @@ def read_manifest(path: str, split: str, files: Sequence[FileEntry] | None = Non
     if not os.path.exists(path):
         raise GeosegError(f"data.manifest not found: '{path}'.")
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a BOM from Excel is fine
+            rows = list(csv.DictReader(fh))
+    except UnicodeDecodeError as err:
+        raise GeosegError(
+            f"manifest '{path}' is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8 CSV."
+        ) from None
     if not rows or "image" not in rows[0]:
         raise GeosegError(f"manifest '{path}' needs a header with an 'image' column (and 'label', 'split').")
     out = []

@@ -149,6 +149,15 @@ def label_fill_value(dtype: str, label_nodata: float | None, codes: Sequence[int
 def check_label_nodata(nodata: float | None, codes: Sequence[int], path: str, declared: bool) -> None:
     """Refuse a label nodata value that is also a class code: its pixels cannot be both (they would be
     trained and scored as that class, and the warp fills outside the label with it)."""
+    if (
+        not declared
+        and nodata is not None
+        and (isinstance(nodata, bool) or not isinstance(nodata, (int, float)))
+    ):
+        raise GeosegError(
+            f"label nodata {nodata!r} (data.label_nodata; label_nodata= for geoseg evaluate) must be a "
+            "number or null (the value the label file declares)."
+        )
     if nodata is None or nodata != nodata or not codes or float(nodata) not in {float(c) for c in codes}:
         return
     where = f"the nodata value '{path}' declares" if declared else "data.label_nodata"
@@ -280,6 +289,8 @@ def inspect_scene(
             if lab.crs is None:
                 raise GeosegError(f"label '{label}' has no CRS; assign one or write it on the image grid.")
             _check_overlap(ref, lab, first, label)
+            if lab.count > 1:
+                log.warning("label '%s' has %d bands; only band 1 is read as class codes", label, lab.count)
             if lab_nodata is None:
                 lab_nodata = lab.nodata
             check_label_nodata(lab_nodata, class_codes, label, declared=label_nodata is None)

@@ -47,8 +47,9 @@ class Part:
 def plan_parts(files: tuple[SceneFile, ...], selected: tuple[int, ...]) -> list[Part]:
     """Group the selected stacked bands (1-based) by the file that holds them."""
     owner = [(i, j) for i, f in enumerate(files) for j in range(len(f.bands))]
-    if any(not 1 <= k <= len(owner) for k in selected):
-        raise GeosegError(f"band {max(selected)} selected but the stack has {len(owner)} bands.")
+    bad = [k for k in selected if not 1 <= k <= len(owner)]
+    if bad:
+        raise GeosegError(f"band {bad[0]} selected but the stack has {len(owner)} bands (1..{len(owner)}).")
     groups: dict[int, list[tuple[int, int]]] = {}
     for pos, k in enumerate(selected):
         i, j = owner[k - 1]

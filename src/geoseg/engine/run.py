@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from geoseg.data.build import SplitData, as_dict, build_augment, build_split, load_scenes, train_stats
+from geoseg.data.scenes import Scene
 from geoseg.data.stats import BandStats, save_stats
 from geoseg.engine.distributed import DistInfo, broadcast_object, init_distributed, main_process_first
 from geoseg.engine.log import reset_peak_memory
@@ -100,6 +101,7 @@ def build_data(cfg: DictConfig, info: DistInfo) -> tuple[BandStats, SplitData, S
     data_cfg = as_dict(cfg.data)
     with main_process_first(info):  # rank 0 builds the scene index, the others read it
         scenes = {split: load_scenes(data_cfg, split) for split in ("train", "val")}
+    check_splits(scenes["train"], scenes["val"])
     world = info.world_size if info.enabled else 1  # statistics: a shard per rank, merged
     stats = train_stats(
         data_cfg, progress=info.is_main, scenes=scenes["train"], rank=info.rank, world_size=world
@@ -109,6 +111,28 @@ def build_data(cfg: DictConfig, info: DistInfo) -> tuple[BandStats, SplitData, S
     train = build_split(data_cfg, "train", augment=augment, scenes=scenes["train"], **common)
     val = build_split(data_cfg, "val", augment=None, scenes=scenes["val"], **common)
     return stats, train, val
+
+
+def check_splits(train: list[Scene], val: list[Scene]) -> None:
+    """The val scenes must have the train scenes' bands; warn when a scene is in both with overlapping
+    regions (val metrics would be measured on training pixels)."""
+    if train and val and len(train[0].bands) != len(val[0].bands):
+        raise GeosegError(
+            f"the train scenes have {len(train[0].bands)} band(s) ('{train[0].image}') but the val scenes "
+            f"{len(val[0].bands)} ('{val[0].image}'); check data.splits (does an images pattern match "
+            "label files?) or data.manifest"
+        )
+    regions: dict[str, list[tuple[int, int, int, int]]] = {}
+    for t in train:
+        regions.setdefault(os.path.abspath(t.image), []).append(t.bounds)
+    for v in val:
+        if any(_overlap(r, v.bounds) for r in regions.get(os.path.abspath(v.image), [])):
+            log.warning("val scene '%s' is also a train scene and their regions overlap: val metrics will "
+                        "be measured on training pixels; split by scene or by region", v.image)  # fmt: skip
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def step_counts(cfg: DictConfig, batches_per_epoch: int) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ from geoseg.data.scenes import Scene, scene_grid
 from geoseg.errors import GeosegError
 from geoseg.inference.inputs import input_scene
 from geoseg.inference.loaded import LoadedModel
-from geoseg.inference.quicklook import write_quicklook
+from geoseg.inference.quicklook import quicklook_display, write_quicklook
 from geoseg.inference.sliding import ChipReader, predict_blocks
 from geoseg.inference.stats_check import check_statistics
 from geoseg.inference.tiling import check_tiling, plan_tiles
@@ -61,6 +61,7 @@ class SceneJob:
 
     scene: Scene
     outputs: dict[str, str | None]
+    display: list[int] | None = None  # quicklook_bands as stack indices (None = by band name)
 
     @property
     def image(self) -> str:
@@ -81,6 +82,17 @@ def prepare(
     check_tiling(opts.tile, opts.overlap, loaded.model.size_divisor, opts.panel, BLOCK)
     if opts.batch_size < 1:
         raise GeosegError(f"batch_size={opts.batch_size} must be at least 1")
+    if not _is_nodata(opts.nodata) and not (
+        isinstance(opts.nodata, (list, tuple)) and opts.nodata and all(_is_nodata(v) for v in opts.nodata)
+    ):
+        raise GeosegError(f"nodata={opts.nodata!r} must be a number, a list of one number (or null) per "
+                          "band, or null (the checkpoint's data.nodata, else each file's)")  # fmt: skip
+    if (
+        isinstance(opts.stats_warn, bool)
+        or not isinstance(opts.stats_warn, (int, float))
+        or opts.stats_warn <= 0
+    ):
+        raise GeosegError(f"stats_warn={opts.stats_warn!r} must be a positive number of training stds")
     for key in ("min_area", "simplify"):
         value = getattr(opts, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
@@ -102,7 +114,8 @@ def prepare(
         scene = input_scene(paths, loaded, opts.nodata)
         if opts.check_stats:
             check_statistics(scene, loaded, warn_shift=opts.stats_warn)
-        jobs.append(SceneJob(scene, outs))
+        display = quicklook_display(scene, opts.quicklook_bands) if opts.quicklook else None
+        jobs.append(SceneJob(scene, outs, display))
     return jobs
 
 
@@ -156,9 +169,13 @@ def predict_scene(
     pixels = scene.height * scene.width
     if paths["quicklook"] is not None:
         write_quicklook(scene, paths["classes"], loaded.classes, paths["quicklook"],
-                        display=opts.quicklook_bands)  # fmt: skip
+                        display=job.display)  # fmt: skip
     seconds = time.perf_counter() - started
     log.info("%s -> %s: %d tile(s), %.1f MP in %.1f s (%.2f MP/s)", scene.name, paths["classes"],
              plan.num_tiles, pixels / 1e6, seconds, pixels / 1e6 / seconds)  # fmt: skip
     return {"image": job.image, "output": paths["classes"], "tiles": plan.num_tiles, "seconds": seconds,
             "megapixels": pixels / 1e6}  # fmt: skip
+
+
+def _is_nodata(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))

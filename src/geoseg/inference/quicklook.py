@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -16,6 +17,7 @@ from rasterio.enums import Resampling
 
 from geoseg.data.scenes import Scene
 from geoseg.data.stack_reader import StackReader
+from geoseg.errors import GeosegError
 from geoseg.inference.loaded import ClassInfo
 from geoseg.io import atomic_write
 
@@ -34,6 +36,35 @@ def display_bands(names: Sequence[str | None], bands: Sequence[int]) -> list[int
     if all(p is not None for p in picked):
         return picked  # type: ignore[return-value]
     return list(bands[:3]) if len(bands) >= 3 else [bands[0]] * 3
+
+
+def quicklook_display(scene: Scene, bands: Any) -> list[int] | None:
+    """``quicklook_bands`` (1-based stack indices or band names; 1 or 3 of them) as stack indices,
+    checked against ``scene`` before any tile is predicted; ``None`` = chosen by band name."""
+    if bands is None:
+        return None
+    if isinstance(bands, (str, int)) or not isinstance(bands, Sequence) or len(bands) not in (1, 3):
+        raise GeosegError(
+            f"quicklook_bands={bands!r} must list 1 or 3 bands (shown as grey, or as red, green, blue), "
+            "e.g. quicklook_bands=[4,3,2] or [B04_red,B03_green,B02_blue]"
+        )
+    names = list(scene.band_names)
+    out = []
+    for band in bands:
+        if isinstance(band, str) and not band.isdigit():
+            if band not in names:
+                raise GeosegError(
+                    f"quicklook_bands: '{band}' is not a band name of '{scene.image}' "
+                    f"(names: {[n for n in names if n]}); use a name or a 1-based index"
+                )
+            band = names.index(band) + 1
+        if isinstance(band, bool) or not isinstance(band, (int, str)) or not 1 <= int(band) <= len(names):
+            raise GeosegError(
+                f"quicklook_bands: {band!r} is not a band of '{scene.image}', which has {len(names)} "
+                f"(1..{len(names)})"
+            )
+        out.append(int(band))
+    return out * 3 if len(out) == 1 else out
 
 
 def decimated_shape(height: int, width: int, size: int) -> tuple[int, int]:
@@ -76,7 +107,7 @@ def write_quicklook(
     scene's validity rule over all its selected bands.
     """
     shape = decimated_shape(scene.height, scene.width, size)
-    show = list(display) if display else display_bands(scene.band_names, scene.bands)
+    show = list(display) if display else display_bands(scene.band_names, scene.bands)  # see quicklook_display
     full = scene.reader()
     colour = StackReader(scene.stack, tuple(show), scene.grid, scene.invalid, scene.name)
     try:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from geoseg.data.labels import ClassMap, open_label_on_grid
+from geoseg.data.labels import ClassMap, check_classes, open_label_on_grid
 from geoseg.data.scenes import inspect_scene, open_raster
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.engine.log import json_safe
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 def prediction_classes(prediction: str, override: list[dict] | None) -> ClassInfo:
     """The classes of ``classes=`` when given, else those the prediction file carries."""
-    if override:
-        return ClassInfo.from_config(override)
+    if override is not None:
+        return ClassInfo.from_config(check_classes(override, "classes="))
     with open_raster(prediction, "prediction") as src:
         found = read_classes_tag(src)
     if found is None:
