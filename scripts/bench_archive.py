@@ -16,10 +16,8 @@ hard-linked into a set of their own for each N. Per N, in fresh processes:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -27,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_table import emit_table
 
 CLASSES = [{"code": 0, "name": "background"}, {"code": 1, "name": "rare"}]
 
@@ -117,19 +117,10 @@ def main() -> None:
                     f"{first['stats_read']:.1f} | {first['sampler']:.1f} | {first['rss_mb']:.0f} | "
                     f"{cached['startup']:.1f} | {cached['chips_per_s']:.0f} |")  # fmt: skip
         print(rows[-1], file=sys.stderr)
-    text = "\n".join([
-        f"# {datetime.date.today()} | {platform.node()} | {os.cpu_count()} CPUs",
-        f"# python {shlex.join(sys.argv)}  (256-px 6-band uint16 scenes, 64-px chips, 0 workers)",
-        "| scenes | `geoseg stats` s | its peak RSS MB | first start-up: index s | + stats s | + sampler "
-        "masks s | its peak RSS MB | cached start-up s | chips/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *rows,
-    ]) + "\n"  # fmt: skip
-    print(text)
-    if args.output is not None:
-        from geoseg.io import atomic_write_text
-
-        atomic_write_text(args.output, text, "benchmark table")
+    header = ("| scenes | `geoseg stats` s | its peak RSS MB | first start-up: index s | + stats s | "
+              "+ sampler masks s | its peak RSS MB | cached start-up s | chips/s |")  # fmt: skip
+    notes = ["256-px 6-band uint16 scenes, 64-px chips, 0 workers"]
+    emit_table(notes, header, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|", rows, args.output)
 
 
 if __name__ == "__main__":

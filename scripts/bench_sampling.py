@@ -10,14 +10,13 @@ labels read from the GeoJSON) once per ``data.sampling`` mode and seed, and read
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from bench_table import emit_table
 
 
 def train(mode: str, seed: int, run_dir: Path, extra: list[str]) -> dict:
@@ -50,19 +49,9 @@ def main() -> None:
             rows.append(f"| {mode} | {seed} | {mix['building']:.3f} | {val['iou']['building']:.3f} | "
                         f"{val['miou']:.3f} |")  # fmt: skip
             print(rows[-1], file=sys.stderr)
-    text = "\n".join([
-        f"# {datetime.date.today()} | {platform.node()} | {os.cpu_count()} CPUs",
-        f"# python {shlex.join(sys.argv)}",
-        f"# overrides for both modes: {shlex.join(args.overrides) or 'none'}",
-        "| data.sampling | seed | building fraction of the drawn chips | val building IoU | val mIoU |",
-        "|---|---:|---:|---:|---:|",
-        *rows,
-    ]) + "\n"  # fmt: skip
-    print(text)
-    if args.output is not None:
-        from geoseg.io import atomic_write_text
-
-        atomic_write_text(args.output, text, "benchmark table")
+    header = "| data.sampling | seed | building fraction of the drawn chips | val building IoU | val mIoU |"
+    notes = [f"overrides for both modes: {shlex.join(args.overrides) or 'none'}"]
+    emit_table(notes, header, "|---|---:|---:|---:|---:|", rows, args.output)
 
 
 if __name__ == "__main__":
