@@ -181,6 +181,7 @@ def test_a_corrupt_tile_read_by_a_worker_ends_the_run_in_one_line_without_hangin
     root = make_root(tmp_path / "data")
     image = root / "train" / "images" / "a.tif"
     stats = compute_stats([inspect_scene(str(image), None)], progress=False)
+    stats.key = ""  # a pre-key file: a keyed one would see the rewritten (corrupted) scene
     (root / "stats.json").write_text(stats.to_json())  # cached: start-up never reads the bad tiles
     _corrupt_band_two(image)
     args = train_args(root, f"data.num_workers={workers}", "data.persistent_workers=false")

@@ -24,6 +24,7 @@ import numpy as np
 
 from geoseg.data.stack import Grid, SceneFile
 from geoseg.data.vector_labels import VectorOptions
+from geoseg.errors import GeosegError
 from geoseg.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -135,14 +136,18 @@ class SceneIndex:
         self.changed = True
 
     def save(self) -> None:
-        """Write the index (entries of files no longer listed are kept: another split may use them)."""
-        if self.changed:
-            atomic_write_text(
-                self.path,
-                json.dumps({"version": VERSION, "crs": self.crs, "entries": self.entries}),
-                "scene index",
-            )
-            self.changed = False
+        """Write the index (entries of files no longer listed are kept: another split may use them).
+
+        It is a cache: when it cannot be written (full disk, read-only folder) the run goes on without
+        it, with a warning."""
+        if not self.changed:
+            return
+        text = json.dumps({"version": VERSION, "crs": self.crs, "entries": self.entries})
+        try:
+            atomic_write_text(self.path, text, "scene index")
+        except GeosegError as err:
+            log.warning("%s; going on without the scene index (set data.cache_dir elsewhere)", err)
+        self.changed = False
 
 
 def _map_crs(value: Any, convert: Any) -> Any:
