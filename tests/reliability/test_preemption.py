@@ -151,7 +151,8 @@ def test_ctrl_c_checkpoints_exits_130_without_a_traceback(demo_root, tmp_path):
     """SIGINT to the whole process group: a terminal's Ctrl-C reaches the DataLoader workers too."""
     run_dir = tmp_path / "run"
     args = train_args(demo_root, run_dir, "data.num_workers=2")
-    proc = start(args, tmp_path, prelude=SLOW_STEPS)
+    terminal = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"  # CI may ignore it
+    proc = start(args, tmp_path, prelude=terminal + SLOW_STEPS)
     wait_for(proc, lambda: len(train_rows(run_dir)) >= 3, "step 3")
     kill(proc, signal.SIGINT)
     out, err = proc.communicate(timeout=120)  # it hung at exit, waiting on a worker
@@ -163,10 +164,17 @@ def test_ctrl_c_checkpoints_exits_130_without_a_traceback(demo_root, tmp_path):
 
 
 def test_a_second_ctrl_c_quits_at_once():
-    with Preemption() as preempt:
-        os.kill(os.getpid(), signal.SIGINT)
-        assert preempt.signal_name == "SIGINT"
-        with pytest.raises(SystemExit) as quit_now:
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (CI may ignore it)
+    try:
+        with Preemption() as preempt:
             os.kill(os.getpid(), signal.SIGINT)
-    assert quit_now.value.code == 130
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on exit
+            assert preempt.signal_name == "SIGINT"
+            with pytest.raises(SystemExit) as quit_now:
+                os.kill(os.getpid(), signal.SIGINT)
+        assert quit_now.value.code == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored on exit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job ignores Ctrl-C: it still does
+        with Preemption():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outer)

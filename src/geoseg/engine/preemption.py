@@ -53,6 +53,8 @@ class Preemption:
     def __enter__(self) -> Preemption:
         if threading.current_thread() is threading.main_thread():  # Python allows handlers there only
             for sig in self.signals:
+                if sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN:
+                    continue  # a background job (nohup, `cmd &`) ignores Ctrl-C: keep it that way
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
