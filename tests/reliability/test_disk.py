@@ -37,6 +37,21 @@ def cli_error(args: list[str], capsys) -> str:
     return err.removeprefix("geoseg: error: ").rstrip("\n")
 
 
+def assert_write_error(done, what: str, path: Path, reason: str, fix: str) -> None:
+    """Exit status 2 and, after GDAL's own lines ("_tiffWriteProc: File too large."), the one error line
+    of a failed write of ``path``; ``reason`` is a regex of the OS reason."""
+    assert done.returncode == 2, done.stderr[-3000:]
+    *gdal, last = done.stderr.splitlines()
+    assert "Traceback" not in done.stderr and all("File too large" in line for line in gdal), done.stderr
+    assert re.fullmatch(
+        re.escape(f"geoseg: error: could not write {what} '{path}' (")
+        + reason
+        + r"; \d+ MiB free in "
+        + re.escape(f"{path.parent}); nothing was written under that name. {fix}"),
+        last,
+    ), done.stderr
+
+
 def test_a_run_folder_that_cannot_be_created_fails_before_any_work(demo_root, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -86,18 +101,7 @@ def test_a_prediction_write_that_fails_is_one_line_and_leaves_no_file(tmp_path):
     args = ["predict", f"checkpoint={ckpt}", f"input={scene}", f"output={out}", "tile=128", "overlap=0",
             "probabilities=true", "device=cpu", f"hydra.run.dir={tmp_path}/log"]  # fmt: skip
     done = run(args, tmp_path, prelude=FILE_SIZE_LIMIT.format(limit=200_000))
-    assert done.returncode == 2, done.stderr
-    *gdal, last = (
-        done.stderr.splitlines()
-    )  # GDAL's own lines ("_tiffWriteProc: File too large.") may come first
-    assert "Traceback" not in done.stderr and all("File too large" in line for line in gdal), done.stderr
-    assert re.fullmatch(
-        re.escape(f"geoseg: error: could not write the prediction '{out}' (")
-        + r".+; \d+ MiB free in "
-        + re.escape(f"{out.parent}); nothing was written under that name. Free disk space or set output= ")
-        + r"elsewhere\.",
-        last,
-    ), done.stderr
+    assert_write_error(done, "the prediction", out, ".+", "Free disk space or set output= elsewhere.")
     assert list(out.parent.iterdir()) == []
     assert Path(out).exists() is False
 
@@ -140,16 +144,8 @@ def test_every_output_write_that_fails_is_one_line_and_leaves_no_file(demo_root,
     """Issue 19 case 8: a failed write of stats.json, metrics or a report ended in a raw OSError."""
     args, what, target = _command(kind, demo_root, tmp_path)
     done = run([*args, f"hydra.run.dir={tmp_path}/log"], tmp_path, prelude=FILE_SIZE_LIMIT.format(limit=200))
-    assert done.returncode == 2, done.stderr[-3000:]
-    *gdal, last = done.stderr.splitlines()
-    assert "Traceback" not in done.stderr and all("File too large" in line for line in gdal), done.stderr
-    assert re.fullmatch(
-        re.escape(f"geoseg: error: could not write {what} '{target}' (File too large; ")
-        + r"\d+ MiB free in "
-        + re.escape(f"{target.parent}); nothing was written under that name. Free disk space or choose ")
-        + r"another folder, and rerun\.",
-        last,
-    ), done.stderr
+    fix = "Free disk space or choose another folder, and rerun."
+    assert_write_error(done, what, target, "File too large", fix)
     leftovers = [p.name for p in (tmp_path / "out").rglob("*")] if (tmp_path / "out").exists() else []
     assert leftovers == [], leftovers
 
