@@ -9,16 +9,23 @@ its peak RSS is its own (``peak_memory_mb``: Linux ``VmHWM``, which starts afres
 - ``naive``: read the whole scene, predict non-overlapping tiles, keep the whole class map, write once.
 
 ``streaming`` runs twice: with ``--overlap`` (the default ``geoseg predict`` setting, more tiles) and
-with overlap 0 (the naive run's tiles). GDAL's block cache is capped at ``--gdal-cache-mb`` in every
-run: its default (5% of RAM) keeps decompressed blocks of whatever was read, so without a cap both
-modes' RSS grows with the scene up to that size, which hides what the algorithms themselves hold.
+with overlap 0 (the naive run's tiles). ``--model trivial`` swaps the U-Net for a 1x1 convolution, so
+only reading, blending and writing count (the pipeline's ceiling). ``--baseline REF`` also runs the
+streaming rows with the ``geoseg`` of git revision REF (checked out in a temporary worktree), in the
+same invocation, for a before/after comparison on one machine.
+
+GDAL's block cache is capped at ``--gdal-cache-mb`` in every run: its default (5% of RAM) keeps
+decompressed blocks of whatever was read, so without a cap both modes' RSS grows with the scene up
+to that size, which hides what the algorithms themselves hold.
 
     python scripts/bench_infer.py --sizes 2048 4096 8192 --tile 512 --overlap 64
+    python scripts/bench_infer.py --sizes 4096 --model trivial unet --baseline HEAD~5
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -42,6 +49,7 @@ from geoseg.engine.runtime import AMP
 from geoseg.inference.loaded import load_model
 from geoseg.inference.predict import PredictOptions, predict_scene, prepare
 from geoseg.models.build import build_model
+from geoseg.models.memory_format import channels_last_for
 from geoseg.models.norms import norm_preset
 
 BANDS, CLASSES = 4, 4
@@ -73,10 +81,31 @@ def write_checkpoint(path: str, scene: str) -> None:
     save_model_checkpoint(path, model.eval(), asdict(stats), {"norm": NORM, "data": {"classes": classes}})
 
 
+class Trivial(torch.nn.Module):
+    """A 1x1 convolution on the normalised bands: a model that costs nothing beside the pipeline."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.normalize, self.meta = model.normalize, model.meta
+        self.conv = torch.nn.Conv2d(BANDS, CLASSES, 1)
+        self.in_channels, self.size_divisor = model.in_channels, model.size_divisor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.normalize(x))
+
+
 def run_streaming(ckpt: str, scene: str, out: str, tile: int, overlap: int, batch: int,
-                  device: torch.device, amp: torch.dtype | None) -> dict:  # fmt: skip
+                  device: torch.device, amp: torch.dtype | None, model: str) -> dict:  # fmt: skip
     loaded = load_model(ckpt, device)
-    opts = PredictOptions(tile=tile, overlap=overlap, batch_size=batch, progress=False, existing="overwrite")
+    if model == "trivial":
+        torch.manual_seed(0)
+        loaded.model = Trivial(loaded.model).to(device).eval()
+    wanted = dict(tile=tile, overlap=overlap, batch_size=batch, progress=False, existing="overwrite")
+    known = {f.name for f in dataclasses.fields(PredictOptions)}  # a --baseline revision may lack options
+    opts = PredictOptions(**{k: v for k, v in wanted.items() if k in known})
+    opts.channels_last = channels_last_for("auto", loaded.model, "channels_last")  # as `geoseg predict`
+    if opts.channels_last:
+        loaded.model.to(memory_format=torch.channels_last)
     (job,) = prepare(loaded, [scene], [out], opts)
     return predict_scene(loaded, job, opts, device, amp)
 
@@ -115,7 +144,9 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     device, amp = torch.device(args.device), AMP[args.amp]
     if args.mode == "streaming":
-        res = run_streaming(args.ckpt, args.scene, args.out, args.tile, args.overlap, args.batch, device, amp)
+        res = run_streaming(
+            args.ckpt, args.scene, args.out, args.tile, args.overlap, args.batch, device, amp, args.model[0]
+        )
     else:
         res = run_naive(args.ckpt, args.scene, args.out, args.tile, args.batch, device, amp)
     rss = peak_memory_mb(device)  # CUDA: max allocated; CPU: the process's peak RSS
@@ -134,6 +165,15 @@ def main() -> None:
     parser.add_argument("--gdal-cache-mb", type=int, default=64, help="GDAL_CACHEMAX of every run")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--amp", choices=list(AMP), default="fp32", help="autocast dtype of the forward pass")
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        choices=["unet", "trivial"],
+        default=["unet"],
+        help="unet: U-Net/ResNet-18; trivial: a 1x1 conv (the pipeline's ceiling)",
+    )
+    parser.add_argument("--baseline", metavar="REF", help="also run the streaming rows with git revision REF")
+    parser.add_argument("--modes", nargs="+", default=["naive", "streaming"], choices=["naive", "streaming"])
     parser.add_argument("--mode", choices=["streaming", "naive"], help=argparse.SUPPRESS)
     for hidden in ("--ckpt", "--scene", "--out"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -146,25 +186,62 @@ def main() -> None:
           f"torch {torch.__version__} | GDAL_CACHEMAX {args.gdal_cache_mb} MB | "
           f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
     memory = "peak GPU allocated (MB)" if args.device == "cuda" else "peak RSS (MB)"
-    print(f"| scene | mode | overlap | tiles | seconds | MP/s | {memory} |")
-    print("|---|---|---|---|---|---|---|")
-    env = {**os.environ, "GDAL_CACHEMAX": str(args.gdal_cache_mb)}
+    print(f"| scene | model | code | mode | overlap | tiles | seconds | MP/s | {memory} |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        for side in args.sizes:
-            scene, ckpt = os.path.join(tmp, f"scene{side}.tif"), os.path.join(tmp, "model.pt")
-            write_scene(scene, side)
-            write_checkpoint(ckpt, scene)
-            for mode, overlap in (("naive", 0), ("streaming", 0), ("streaming", args.overlap)):
-                cmd = [sys.executable, __file__, "--mode", mode, "--ckpt", ckpt, "--scene", scene,
-                       "--out", os.path.join(tmp, f"{mode}.tif"), "--tile", str(args.tile),
-                       "--overlap", str(overlap), "--batch", str(args.batch),
-                       "--threads", str(args.threads),
-                       "--device", args.device, "--amp", args.amp]  # fmt: skip
-                proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-                res = json.loads(proc.stdout.splitlines()[-1])
-                mps = res["megapixels"] / res["seconds"]
-                print(f"| {side}×{side} | {mode} | {overlap} | {res['tiles']} | {res['seconds']:.1f} | "
-                      f"{mps:.2f} | {res['peak_rss_mb']:.0f} |", flush=True)  # fmt: skip
+        codes = {"current": None}
+        if args.baseline:
+            tree = os.path.join(tmp, "baseline")
+            subprocess.run(["git", "worktree", "add", "--detach", "-q", tree, args.baseline], check=True)
+            codes = {args.baseline: os.path.join(tree, "src"), **codes}
+        try:
+            for side in args.sizes:
+                bench_size(args, tmp, side, codes)
+        finally:
+            if args.baseline:
+                subprocess.run(["git", "worktree", "remove", "--force", tree], check=True)
+
+
+def bench_size(args: argparse.Namespace, tmp: str, side: int, codes: dict[str, str | None]) -> None:
+    """The rows of one scene size: every model, code revision, mode and overlap in a fresh process."""
+    scene, ckpt = os.path.join(tmp, f"scene{side}.tif"), os.path.join(tmp, "model.pt")
+    write_scene(scene, side)
+    write_checkpoint(ckpt, scene)
+    runs = [("naive", 0, "current")] if "naive" in args.modes else []
+    if "streaming" in args.modes:
+        runs += [("streaming", ov, code) for ov in sorted({0, args.overlap}) for code in codes]
+    for model in args.model:
+        outputs: dict[tuple[int, str], str] = {}
+        for mode, overlap, code in runs:
+            out = os.path.join(tmp, f"{model}_{mode}_{overlap}_{len(outputs)}.tif")
+            env = {**os.environ, "GDAL_CACHEMAX": str(args.gdal_cache_mb)}
+            if codes[code]:
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [codes[code], env.get("PYTHONPATH")]))
+            cmd = [sys.executable, __file__, "--mode", mode, "--ckpt", ckpt, "--scene", scene, "--out", out,
+                   "--tile", str(args.tile), "--overlap", str(overlap), "--batch", str(args.batch),
+                   "--threads", str(args.threads), "--device", args.device, "--amp", args.amp,
+                   "--model", model]  # fmt: skip
+            proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+            res = json.loads(proc.stdout.splitlines()[-1])
+            mps = res["megapixels"] / res["seconds"]
+            print(f"| {side}×{side} | {model} | {code} | {mode} | {overlap} | {res['tiles']} | "
+                  f"{res['seconds']:.1f} | {mps:.2f} | {res['peak_rss_mb']:.0f} |", flush=True)  # fmt: skip
+            if mode == "streaming":
+                outputs.setdefault((overlap, code), out)
+        for overlap in sorted({ov for ov, _ in outputs}):
+            maps = [outputs[(overlap, code)] for code in codes if (overlap, code) in outputs]
+            if len(maps) == 2:
+                same = _read_classes(maps[0]).tobytes() == _read_classes(maps[1]).tobytes()
+                print(
+                    f"# {side}² {model} overlap {overlap}: class maps of {' and '.join(codes)} "
+                    f"{'identical' if same else 'DIFFER'}",
+                    flush=True,
+                )
+
+
+def _read_classes(path: str) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ from geoseg.data.windows import (
 )
 from geoseg.engine.runtime import check_trainer
 from geoseg.errors import GeosegError
-from geoseg.inference.sliding import TileJob, predict_blocks
+from geoseg.inference.sliding import predict_blocks
+from geoseg.inference.tile_source import TileJob, tile_jobs
 from geoseg.inference.tiling import TilePlan, blend_window, check_tiling, plan_tiles, positions, ramp
 from geoseg.models.norms import GROUP_POLICIES, GroupNorm, group_count
 
@@ -177,15 +178,22 @@ COLOURS = 9  # tile (i, j) gets colour 3 * (i % 3) + j % 3: tiles that share a p
 
 
 @dataclass
-class ColourReader:
-    """A stand-in for ChipReader: every tile's single band holds its colour, no pixel is invalid."""
+class ColourTiles:
+    """A stand-in for TileSource: every tile's single band holds its colour, no pixel is invalid."""
 
     plan: TilePlan
     cols: list[int]
+    batch_size: int
 
-    def read(self, job: TileJob) -> tuple[np.ndarray, None]:
+    def colour(self, job: TileJob) -> np.ndarray:
         colour = 3 * (self.plan.rows.index(job.row) % 3) + self.cols.index(job.col) % 3
-        return np.full((1, self.plan.tile, self.plan.tile), colour, dtype=np.float32), None
+        return np.full((1, self.plan.tile, self.plan.tile), colour, dtype=np.float32)
+
+    def __iter__(self):
+        jobs = tile_jobs(self.plan)
+        for start in range(0, len(jobs), self.batch_size):
+            part = jobs[start : start + self.batch_size]
+            yield part, torch.from_numpy(np.stack([self.colour(j) for j in part])), [None] * len(part)
 
 
 class ColourModel(nn.Module):
@@ -213,11 +221,12 @@ def test_streamed_blend_gives_every_pixel_exactly_one_tile_after_normalisation(
 
     out = np.zeros((COLOURS, h, w), dtype=np.float64)
     handed = np.zeros((h, w), dtype=np.int64)
-    reader = ColourReader(plan, cols)
-    blocks = predict_blocks(
-        reader, ColourModel(), torch.device("cpu"), COLOURS, batch_size=batch, block=block
-    )
-    for window, probs, invalid in blocks:
+    tiles = ColourTiles(plan, cols, batch)
+    blocks = predict_blocks(tiles, plan, ColourModel(), torch.device("cpu"), COLOURS, block=block,
+                            keep_probs="float32")  # fmt: skip
+    for pending in blocks:
+        done = pending.finish()
+        window, probs, invalid = done.window, done.probs, done.invalid
         rows, cs = window.toslices()
         assert probs.shape == (COLOURS, rows.stop - rows.start, cs.stop - cs.start)
         assert not invalid.any()

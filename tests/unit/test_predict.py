@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import tracemalloc
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 import torch
+from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 from torch import nn
 
@@ -19,9 +22,10 @@ from geoseg.errors import GeosegError
 from geoseg.inference.inputs import output_paths
 from geoseg.inference.loaded import load_model
 from geoseg.inference.predict import PredictOptions, predict_scene, prepare
-from geoseg.inference.sliding import ChipReader, predict_blocks
+from geoseg.inference.sliding import predict_blocks
+from geoseg.inference.tile_source import TileSource
 from geoseg.inference.tiling import blend_window, plan_tiles, positions, ramp
-from geoseg.inference.writer import PredictionWriter
+from geoseg.inference.writer import PredictionWriter, read_classes_tag
 
 
 def scene(path: Path, h: int, w: int, bands: int = 3, seed: int = 0, nodata_corner: bool = True) -> Path:
@@ -82,10 +86,7 @@ def test_blended_sliding_window_equals_one_full_forward_pass(tmp_path, h, w, til
     plan = plan_tiles(h, w, tile, overlap, panel)
     out = np.full((4, h, w), np.nan, dtype=np.float32)
     with rasterio.open(image) as src:
-        reader = ChipReader(inspect_scene(image, None).reader(), np.zeros(3, dtype=np.uint16), plan)
-        for window, probs, invalid in predict_blocks(
-            reader, model, torch.device("cpu"), 4, batch_size=3, block=block
-        ):
+        for window, probs, invalid in float_blocks(image, plan, model, 4, batch_size=3, block=block):
             rows, cols = window.toslices()
             assert np.isnan(out[:, rows, cols]).all(), "a pixel was written twice"
             assert not invalid.any()
@@ -96,23 +97,23 @@ def test_blended_sliding_window_equals_one_full_forward_pass(tmp_path, h, w, til
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+def float_blocks(image, plan, model, classes, *, batch_size, block, workers=2, **kwargs):
+    """(window, float32 probabilities, invalid) of each block predict_blocks hands out for ``image``."""
+    cpu = torch.device("cpu")
+    stack = inspect_scene(str(image), None)
+    fill = np.zeros(len(stack.bands), dtype=np.uint16)
+    tiles = TileSource(stack.reader, fill, plan, batch_size, workers, cpu)
+    for pending in predict_blocks(tiles, plan, model, cpu, classes, block=block, keep_probs="float32",
+                                  **kwargs):  # fmt: skip
+        done = pending.finish()
+        yield done.window, done.probs, done.invalid
+
+
 def test_flip_tta_of_a_pixelwise_model_changes_nothing(tmp_path, ckpt):
     image = scene(tmp_path / "s.tif", 48, 40, nodata_corner=False)
-    with rasterio.open(image):
-        plan = plan_tiles(48, 40, 32, 8, 256)
-        reader = ChipReader(inspect_scene(image, None).reader(), np.zeros(3, dtype=np.uint16), plan)
-        plain = [
-            p
-            for _, p, _ in predict_blocks(
-                reader, PixelModel(3, 2), torch.device("cpu"), 2, batch_size=2, block=256
-            )
-        ]
-        tta = [
-            p
-            for _, p, _ in predict_blocks(
-                reader, PixelModel(3, 2), torch.device("cpu"), 2, batch_size=2, block=256, tta=True
-            )
-        ]
+    plan = plan_tiles(48, 40, 32, 8, 256)
+    plain = [p for _, p, _ in float_blocks(image, plan, PixelModel(3, 2), 2, batch_size=2, block=256)]
+    tta = [p for _, p, _ in float_blocks(image, plan, PixelModel(3, 2), 2, batch_size=2, block=256, tta=True)]
     np.testing.assert_allclose(np.concatenate(tta, 1), np.concatenate(plain, 1), atol=1e-6)
 
 
@@ -143,6 +144,18 @@ def test_output_has_the_input_grid_and_nodata_footprint(tmp_path, ckpt):
         assert np.abs(p[:, ~nodata].sum(0) - 255).max() <= 2  # probabilities x 255 sum to 255
         assert (probs.read_masks(1) == 0).sum() == nodata.sum()
         assert pred.colormap(1)[1][:3] == (60, 150, 90)
+        # bands of class probabilities, not a colour image: no red/green/blue/alpha for QGIS to apply
+        assert probs.colorinterp[0] == ColorInterp.gray and ColorInterp.alpha not in probs.colorinterp
+        names = read_classes_tag(pred).names
+        assert probs.descriptions == tuple(f"p_{n}" for n in names)
+    assert category_names(out, tmp_path / "legend.vrt") == names
+
+
+def category_names(class_map: Path, vrt: Path) -> list[str]:
+    """The category names GDAL (and so QGIS) reads for band 1 of ``class_map``: those of its VRT copy."""
+    rasterio.shutil.copy(class_map, vrt, driver="VRT")
+    band = ElementTree.parse(vrt).getroot().find("VRTRasterBand")
+    return [c.text for c in band.find("CategoryNames")]
 
 
 def test_a_scene_smaller_than_one_tile_works(tmp_path, ckpt):
@@ -208,11 +221,12 @@ def test_no_file_under_the_output_name_when_prediction_fails_midway(tmp_path, ck
     image = scene(tmp_path / "scene.tif", 600, 300)
     calls = []
 
-    def failing_write(self, window, probs, invalid):
-        calls.append(window)
+    def failing_write(self, block):
+        calls.append(block.window)
         if len(calls) == 2:
             raise RuntimeError("disk full")
-        self.classes.write(probs.argmax(0).astype("uint8"), 1, window=window)
+        done = block.finish()
+        self.classes.write(done.labels, 1, window=done.window)
 
     monkeypatch.setattr(PredictionWriter, "write", failing_write)
     with pytest.raises(RuntimeError, match="disk full"):

@@ -28,7 +28,8 @@ def test_predict_a_folder_then_evaluate_a_scene(geoseg, demo_root, trained, tmp_
                  cwd=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
     names = sorted(os.listdir(tmp_path / "pred"))
-    assert names == ["scene_04.tif", "scene_04_quicklook.png", "scene_05.tif", "scene_05_quicklook.png"]
+    assert names == ["scene_04.tif", "scene_04.tif.aux.xml", "scene_04_quicklook.png", "scene_05.tif",
+                     "scene_05.tif.aux.xml", "scene_05_quicklook.png"]  # fmt: skip
     with rasterio.open(tmp_path / "pred" / "scene_04.tif") as pred:
         assert pred.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
     res = geoseg("evaluate", f"prediction={tmp_path}/pred/scene_04.tif",
@@ -38,6 +39,15 @@ def test_predict_a_folder_then_evaluate_a_scene(geoseg, demo_root, trained, tmp_
     assert set(metrics["iou"]) == {"water", "vegetation", "bare_soil", "built_up"}
     assert 0.0 <= metrics["miou"] <= 1.0 and len(metrics["confusion"]) == 4
     assert "confusion (rows: labels" in res.stdout + res.stderr
+    res = geoseg("evaluate", f"prediction={tmp_path}/pred", f"labels={demo_root}/val/labels",
+                 "region=[0,0.5,1,1]", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    pooled = json.loads((tmp_path / "pred" / "metrics.json").read_text())
+    assert [os.path.basename(s["labels"]) for s in pooled["scenes"]] == ["scene_04.tif", "scene_05.tif"]
+    summed = np.sum([s["confusion"] for s in pooled["scenes"]], axis=0)
+    assert pooled["confusion"] == summed.tolist() and pooled["region"] == [0.0, 0.5, 1.0, 1.0]
+    assert pooled["pixels"] < 2 * metrics["pixels"]  # the bottom halves only
+    assert "2 scenes of" in res.stdout + res.stderr
 
 
 def test_predict_errors_are_one_line(geoseg, demo_root, trained, tmp_path):
@@ -60,7 +70,8 @@ def test_two_torchrun_ranks_split_the_scenes(demo_root, trained, tmp_path):
            "device=cpu"]  # fmt: skip
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert sorted(os.listdir(tmp_path / "p")) == ["scene_04.tif", "scene_05.tif"]
+    assert sorted(os.listdir(tmp_path / "p")) == [
+        "scene_04.tif", "scene_04.tif.aux.xml", "scene_05.tif", "scene_05.tif.aux.xml"]  # fmt: skip
     log = res.stdout + res.stderr
     assert "rank 0 predicts 1 of 2 scenes" in log and "rank 1 predicts 1 of 2 scenes" in log
 

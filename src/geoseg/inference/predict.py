@@ -17,13 +17,23 @@ from geoseg.data.normalize import batch_dtype, raw_fill_values
 from geoseg.data.scenes import Scene, scene_grid
 from geoseg.errors import GeosegError
 from geoseg.inference.inputs import input_scene
+from geoseg.inference.legend import write_legend
 from geoseg.inference.loaded import LoadedModel
 from geoseg.inference.quicklook import quicklook_display, write_quicklook
-from geoseg.inference.sliding import ChipReader, predict_blocks
+from geoseg.inference.sliding import predict_blocks
 from geoseg.inference.stats_check import check_statistics
+from geoseg.inference.tile_source import TileSource, resolve_workers
 from geoseg.inference.tiling import check_tiling, plan_tiles
 from geoseg.inference.vectorize import write_polygons
-from geoseg.inference.writer import BLOCK, PredictionWriter, existing, sidecar_paths, to_cog
+from geoseg.inference.writer import (
+    BLOCK,
+    BackgroundWriter,
+    PredictionWriter,
+    check_written,
+    existing,
+    sidecar_paths,
+    to_cog,
+)
 from geoseg.io import atomic_paths, write_errors
 
 log = logging.getLogger(__name__)
@@ -52,6 +62,9 @@ class PredictOptions:
     vectorize: bool = False  # also write <output stem>.gpkg: the class map as polygons
     min_area: float = 0.0  # map units²: smaller polygons are dropped from the .gpkg
     simplify: float = 0.0  # map units: polygon simplification tolerance (0 = exact pixel edges)
+    read_workers: int | str = "auto"  # reader threads (GDAL decodes without the GIL); auto = half the cores
+    write_threads: int | str = 1  # GDAL deflate threads per output (> 1: each output is read back whole)
+    deflate_level: int = 3  # 1 (fastest) .. 9 (smallest); 3 writes 4x faster than GDAL's 6, ~10% larger
     progress: bool = True
 
 
@@ -97,13 +110,17 @@ def prepare(
         value = getattr(opts, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
             raise GeosegError(f"{key}={value!r} must be a number >= 0 (map units)")
+    if isinstance(opts.deflate_level, bool) or opts.deflate_level not in range(1, 10):
+        raise GeosegError(f"deflate_level={opts.deflate_level!r} must be a whole number from 1 to 9")
+    resolve_workers(opts.read_workers, "read_workers")
+    resolve_workers(opts.write_threads, "write_threads")
     if opts.existing not in ("error", "skip", "overwrite"):
         raise GeosegError(f"existing={opts.existing!r} is not one of error, skip, overwrite")
     jobs = []
     for paths, output in zip(inputs, outputs, strict=True):
         paths = [paths] if isinstance(paths, str) else list(paths)
         outs = sidecar_paths(output, opts.probabilities, opts.quicklook, opts.vectorize)
-        found = existing(list(outs.values()))
+        found = existing([path for key, path in outs.items() if key != "legend"])
         if found and opts.existing == "skip":
             log.info("skipping %s: %s exists", paths[0], found[0])
             continue
@@ -125,47 +142,55 @@ def predict_scene(
     """Predict one scene into its class map (and probabilities, quicklook); returns timing numbers."""
     started = time.perf_counter()
     paths, scene = job.outputs, job.scene
-    keys = [k for k in ("classes", "probs", "vector") if paths.get(k) is not None]
-    stack = scene.reader()
-    try:
-        with atomic_paths(*[paths[k] for k in keys]) as tmp_list:
-            tmps = dict(zip(keys, tmp_list, strict=True))
-            plan = plan_tiles(scene.height, scene.width, opts.tile, opts.overlap, opts.panel)
-            fill = raw_fill_values(loaded.stats.mean, batch_dtype([scene.dtype]))
-            reader = ChipReader(stack, fill, plan)
-            tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{opts.tile}/{opts.overlap}",
-                    "geoseg_tta": str(opts.tta)}  # fmt: skip
-            writing = partial(write_errors, paths["classes"], "the prediction", OUTPUT_FIX)
-            with writing():
-                writer = PredictionWriter(
-                    scene_grid(scene), loaded.classes, tmps["classes"], tmps.get("probs"), tags
-                )
-            bar = tqdm(total=plan.num_tiles, desc=scene.name, unit="tile", dynamic_ncols=True,
-                       disable=not (opts.progress and sys.stderr.isatty()), leave=False)  # fmt: skip
-            try:
-                for window, probs, invalid in predict_blocks(
-                    reader, loaded.model, device, len(loaded.classes.codes), batch_size=opts.batch_size,
-                    block=BLOCK, amp=amp, tta=opts.tta, channels_last=opts.channels_last,
-                    on_tiles=bar.update,
-                ):  # fmt: skip
-                    with writing():
-                        writer.write(window, probs, invalid)
-            finally:
-                bar.close()
+    keys = [k for k in ("classes", "legend", "probs", "vector") if paths.get(k) is not None]
+    with atomic_paths(*[paths[k] for k in keys]) as tmp_list:
+        tmps = dict(zip(keys, tmp_list, strict=True))
+        plan = plan_tiles(scene.height, scene.width, opts.tile, opts.overlap, opts.panel)
+        fill = raw_fill_values(loaded.stats.mean, batch_dtype([scene.dtype]))
+        tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{opts.tile}/{opts.overlap}",
+                "geoseg_tta": str(opts.tta)}  # fmt: skip
+        writing = partial(write_errors, paths["classes"], "the prediction", OUTPUT_FIX)
+        with writing():
+            threads = 1 if opts.write_threads == 1 else resolve_workers(opts.write_threads, "write_threads")
+            writer = PredictionWriter(scene_grid(scene), loaded.classes, tmps["classes"], tmps.get("probs"),
+                                      tags, threads, opts.deflate_level)  # fmt: skip
+        background = BackgroundWriter(writer.write, name="geoseg-prediction-writer")
+        bar = tqdm(total=plan.num_tiles, desc=scene.name, unit="tile", dynamic_ncols=True,
+                   disable=not (opts.progress and sys.stderr.isatty()), leave=False)  # fmt: skip
+        try:
+            tiles = TileSource(scene.reader, fill, plan, opts.batch_size, resolve_workers(opts.read_workers),
+                               device)  # fmt: skip
+            for block in predict_blocks(
+                tiles, plan, loaded.model, device, len(loaded.classes.codes), block=BLOCK, amp=amp,
+                tta=opts.tta, channels_last=opts.channels_last, on_tiles=bar.update,
+                keep_probs="uint8" if "probs" in tmps else None,
+            ):  # fmt: skip
                 with writing():
-                    writer.close()
+                    background.put(block)
             with writing():
-                if opts.cog:
-                    to_cog(tmps["classes"], "NEAREST")
-                    if "probs" in tmps:
-                        to_cog(tmps["probs"], "AVERAGE")
-            if "vector" in tmps:  # from the finished class map, before any output gets its name
-                with write_errors(paths["vector"], "the polygons", OUTPUT_FIX):
-                    polygons = write_polygons(tmps["classes"], tmps["vector"], loaded.classes,
-                                              opts.min_area, opts.simplify, rows=BLOCK)  # fmt: skip
-                    log.info("%s: %d polygons -> %s", scene.name, polygons, paths["vector"])
-    finally:
-        stack.close()
+                background.close()
+        finally:
+            bar.close()
+            with writing():
+                try:
+                    background.close()
+                finally:
+                    writer.close()
+        with writing():
+            if threads > 1:
+                for key in ("classes", "probs"):
+                    if key in tmps:
+                        check_written(tmps[key])
+            write_legend(tmps["legend"], loaded.classes)
+            if opts.cog:
+                to_cog(tmps["classes"], "NEAREST")
+                if "probs" in tmps:
+                    to_cog(tmps["probs"], "AVERAGE")
+        if "vector" in tmps:  # from the finished class map, before any output gets its name
+            with write_errors(paths["vector"], "the polygons", OUTPUT_FIX):
+                polygons = write_polygons(tmps["classes"], tmps["vector"], loaded.classes,
+                                          opts.min_area, opts.simplify, rows=BLOCK)  # fmt: skip
+                log.info("%s: %d polygons -> %s", scene.name, polygons, paths["vector"])
     pixels = scene.height * scene.width
     if paths["quicklook"] is not None:
         write_quicklook(scene, paths["classes"], loaded.classes, paths["quicklook"],
