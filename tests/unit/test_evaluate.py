@@ -6,12 +6,15 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 from rasterio.transform import from_origin
 
 from conftest import write_tif
 from geoseg.errors import GeosegError
 from geoseg.inference.loaded import ClassInfo
+from geoseg.inference.score_set import label_for, prediction_files, score_set, set_classes
 from geoseg.inference.scoring import format_table, prediction_classes, score, write_metrics
+from geoseg.inference.writer import CLASSES_TAG
 
 CLASSES = ClassInfo.from_config([{"code": 10, "name": "water"}, {"code": 20, "name": "land"}])
 GRID = from_origin(500_000, 5_000_000, 10, 10)
@@ -63,3 +66,85 @@ def test_a_raster_without_a_class_list_needs_classes(tmp_path):
     with pytest.raises(GeosegError, match="no geoseg class list; pass classes="):
         prediction_classes(str(pred), None)
     assert prediction_classes(str(pred), [{"code": 3, "name": "x"}]).codes == [3]
+
+
+def random_pair(tmp_path, name: str, width: int, seed: int, transform=GRID) -> tuple[str, str]:
+    """A label raster and a prediction that agrees with it on about two thirds of the pixels."""
+    rng = np.random.default_rng(seed)
+    codes = rng.choice([10, 20], size=(30, width)).astype(np.uint8)
+    guess = np.where(rng.random(codes.shape) < 0.66, codes // 10 - 1, rng.integers(0, 2, codes.shape))
+    (tmp_path / "labels").mkdir(exist_ok=True)
+    (tmp_path / "preds").mkdir(exist_ok=True)
+    lab = write_tif(tmp_path / "labels" / name, codes, transform=transform)
+    pred = write_tif(tmp_path / "preds" / name, guess.astype(np.uint8), transform=transform, nodata=255)
+    return str(pred), str(lab)
+
+
+def test_pooled_metrics_of_a_set_equal_the_metrics_of_one_mosaic(tmp_path):
+    a_pred, a_lab = random_pair(tmp_path, "a.tif", 40, seed=2)
+    b_pred, b_lab = random_pair(
+        tmp_path, "b.tif", 24, seed=3, transform=from_origin(500_400, 5_000_000, 10, 10)
+    )
+    with rasterio.open(a_pred) as ap, rasterio.open(b_pred) as bp, rasterio.open(a_lab) as al, \
+            rasterio.open(b_lab) as bl:  # fmt: skip
+        mosaic_pred = write_tif(
+            tmp_path / "mp.tif", np.concatenate([ap.read(1), bp.read(1)], 1), GRID, nodata=255
+        )
+        mosaic_lab = write_tif(tmp_path / "ml.tif", np.concatenate([al.read(1), bl.read(1)], 1), GRID)
+    mosaic = score(str(mosaic_pred), str(mosaic_lab), CLASSES)
+    pooled = score_set(prediction_files(str(tmp_path / "preds")), str(tmp_path / "labels"), CLASSES)
+    for key in ("confusion", "iou", "f1", "miou", "mf1", "accuracy", "pixels"):
+        assert pooled[key] == mosaic[key], key  # the same matrix, so the same floats
+    assert [s["prediction"] for s in pooled["scenes"]] == [a_pred, b_pred]
+    assert pooled["scenes"][0]["confusion"] == score(a_pred, a_lab, CLASSES)["confusion"]
+    assert pooled["scenes"][0]["miou"] != pooled["miou"]  # the pooled numbers are not one scene's
+
+
+def test_region_scores_the_same_pixels_as_a_cropped_scene(tmp_path):
+    pred, lab = random_pair(tmp_path, "a.tif", 40, seed=4)
+    with rasterio.open(pred) as p, rasterio.open(lab) as lb:
+        crop_pred = write_tif(tmp_path / "cp.tif", p.read(1)[15:, 10:30], GRID, nodata=255)
+        crop_lab = write_tif(tmp_path / "cl.tif", lb.read(1)[15:, 10:30], GRID)
+    part = score(pred, lab, CLASSES, region=[0.25, 0.5, 0.75, 1.0])
+    assert part["confusion"] == score(str(crop_pred), str(crop_lab), CLASSES)["confusion"]
+    assert part["pixels"] == 15 * 20 and part["region"] == [0.25, 0.5, 0.75, 1.0]
+    with pytest.raises(GeosegError, match=r"region= needs left < right"):
+        score(pred, lab, CLASSES, region=[0.5, 0, 0.5, 1])
+
+
+def test_labels_of_a_set_come_from_a_folder_or_a_template(tmp_path):
+    pred, lab = random_pair(tmp_path, "s1.tif", 8, seed=5)
+    write_tif(tmp_path / "preds" / "s1_probs.tif", np.zeros((2, 30, 8), dtype=np.uint8))
+    assert prediction_files(str(tmp_path / "preds")) == [pred]
+    assert prediction_files(str(tmp_path / "preds" / "s*.tif")) == [pred]
+    assert label_for(pred, str(tmp_path / "labels")) == lab
+    (tmp_path / "labels" / "s1.tif").rename(tmp_path / "labels" / "s1_mask.tif")
+    assert label_for(pred, str(tmp_path / "labels" / "{stem}_mask.tif")) == str(
+        tmp_path / "labels" / "s1_mask.tif"
+    )
+    with pytest.raises(GeosegError, match=r"no labels for prediction .*s1.tif': looked for .*labels/s1.tif"):
+        label_for(pred, str(tmp_path / "labels"))
+    with pytest.raises(GeosegError, match="matches no class map"):
+        prediction_files(str(tmp_path / "labels" / "*.png"))
+
+
+def test_predictions_of_different_class_lists_are_not_pooled(tmp_path):
+    first = write_tif(tmp_path / "a.tif", np.zeros((4, 4), dtype=np.uint8))
+    second = write_tif(tmp_path / "b.tif", np.zeros((4, 4), dtype=np.uint8))
+    for path, names in ((first, ["water", "land"]), (second, ["water", "urban"])):
+        with rasterio.open(path, "r+") as dst:
+            dst.update_tags(
+                **{CLASSES_TAG: json.dumps([{"code": i, "name": n} for i, n in enumerate(names)])}
+            )
+    with pytest.raises(GeosegError, match=r"b.tif' carries classes \['water', 'urban'\] but"):
+        set_classes([str(first), str(second)], None)
+
+
+def test_the_table_never_truncates_class_names(tmp_path):
+    classes = ClassInfo.from_config(
+        [{"code": 10, "name": "background"}, {"code": 20, "name": "impervious_surface"}]
+    )
+    pred, lab = random_pair(tmp_path, "a.tif", 12, seed=6)
+    table = format_table(score(pred, lab, classes))
+    header = table.splitlines()[-3]
+    assert header.split() == ["background", "impervious_surface"]

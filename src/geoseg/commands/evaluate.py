@@ -1,4 +1,7 @@
-"""``geoseg evaluate prediction=PRED.tif labels=LABELS.tif``: metrics.json and a printed table."""
+"""``geoseg evaluate prediction=PRED.tif|FOLDER labels=LABELS``: metrics.json and a printed table.
+
+A folder or glob of predictions is scored as a set: pooled metrics over all scenes, and per scene.
+"""
 
 from __future__ import annotations
 
@@ -11,39 +14,54 @@ from omegaconf import DictConfig, OmegaConf
 
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.errors import GeosegError
+from geoseg.inference.score_set import format_scenes, is_set, prediction_files, score_set, set_classes
 from geoseg.inference.scoring import format_table, prediction_classes, score, write_metrics
 
 log = logging.getLogger(__name__)
 
 
 def metrics_path(prediction: str, output: str | None) -> str:
-    """``output=`` when given, else ``<prediction stem>_metrics.json`` beside the prediction."""
-    return output or f"{os.path.splitext(prediction)[0]}_metrics.json"
+    """``output=`` when given, else ``<prediction stem>_metrics.json`` beside the prediction, or
+    ``metrics.json`` in the folder of a set (the glob's folder)."""
+    if output:
+        return output
+    if os.path.isdir(prediction):
+        return os.path.join(prediction, "metrics.json")
+    if is_set(prediction):
+        return os.path.join(os.path.dirname(prediction) or ".", "metrics.json")
+    return f"{os.path.splitext(prediction)[0]}_metrics.json"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     missing = [k for k in ("prediction", "labels") if not cfg.get(k)]
     if missing:
         raise GeosegError(
-            f"missing {', '.join(f'{k}=' for k in missing)}; usage: geoseg evaluate prediction=PRED.tif "
-            "labels=LABELS.tif [output=metrics.json]"
+            f"missing {', '.join(f'{k}=' for k in missing)}; usage: geoseg evaluate "
+            "prediction=PRED.tif|FOLDER labels=LABELS.tif|FOLDER|'TEMPLATE{stem}.tif' [region=[l,t,r,b]] "
+            "[output=metrics.json]"
         )
     prediction, labels = str(cfg.prediction), str(cfg.labels)
     override = OmegaConf.to_container(cfg.classes, resolve=True) if cfg.get("classes") else None
-    classes = prediction_classes(prediction, override)  # type: ignore[arg-type]
-    vector = OmegaConf.to_container(cfg.vector, resolve=True) if cfg.get("vector") else None
-    result = score(
-        prediction,
-        labels,
-        classes,
-        cfg.get("label_nodata"),
-        bool(cfg.progress) and sys.stderr.isatty(),
-        vector=VectorOptions.from_config(vector),
+    vector = VectorOptions.from_config(
+        OmegaConf.to_container(cfg.vector, resolve=True) if cfg.get("vector") else None  # type: ignore[arg-type]
     )
+    region = list(cfg.region) if cfg.get("region") is not None else None
+    progress = bool(cfg.progress) and sys.stderr.isatty()
+    if is_set(prediction):
+        files = prediction_files(prediction)
+        classes = set_classes(files, override)  # type: ignore[arg-type]
+        result = score_set(files, labels, classes, cfg.get("label_nodata"), progress, vector, region,
+                           source=prediction)  # fmt: skip
+        table = f"{format_table(result)}\n{format_scenes(result)}"
+        title = f"{len(result['scenes'])} scenes of {prediction} against {labels} (pooled)"
+    else:
+        classes = prediction_classes(prediction, override)  # type: ignore[arg-type]
+        result = score(prediction, labels, classes, cfg.get("label_nodata"), progress, vector, region)
+        table, title = format_table(result), f"{prediction} against {labels}"
     path = metrics_path(prediction, cfg.get("output"))
     write_metrics(path, result)
     if result["unpredicted_labelled_pixels"]:
         log.warning("%d labelled pixels are nodata in the prediction and were not scored",
                     result["unpredicted_labelled_pixels"])  # fmt: skip
-    log.info("%s against %s\n%s\nwrote %s", prediction, labels, format_table(result), path)
+    log.info("%s\n%s\nwrote %s", title, table, path)
     return result

@@ -333,16 +333,15 @@ def _owner(files: Sequence[SceneFile], k: int) -> int:
 
 
 def region_pixels(
-    region: Sequence[float] | None, height: int, width: int
+    region: Sequence[float] | None, height: int, width: int, option: str = "a split's region"
 ) -> tuple[int, int, int, int] | None:
-    """(row0, col0, row1, col1) of a (left, top, right, bottom) fractional region, checked."""
+    """(row0, col0, row1, col1) of a (left, top, right, bottom) fractional region, checked; errors
+    name ``option``."""
     if region is None:
         return None
     if len(region) != 4 or not all(0.0 <= float(v) <= 1.0 for v in region):
-        raise GeosegError(
-            f"a split's region must be [left, top, right, bottom] fractions in [0, 1], got {region}."
-        )
+        raise GeosegError(f"{option} must be [left, top, right, bottom] fractions in [0, 1], got {region}.")
     left, top, right, bottom = (float(v) for v in region)
     if left >= right or top >= bottom:
-        raise GeosegError(f"a split's region needs left < right and top < bottom, got {list(region)}.")
+        raise GeosegError(f"{option} needs left < right and top < bottom, got {list(region)}.")
     return round(top * height), round(left * width), round(bottom * height), round(right * width)

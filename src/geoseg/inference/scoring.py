@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
+from rasterio.windows import Window
 from tqdm import tqdm
 
 from geoseg.data.labels import ClassMap, check_classes, open_label_on_grid
-from geoseg.data.scenes import inspect_scene, open_raster
+from geoseg.data.scenes import inspect_scene, open_raster, region_pixels
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.engine.log import json_safe
 from geoseg.engine.metrics import ConfusionMatrix, compute_metrics
@@ -48,6 +52,26 @@ def prediction_classes(prediction: str, override: list[dict] | None) -> ClassInf
 MOST = 0.5  # above this share of the pixels, out-of-range predictions or unmapped labels are an error
 
 
+@dataclass
+class SceneCounts:
+    """What scoring one scene sums: the confusion matrix (the last column holds out-of-range
+    predictions) and the pixel counts behind the warnings. Counts of several scenes add up."""
+
+    matrix: torch.Tensor
+    labelled: int = 0
+    unpredicted: int = 0
+    unmapped: int = 0
+    out_of_range: int = 0
+    label_on_grid: bool = True
+
+    def __add__(self, other: SceneCounts) -> SceneCounts:
+        return SceneCounts(
+            self.matrix + other.matrix, self.labelled + other.labelled, self.unpredicted + other.unpredicted,
+            self.unmapped + other.unmapped, self.out_of_range + other.out_of_range,
+            self.label_on_grid and other.label_on_grid,
+        )  # fmt: skip
+
+
 def score(
     prediction: str,
     labels: str,
@@ -55,51 +79,91 @@ def score(
     label_nodata: float | None = None,
     progress: bool = False,
     vector: VectorOptions | None = None,
+    region: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Metrics, the confusion matrix and pixel counts of ``prediction`` against ``labels``.
 
     A predicted value that is no class index (not the prediction's nodata) is scored as wrong for
     the label it covers, and counted; label codes that are no class (not the label nodata) are
     skipped and counted. Either one over most of the pixels is an error: the class list does not
-    belong to these files.
+    belong to these files. ``region`` ([left, top, right, bottom] fractions of the prediction's grid)
+    scores only that part of the scene.
     """
+    counts = count_scene(prediction, labels, classes, label_nodata, progress, vector, region)
+    check_counts(prediction, labels, classes, counts)
+    return summarize(counts, classes, prediction, labels, region)
+
+
+def count_scene(
+    prediction: str,
+    labels: str,
+    classes: ClassInfo,
+    label_nodata: float | None = None,
+    progress: bool = False,
+    vector: VectorOptions | None = None,
+    region: Sequence[float] | None = None,
+) -> SceneCounts:
+    """The confusion matrix and pixel counts of one scene (within ``region``), block by block."""
     num = len(classes.codes)
     ignore = 255 if num < 255 else num + 1
     class_map = ClassMap(classes.codes, ignore_index=ignore)
     scene = inspect_scene(prediction, labels, bands=[1], label_nodata=label_nodata, unknown_labels="ignore",
                           vector=vector, class_codes=classes.codes)  # fmt: skip
     matrix = ConfusionMatrix(num + 1, ignore_index=ignore)  # column ``num``: out-of-range predictions
-    unpredicted = unmapped = out_of_range = labelled = 0
+    counts = SceneCounts(matrix.matrix, label_on_grid=scene.label_on_grid)
     src, reader = open_label_on_grid(scene, classes.codes)
     try:
         with open_raster(prediction, "prediction") as pred:
-            windows = [w for _, w in pred.block_windows(1)]
+            windows = region_windows(pred, region)
             for window in tqdm(windows, desc="evaluate", unit="block", disable=not progress, leave=False):
                 predicted = pred.read(1, window=window).astype(np.int64)
                 raw = reader.read(1, window=window)
                 target = class_map(raw).astype(np.int64)
                 nodata = _label_nodata(raw, scene.label_nodata)
-                unmapped += int(((target == ignore) & ~nodata).sum())
+                counts.unmapped += int(((target == ignore) & ~nodata).sum())
                 if pred.nodata is not None:
                     missing = predicted == pred.nodata
-                    unpredicted += int((missing & (target != ignore)).sum())
+                    counts.unpredicted += int((missing & (target != ignore)).sum())
                     target = np.where(missing, ignore, target)
                 bad = (predicted < 0) | (predicted >= num)
-                out_of_range += int((bad & (target != ignore)).sum())
-                labelled += int((target != ignore).sum())
+                counts.out_of_range += int((bad & (target != ignore)).sum())
+                counts.labelled += int((target != ignore).sum())
                 predicted = np.where(bad, num, predicted)
                 matrix.update(torch.from_numpy(predicted), torch.from_numpy(target))
     finally:
         if reader is not src:
             reader.close()
         src.close()
-    _check_counts(prediction, labels, classes, labelled, unmapped, out_of_range)
-    result = _metrics_without_invalid(matrix.matrix, classes.names)
+    return counts
+
+
+def region_windows(src: rasterio.DatasetReader, region: Sequence[float] | None) -> list[Window]:
+    """The file's blocks, clipped to ``region`` (fractions of its grid) and without those outside it."""
+    blocks = [w for _, w in src.block_windows(1)]
+    rect = region_pixels(region, src.height, src.width, "region=")
+    if rect is None:
+        return blocks
+    row0, col0, row1, col1 = rect
+    clipped = []
+    for w in blocks:
+        top, left = max(w.row_off, row0), max(w.col_off, col0)
+        bottom, right = min(w.row_off + w.height, row1), min(w.col_off + w.width, col1)
+        if bottom > top and right > left:
+            clipped.append(Window(left, top, right - left, bottom - top))
+    return clipped
+
+
+def summarize(counts: SceneCounts, classes: ClassInfo, prediction: str, labels: str,
+              region: Sequence[float] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The metrics JSON of summed counts: metrics, confusion, classes and the pixel counts."""
+    num = len(classes.codes)
+    result = _metrics_without_invalid(counts.matrix, classes.names)
     result.update({
-        "prediction": prediction, "labels": labels, "label_on_grid": scene.label_on_grid,
-        "classes": classes.as_list(), "confusion": matrix.matrix[:num, :num].tolist(),
-        "unpredicted_labelled_pixels": unpredicted, "out_of_range_predictions": out_of_range,
-        "unmapped_label_pixels": unmapped,
+        "prediction": prediction, "labels": labels, "label_on_grid": counts.label_on_grid,
+        "region": None if region is None else [float(v) for v in region],
+        "classes": classes.as_list(), "confusion": counts.matrix[:num, :num].tolist(),
+        "unpredicted_labelled_pixels": counts.unpredicted, "out_of_range_predictions": counts.out_of_range,
+        "unmapped_label_pixels": counts.unmapped,
     })  # fmt: skip
     return result
 
@@ -114,10 +178,10 @@ def _label_nodata(raw: np.ndarray, nodata: float | None) -> np.ndarray:
     return out
 
 
-def _check_counts(prediction: str, labels: str, classes: ClassInfo, labelled: int, unmapped: int,
-                  out_of_range: int) -> None:  # fmt: skip
+def check_counts(prediction: str, labels: str, classes: ClassInfo, counts: SceneCounts) -> None:
     """Fail when most pixels cannot be scored; warn about the rest."""
     codes = classes.codes
+    unmapped, labelled, out_of_range = counts.unmapped, counts.labelled, counts.out_of_range
     if unmapped and unmapped >= MOST * (unmapped + labelled):
         raise GeosegError(
             f"{unmapped} of {unmapped + labelled} label pixels of '{labels}' hold codes that are not in the "
@@ -126,7 +190,7 @@ def _check_counts(prediction: str, labels: str, classes: ClassInfo, labelled: in
     if labelled == 0:
         raise GeosegError(
             f"no pixel of '{labels}' can be scored against '{prediction}' (every one is nodata or outside "
-            "the class list); check the files and label_nodata="
+            "the class list or region=); check the files, label_nodata= and region="
         )
     if out_of_range and out_of_range >= MOST * labelled:
         raise GeosegError(
@@ -168,9 +232,10 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"{'mean':<{width}}  {fmt(result['miou'])}  {fmt(result['mf1'])}  {result['pixels']:>10}")
     lines.append(f"accuracy {fmt(result['accuracy']).strip()}")
     lines.append("confusion (rows: labels, columns: predictions)")
-    lines.append(" " * width + "  " + " ".join(f"{n[:8]:>8}" for n in names))
+    cell = max(8, *(len(n) for n in names), *(len(str(v)) for row in result["confusion"] for v in row))
+    lines.append(" " * width + "  " + " ".join(f"{n:>{cell}}" for n in names))
     lines += [
-        f"{name:<{width}}  " + " ".join(f"{v:>8}" for v in row)
+        f"{name:<{width}}  " + " ".join(f"{v:>{cell}}" for v in row)
         for name, row in zip(names, result["confusion"], strict=True)
     ]
     return "\n".join(lines)
