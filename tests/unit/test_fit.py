@@ -40,6 +40,20 @@ def test_two_step_fit_writes_checkpoints_logs_and_summary(demo_root, tmp_path):
     assert ckpt["classes"] == ["water", "vegetation", "bare_soil", "built_up"]
     assert ckpt["meta"]["arch"] == "unet" and ckpt["stats"]["bands"] == ckpt["meta"]["bands"]
     assert ckpt["step"] == 2 and ckpt["config"]["data"]["chip_size"] == 32
+    best = load_checkpoint(tmp_path / "best.pt")  # weights only: for predict, export and fine-tuning
+    assert best["weights_only"] and best["optimizer"] == {} and best["rng"] == [] and best["step"] == 2
+    assert all(torch.equal(best["model"][k], v) for k, v in ckpt["model"].items())
+    assert (tmp_path / "best.pt").stat().st_size < 0.6 * (tmp_path / "last.pt").stat().st_size
+
+
+def test_a_weights_only_best_checkpoint_fine_tunes_but_does_not_resume(demo_root, tmp_path):
+    fit(tiny_train_cfg(demo_root, "trainer.max_steps=1"), str(tmp_path / "a"))
+    best = tmp_path / "a" / "best.pt"
+    with pytest.raises(GeosegError, match=r"holds weights only .* resume from .*a/last.pt, or fine-tune"):
+        fit(tiny_train_cfg(demo_root, "trainer.max_steps=2", f"trainer.resume={best}"), str(tmp_path / "b"))
+    tuned = tiny_train_cfg(demo_root, "trainer.max_steps=1", f"encoder.weights={best}")
+    summary = fit(tuned, str(tmp_path / "c"))
+    assert summary["steps"] == 1
 
 
 def test_loss_falls_when_overfitting_one_batch(demo_root):

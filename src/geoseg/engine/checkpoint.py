@@ -16,7 +16,6 @@ import math
 import os
 import pickle
 import random
-import shutil
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,8 @@ log = logging.getLogger(__name__)
 FORMAT = "geoseg-checkpoint"
 VERSION = 1
 REQUIRED = ("format", "version", "model", "meta", "optimizer", "scheduler", "epoch", "step", "rng")
+# best.pt and save_model_checkpoint files: for inference and fine-tuning, a third the size of last.pt
+WEIGHTS_ONLY = {"weights_only": True, "optimizer": {}, "scheduler": {}, "scaler": None, "rng": []}
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -92,8 +93,8 @@ def save_model_checkpoint(
     """
     classes = [str(c["name"]) for c in config["data"]["classes"]]
     save_checkpoint(path, {
-        "model": model.state_dict(), "meta": model.meta, "optimizer": {}, "scheduler": {}, "epoch": 0,
-        "step": 0, "rng": [], "stats": dict(stats), "classes": classes, "config": dict(config),
+        "model": model.state_dict(), "meta": model.meta, "epoch": 0, "step": 0, "stats": dict(stats),
+        "classes": classes, "config": dict(config), **WEIGHTS_ONLY,
     })  # fmt: skip
 
 
@@ -156,7 +157,8 @@ def gather_rng(info: DistInfo) -> list[dict[str, Any]]:
 
 
 def save_checkpoints(run: Run, best: bool = True) -> None:
-    """``last.pt`` every time, and ``best.pt`` when this epoch has the best val mIoU; rank 0 writes.
+    """``last.pt`` every time, and ``best.pt`` (weights only: for inference and fine-tuning, not
+    resuming) when this epoch has the best val mIoU; rank 0 writes.
 
     ``best=False`` for a checkpoint inside an epoch (preemption): its weights were never validated.
     Non-finite weights are never written (see :func:`~geoseg.engine.nonfinite.check_weights_finite`).
@@ -166,18 +168,18 @@ def save_checkpoints(run: Run, best: bool = True) -> None:
     if not run.info.is_main:
         return
     model, state = run.model, run.state
-    last = os.path.join(run.run_dir, "last.pt")
-    save_checkpoint(last, {
-        "model": model.state_dict(), "meta": model.meta, "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
-        "epoch": state.epoch, "step": state.step, "progress": json_safe(asdict(state)), "rng": rng,
-        "config": OmegaConf.to_container(run.cfg, resolve=True), "stats": asdict(run.stats),
-        "classes": run.classes, "norm_summary": model.meta["norm_summary"], "world_size": run.info.world_size,
+    weights = {
+        "model": model.state_dict(), "meta": model.meta, "epoch": state.epoch, "step": state.step,
+        "progress": json_safe(asdict(state)), "config": OmegaConf.to_container(run.cfg, resolve=True),
+        "stats": asdict(run.stats), "classes": run.classes, "norm_summary": model.meta["norm_summary"],
+        "world_size": run.info.world_size,
+    }  # fmt: skip
+    save_checkpoint(os.path.join(run.run_dir, "last.pt"), {
+        **weights, "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None, "rng": rng,
     })  # fmt: skip
     if best and state.best_epoch == state.epoch:
-        best_path = os.path.join(run.run_dir, "best.pt")
-        atomic_write(best_path, lambda tmp: shutil.copyfile(last, tmp), "checkpoint", RESUME_FIX)
+        save_checkpoint(os.path.join(run.run_dir, "best.pt"), {**weights, **WEIGHTS_ONLY})
 
 
 def restore(run: Run, path: str) -> Progress:
@@ -186,6 +188,13 @@ def restore(run: Run, path: str) -> Progress:
 
     saved = load_checkpoint(path)  # on the CPU: load_state_dict copies onto the model's device
     check_same_model(saved["meta"], run.model.meta, path)
+    if saved.get("weights_only") or not saved["optimizer"]:
+        folder = os.path.dirname(path) or "."
+        raise GeosegError(
+            f"checkpoint '{path}' holds weights only (no optimizer, schedule or RNG state), so it cannot "
+            f"resume a run; resume from {os.path.join(folder, 'last.pt')}, or fine-tune from it with "
+            f"encoder.weights={path} in a new run"
+        )
     run.model.load_state_dict(saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
     planned = run.total_steps
