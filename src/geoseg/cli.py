@@ -44,6 +44,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "evaluate",
         "score a predicted class map against a label raster",
     ),
+    "export": (
+        "geoseg.commands.export",
+        "run",
+        "export",
+        "a checkpoint as ONNX or TorchScript, normalisation inside, with a JSON sidecar",
+    ),
     "report": (
         "geoseg.commands.report",
         "run",

@@ -20,13 +20,14 @@ from geoseg.engine.distributed import barrier, cleanup_distributed, init_distrib
 from geoseg.engine.runtime import autocast_dtype
 from geoseg.errors import GeosegError
 from geoseg.inference.inputs import find_inputs, output_paths
-from geoseg.inference.loaded import load_model
+from geoseg.inference.loaded import LoadedModel, load_model
+from geoseg.inference.onnx_model import is_exported
 from geoseg.inference.predict import PredictOptions, predict_scene, prepare
 from geoseg.models.memory_format import channels_last_for
 
 log = logging.getLogger(__name__)
 
-USAGE = "geoseg predict checkpoint=RUN/best.pt input=SCENE.tif|FOLDER|'GLOB' output=OUT.tif|FOLDER"
+USAGE = "geoseg predict checkpoint=RUN/best.pt|MODEL.onnx input=SCENE.tif|FOLDER|'GLOB' output=OUT.tif|FOLDER"
 
 
 def require(cfg: DictConfig, *keys: str) -> None:
@@ -36,19 +37,38 @@ def require(cfg: DictConfig, *keys: str) -> None:
         raise GeosegError(f"missing {', '.join(f'{k}=' for k in missing)}; usage: {USAGE}")
 
 
-def options(cfg: DictConfig) -> PredictOptions:
+def options(cfg: DictConfig, loaded: LoadedModel) -> PredictOptions:
+    """The options of ``cfg``; tile=/overlap= left null take the exported model's defaults, else
+    PredictOptions' own."""
     values = OmegaConf.to_container(cfg, resolve=True)
-    return PredictOptions(**{f.name: values[f.name] for f in dataclasses.fields(PredictOptions)})
+    fields = {f.name: f for f in dataclasses.fields(PredictOptions)}
+    for key in ("tile", "overlap"):
+        if values.get(key) is None:
+            values[key] = getattr(loaded, key) or fields[key].default
+    return PredictOptions(**{name: values[name] for name in fields})
+
+
+def exported_amp(amp: str, path: str) -> None:
+    """An ONNX model runs in the precision it was exported in: amp=auto means that, bf16/fp16 are refused."""
+    if amp not in ("auto", "fp32"):
+        raise GeosegError(
+            f"amp={amp} does not apply to the ONNX model '{path}' (onnxruntime runs it in float32); drop "
+            "amp= or predict from the checkpoint"
+        )
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     require(cfg, "checkpoint", "input", "output")
     info = init_distributed(str(cfg.device), option="device")
     try:
-        amp = autocast_dtype(str(cfg.amp), info.device, option="amp")
         loaded = load_model(str(cfg.checkpoint), info.device)
-        opts = options(cfg)
-        opts.channels_last = channels_last_for(opts.channels_last, loaded.model, "channels_last")
+        opts = options(cfg, loaded)
+        if is_exported(loaded.path):
+            amp = exported_amp(str(cfg.amp), loaded.path)
+            opts.channels_last = False  # onnxruntime takes NCHW arrays
+        else:
+            amp = autocast_dtype(str(cfg.amp), info.device, option="amp")
+            opts.channels_last = channels_last_for(opts.channels_last, loaded.model, "channels_last")
         if opts.channels_last:
             loaded.model.to(memory_format=torch.channels_last)
         if cfg.get("files") is not None:  # files= replaces the checkpoint's data.files

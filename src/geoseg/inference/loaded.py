@@ -51,7 +51,7 @@ def default_color(index: int) -> tuple[int, int, int]:
 class LoadedModel:
     """An eval-mode model plus the band selection, statistics, nodata and classes it was trained with."""
 
-    model: SegmentationModel
+    model: SegmentationModel  # or an OnnxSegmenter (geoseg.inference.onnx_model), which acts like one
     path: str
     bands: list[int | str] | None  # data.bands as configured (None = all bands)
     stats: BandStats
@@ -60,6 +60,8 @@ class LoadedModel:
     files: tuple[FileEntry, ...] | None = None  # data.files of the training config (multi-file scenes)
     grid: str = "finest"  # data.grid of the training config
     invalid: str = "any"  # data.invalid of the training config ("all" for checkpoints made before it)
+    tile: int | None = None  # tile/overlap defaults an exported model carries (None: predict's own)
+    overlap: int | None = None
 
     @property
     def num_bands(self) -> int:
@@ -116,7 +118,12 @@ def state_dict_mismatch(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any
 
 
 def load_model(path: str, device: torch.device) -> LoadedModel:
-    """Read ``path`` weights-only and rebuild its model on ``device``; every failure is one line."""
+    """Read ``path`` weights-only and rebuild its model on ``device`` (an ``.onnx`` export runs in
+    onnxruntime instead); every failure is one line."""
+    from geoseg.inference.onnx_model import is_exported, load_exported
+
+    if is_exported(path):
+        return load_exported(path, device)
     saved = load_checkpoint(path)
     model = rebuild_model(saved, path).to(device)
     data = saved["config"].get("data") or {}

@@ -1,0 +1,26 @@
+"""``geoseg export checkpoint=RUN/best.pt format=onnx|torchscript``: a deployable model and its sidecar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from geoseg.errors import GeosegError
+from geoseg.inference.export import FORMATS, default_output, export_model
+
+USAGE = "geoseg export checkpoint=RUN/best.pt [format=onnx|torchscript] [output=MODEL.onnx]"
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    if not cfg.get("checkpoint"):
+        raise GeosegError(f"missing checkpoint=; usage: {USAGE}")
+    fmt = str(cfg.format)
+    if fmt not in FORMATS:
+        raise GeosegError(f"format={fmt!r} is not an export format; choose one of {', '.join(FORMATS)}")
+    checkpoint = str(cfg.checkpoint)
+    output = str(cfg.output) if cfg.get("output") else default_output(checkpoint, fmt)
+    if output == checkpoint:
+        raise GeosegError(f"output={output} would overwrite the checkpoint; choose another name")
+    opset = int(cfg.opset) if cfg.get("opset") is not None else None
+    return export_model(checkpoint, fmt, output, cfg.tile, cfg.overlap, opset)

@@ -1,0 +1,157 @@
+"""Export a trained model for deployment: ONNX or TorchScript, band normalisation inside, JSON sidecar.
+
+The exported graph takes the raw band values as float32 ``(batch, bands, H, W)`` (H and W multiples
+of the encoder's stride, any batch) and returns logits ``(batch, classes, H, W)``; the per-band
+normalisation of the training statistics is part of it. ``<output>.json`` beside it says what a
+runtime must know to feed it scenes: the bands and files, statistics, nodata and validity rules,
+classes (codes, names, colours), tile/overlap defaults and the norm layers. Both files are written
+under temporary names and renamed, and the export is checked against PyTorch on a random chip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from geoseg.engine.checkpoint import load_checkpoint
+from geoseg.engine.log import json_safe
+from geoseg.errors import GeosegError, first_line
+from geoseg.inference.loaded import LoadedModel, load_model
+from geoseg.inference.tiling import check_tiling
+from geoseg.io import WRITE_FIX, atomic_paths, write_errors
+
+log = logging.getLogger(__name__)
+
+FORMAT = "geoseg-export"
+VERSION = 1
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+INPUT, OUTPUT = "bands", "logits"
+TOLERANCE = 1e-4  # max |logit difference| to PyTorch accepted by the export check
+
+
+class ExportNet(nn.Module):
+    """Normalisation and network of a :class:`~geoseg.models.build.SegmentationModel`, without the
+    Python-side shape checks (the runtime checks shapes against the sidecar)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.normalize, self.net = model.normalize, model.net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.normalize.mean) * self.normalize.scale)
+
+
+def sidecar_path(model_path: str) -> str:
+    return f"{model_path}.json"
+
+
+def default_output(checkpoint: str, fmt: str) -> str:
+    """``runs/x/best.pt`` -> ``runs/x/best.onnx`` (or ``best.torchscript.pt``)."""
+    return os.path.splitext(checkpoint)[0] + FORMATS[fmt]
+
+
+def sidecar(loaded: LoadedModel, saved: dict[str, Any], fmt: str, tile: int, overlap: int) -> dict[str, Any]:
+    """What a runtime needs besides the graph: data layout, statistics, classes and defaults."""
+    data = (saved.get("config") or {}).get("data") or {}
+    meta = loaded.model.meta
+    return json_safe({
+        "format": FORMAT, "version": VERSION, "model_format": fmt, "checkpoint": os.path.abspath(loaded.path),
+        "epoch": saved.get("epoch"), "step": saved.get("step"),
+        "input": {"name": INPUT, "dtype": "float32", "layout": "NCHW", "bands": loaded.num_bands,
+                  "multiple_of": loaded.model.size_divisor,
+                  "values": "raw band values: the normalisation is inside the model"},
+        "output": {"name": OUTPUT, "layout": "NCHW", "classes": len(loaded.classes.codes),
+                   "values": "logits (softmax over dim 1 gives probabilities)"},
+        "bands": loaded.bands, "files": data.get("files"), "grid": loaded.grid, "invalid": loaded.invalid,
+        "nodata": loaded.nodata, "stats": asdict(loaded.stats),
+        "classes": loaded.classes.as_list(), "tile": tile, "overlap": overlap,
+        "model": {k: meta.get(k) for k in ("arch", "encoder", "encoder_depth", "in_channels", "classes")},
+        "norm_summary": meta.get("norm_summary"),
+    })  # fmt: skip
+
+
+def export_model(checkpoint: str, fmt: str, output: str, tile: int = 512, overlap: int = 64,
+                 opset: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Write the model of ``checkpoint`` as ``fmt`` to ``output`` and its sidecar; returns the check."""
+    if fmt not in FORMATS:
+        raise GeosegError(f"format={fmt!r} is not an export format; choose one of {', '.join(FORMATS)}")
+    loaded = load_model(checkpoint, torch.device("cpu"))
+    check_tiling(tile, overlap, loaded.model.size_divisor, -(-tile // 256) * 256, 256)  # panel: any valid
+    saved = load_checkpoint(checkpoint)
+    net = ExportNet(loaded.model).eval()
+    chip = _example(loaded, tile)
+    meta = sidecar(loaded, saved, fmt, tile, overlap)
+    paths = atomic_paths(output, sidecar_path(output))
+    with paths as (tmp, tmp_json), write_errors(output, "exported model", WRITE_FIX):
+        if fmt == "onnx":
+            _write_onnx(net, chip, tmp, opset, loaded.model.size_divisor)
+            reference, got = _run_onnx(tmp, net, chip)
+        else:
+            reference, got = _write_torchscript(net, chip, tmp)
+        diff = float(np.abs(reference - got).max())
+        if not diff <= TOLERANCE:
+            raise GeosegError(
+                f"the exported {fmt} model differs from PyTorch by {diff:.2e} (> {TOLERANCE}) on a test "
+                "chip; nothing was written. Please report this with the checkpoint's model options"
+            )
+        meta["check"] = {"chip": list(chip.shape), "max_abs_logit_difference": diff}
+        with open(tmp_json, "w") as fh:
+            fh.write(json.dumps(meta, indent=2) + "\n")
+    log.info("wrote %s and %s (%s; max |logit - PyTorch| %.1e on a %s chip)", output, sidecar_path(output),
+             fmt, diff, "×".join(map(str, chip.shape)))  # fmt: skip
+    return meta
+
+
+def _example(loaded: LoadedModel, tile: int) -> torch.Tensor:
+    """A reproducible chip of plausible raw values: mean ± 2 std per band (two chips: batch > 1)."""
+    stats = loaded.stats
+    gen = torch.Generator().manual_seed(0)
+    side = min(tile, 4 * loaded.model.size_divisor)
+    noise = torch.randn(2, loaded.num_bands, side, side, generator=gen)
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (stats.mean, stats.std))
+    return mean + 2 * std * noise.clamp(-1, 1)
+
+
+def _write_onnx(net: nn.Module, chip: torch.Tensor, path: str, opset: int | None, stride: int) -> None:
+    """Dynamo export with a dynamic batch and H, W any multiple of the encoder's ``stride``."""
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError:
+        raise GeosegError(
+            "format=onnx needs the onnx extra (onnx, onnxscript, onnxruntime): pip install '.[onnx]' in the "
+            "geoseg folder"
+        ) from None
+    dim = torch.export.Dim
+    shapes = {"x": {0: dim("batch", min=1), 2: stride * dim("h_blocks", min=1),
+                    3: stride * dim("w_blocks", min=1)}}  # fmt: skip
+    try:
+        program = torch.onnx.export(net, (chip,), dynamo=True, dynamic_shapes=shapes, input_names=[INPUT],
+                                    output_names=[OUTPUT], opset_version=opset, verbose=False)  # fmt: skip
+    except Exception as err:  # the exporter's own errors are long; its first line names the operator
+        raise GeosegError(f"ONNX export failed: {first_line(err)}; try format=torchscript") from None
+    program.save(path)
+
+
+def _run_onnx(path: str, net: nn.Module, chip: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    from geoseg.inference.onnx_model import ort_session
+
+    session = ort_session(path, torch.device("cpu"))
+    with torch.no_grad():
+        reference = net(chip).numpy()
+    return reference, session.run([OUTPUT], {INPUT: chip.numpy()})[0]
+
+
+def _write_torchscript(net: nn.Module, chip: torch.Tensor, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Trace ``net`` to ``path``; PyTorch's and the reloaded file's logits on ``chip``."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream, still widely run
+        torch.jit.save(torch.jit.trace(net, chip), path)
+        return net(chip).numpy(), torch.jit.load(path)(chip).numpy()
