@@ -4,7 +4,7 @@
 #   1. the CUDA tests (cuDNN BatchNorm train/eval, channels_last, bf16 and fp16 in the real loop, the
 #      fp16 GradScaler overflow skip, CUDA RNG state in checkpoints);
 #   2. fp16 training on the demo data stopped by SIGTERM mid-epoch, then resumed (GradScaler state);
-#   3. the GPU benchmark rows of BENCHMARKS.md (model matrix at batch 8 and 32, compile, inference).
+#   3. the GPU benchmark rows of BENCHMARKS.md (scene inference, model matrix at batch 8 and 32, compile).
 set -uo pipefail
 OUT=${1:-outputs/gpu_checks}
 mkdir -p "$OUT"
@@ -50,14 +50,17 @@ print("steps logged", [r["step"] for r in train] == list(range(1, len(train) + 1
       "| tiles/s", round(summary["tiles_per_s"], 1))
 EOF
 
+step inference on a 10240 x 10240 scene: U-Net/ResNet-18 bf16 and the trivial model, overlap 0 and 64
+timeout 240 python scripts/bench_infer.py --sizes 10240 --device cuda --amp bf16 --batch 16 \
+    --model unet trivial --modes naive streaming | tee "$OUT/infer.md"
+
 step model matrix, U-Net/ResNet-34, 512 px, batch 8
 timeout 150 python scripts/bench_model.py --device cuda --archs unet --encoder resnet34 \
     --norms batchnorm,groupnorm --size 512 --batch 8 --steps 10 --output "$OUT/model_b8.md"
 step model matrix, batch 32
 timeout 150 python scripts/bench_model.py --device cuda --archs unet --encoder resnet34 \
     --norms batchnorm,groupnorm --size 512 --batch 32 --steps 10 --output "$OUT/model_b32.md"
-step inference on a 10240 x 10240 scene
-timeout 150 python scripts/bench_infer.py --sizes 10240 --device cuda --amp bf16 --batch 16 | tee "$OUT/infer.md"
+
 step torch.compile, bf16 channels_last, batch 32
 timeout 150 python scripts/bench_model.py --device cuda --archs unet --encoder resnet34 \
     --norms batchnorm,groupnorm --size 512 --batch 32 --precisions bf16 --channels-last on,off \
