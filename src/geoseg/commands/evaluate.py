@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.errors import GeosegError
 from geoseg.inference.score_set import format_scenes, is_set, prediction_files, score_set, set_classes
-from geoseg.inference.scoring import format_table, prediction_classes, score, write_metrics
+from geoseg.inference.scoring import ScoreOptions, format_table, prediction_classes, score, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if is_set(prediction):
         files = prediction_files(prediction)
         classes = set_classes(files, override)  # type: ignore[arg-type]
-        result = score_set(files, labels, classes, cfg.get("label_nodata"), progress, vector, region,
-                           source=prediction)  # fmt: skip
+        opts = ScoreOptions(cfg.get("label_nodata"), vector, region)
+        result = score_set(files, labels, classes, opts, progress, source=prediction)
         table = f"{format_table(result)}\n{format_scenes(result)}"
         title = f"{len(result['scenes'])} scenes of {prediction} against {labels} (pooled)"
     else:

@@ -16,10 +16,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from geoseg.data.vector_labels import VectorOptions
 from geoseg.errors import GeosegError
 from geoseg.inference.loaded import ClassInfo
-from geoseg.inference.scoring import SceneCounts, check_counts, count_scene, prediction_classes, summarize
+from geoseg.inference.scoring import (
+    SceneCounts,
+    ScoreOptions,
+    check_counts,
+    count_scene,
+    prediction_classes,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +89,8 @@ def score_set(
     predictions: Sequence[str],
     labels: str,
     classes: ClassInfo,
-    label_nodata: float | None = None,
+    opts: ScoreOptions | None = None,
     progress: bool = False,
-    vector: VectorOptions | None = None,
-    region: Sequence[float] | None = None,
     source: str = "",
 ) -> dict[str, Any]:
     """Pooled metrics of all scenes (as one mosaic) with each scene's metrics under ``scenes``.
@@ -94,19 +98,20 @@ def score_set(
     Every pair is found before any is scored, so a missing label file fails at once. A scene with
     nothing to score (no label in ``region``) is a warning; the pooled set must score something.
     """
+    opts = opts or ScoreOptions()
     pairs = [(p, label_for(p, labels)) for p in predictions]
     total = SceneCounts(matrix=_zeros(classes))
     scenes = []
     for prediction, label in tqdm(pairs, desc="scenes", unit="scene", disable=not progress):
-        counts = count_scene(prediction, label, classes, label_nodata, False, vector, region)
+        counts = count_scene(prediction, label, classes, opts)
         if counts.labelled == 0:
-            log.warning("%s: no labelled pixel to score (in region=%s); skipped", prediction, region)
+            log.warning("%s: no labelled pixel to score (in region=%s); skipped", prediction, opts.region)
             continue
         check_counts(prediction, label, classes, counts)
-        scenes.append(summarize(counts, classes, prediction, label, region))
+        scenes.append(summarize(counts, classes, prediction, label, opts.region))
         total = total + counts
     check_counts(source, labels, classes, total)
-    result = summarize(total, classes, source, labels, region)
+    result = summarize(total, classes, source, labels, opts.region)
     result["scenes"] = scenes
     return result
 

@@ -72,6 +72,15 @@ class SceneCounts:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How labels are read and which part of each scene is scored (the same for every scene of a set)."""
+
+    label_nodata: float | None = None  # overrides the label file's nodata
+    vector: VectorOptions | None = None  # how polygon labels burn
+    region: Sequence[float] | None = None  # [left, top, right, bottom] fractions of the prediction's grid
+
+
 def score(
     prediction: str,
     labels: str,
@@ -89,32 +98,27 @@ def score(
     belong to these files. ``region`` ([left, top, right, bottom] fractions of the prediction's grid)
     scores only that part of the scene.
     """
-    counts = count_scene(prediction, labels, classes, label_nodata, progress, vector, region)
+    opts = ScoreOptions(label_nodata, vector, region)
+    counts = count_scene(prediction, labels, classes, opts, progress)
     check_counts(prediction, labels, classes, counts)
     return summarize(counts, classes, prediction, labels, region)
 
 
 def count_scene(
-    prediction: str,
-    labels: str,
-    classes: ClassInfo,
-    label_nodata: float | None = None,
-    progress: bool = False,
-    vector: VectorOptions | None = None,
-    region: Sequence[float] | None = None,
+    prediction: str, labels: str, classes: ClassInfo, opts: ScoreOptions, progress: bool = False
 ) -> SceneCounts:
     """The confusion matrix and pixel counts of one scene (within ``region``), block by block."""
     num = len(classes.codes)
     ignore = 255 if num < 255 else num + 1
     class_map = ClassMap(classes.codes, ignore_index=ignore)
-    scene = inspect_scene(prediction, labels, bands=[1], label_nodata=label_nodata, unknown_labels="ignore",
-                          vector=vector, class_codes=classes.codes)  # fmt: skip
+    scene = inspect_scene(prediction, labels, bands=[1], label_nodata=opts.label_nodata,
+                          unknown_labels="ignore", vector=opts.vector, class_codes=classes.codes)  # fmt: skip
     matrix = ConfusionMatrix(num + 1, ignore_index=ignore)  # column ``num``: out-of-range predictions
     counts = SceneCounts(matrix.matrix, label_on_grid=scene.label_on_grid)
     src, reader = open_label_on_grid(scene, classes.codes)
     try:
         with open_raster(prediction, "prediction") as pred:
-            windows = region_windows(pred, region)
+            windows = region_windows(pred, opts.region)
             for window in tqdm(windows, desc="evaluate", unit="block", disable=not progress, leave=False):
                 predicted = pred.read(1, window=window).astype(np.int64)
                 raw = reader.read(1, window=window)
