@@ -110,6 +110,8 @@ def test_region_scores_the_same_pixels_as_a_cropped_scene(tmp_path):
     assert part["pixels"] == 15 * 20 and part["region"] == [0.25, 0.5, 0.75, 1.0]
     with pytest.raises(GeosegError, match=r"region= needs left < right"):
         score(pred, lab, CLASSES, region=[0.5, 0, 0.5, 1])
+    with pytest.raises(GeosegError, match=r"region= must be \[left, top, right, bottom\] fractions"):
+        score(pred, lab, CLASSES, region=["left", 0, 1, 1])
 
 
 def test_labels_of_a_set_come_from_a_folder_or_a_template(tmp_path):

@@ -45,7 +45,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     vector = VectorOptions.from_config(
         OmegaConf.to_container(cfg.vector, resolve=True) if cfg.get("vector") else None  # type: ignore[arg-type]
     )
-    region = list(cfg.region) if cfg.get("region") is not None else None
+    region = cfg.get("region")
+    if region is not None and not OmegaConf.is_list(region):
+        raise GeosegError(f"region={region} must be a list [left, top, right, bottom] of fractions, e.g. "
+                          "region=[0,0.5,1,1] for the bottom half of each scene")  # fmt: skip
+    region = None if region is None else list(region)
     progress = bool(cfg.progress) and sys.stderr.isatty()
     if is_set(prediction):
         files = prediction_files(prediction)

@@ -339,9 +339,13 @@ def region_pixels(
     name ``option``."""
     if region is None:
         return None
-    if len(region) != 4 or not all(0.0 <= float(v) <= 1.0 for v in region):
+    try:
+        fractions = [float(v) for v in region]
+    except (TypeError, ValueError):
+        fractions = []
+    if len(fractions) != 4 or not all(0.0 <= v <= 1.0 for v in fractions):
         raise GeosegError(f"{option} must be [left, top, right, bottom] fractions in [0, 1], got {region}.")
-    left, top, right, bottom = (float(v) for v in region)
+    left, top, right, bottom = fractions
     if left >= right or top >= bottom:
         raise GeosegError(f"{option} needs left < right and top < bottom, got {list(region)}.")
     return round(top * height), round(left * width), round(bottom * height), round(right * width)
