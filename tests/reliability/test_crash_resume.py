@@ -37,7 +37,7 @@ _save = torch.save
 _calls = []
 def dying_save(obj, f, *args, **kwargs):
     _calls.append(f)
-    if len(_calls) < 2:
+    if len(_calls) < 3:  # last.pt and best.pt of epoch 1 complete; die writing epoch 2's last.pt
         return _save(obj, f, *args, **kwargs)
     buf = io.BytesIO()
     _save(obj, buf, *args, **kwargs)

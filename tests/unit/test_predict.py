@@ -152,8 +152,13 @@ def test_output_has_the_input_grid_and_nodata_footprint(tmp_path, ckpt):
 
 
 def category_names(class_map: Path, vrt: Path) -> list[str]:
-    """The category names GDAL (and so QGIS) reads for band 1 of ``class_map``: those of its VRT copy."""
-    rasterio.shutil.copy(class_map, vrt, driver="VRT")
+    """The category names GDAL (and so QGIS) reads for band 1 of ``class_map``: those of its VRT copy.
+
+    GDAL finds the ``.aux.xml`` sidecar by listing the folder, which geoseg's reading settings turn
+    off (GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR, set once another test has read scenes): a GIS lists it.
+    """
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"):
+        rasterio.shutil.copy(class_map, vrt, driver="VRT")
     band = ElementTree.parse(vrt).getroot().find("VRTRasterBand")
     return [c.text for c in band.find("CategoryNames")]
 
