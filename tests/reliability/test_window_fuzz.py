@@ -659,11 +659,15 @@ def test_groupnorm_options_of_any_type_are_accepted_or_refused_in_one_line(
     channels: int, groups: Any, policy: Any
 ) -> None:
     """GroupNorm(channels, num_groups, group_policy) builds a layer whose groups divide the channels,
-    or raises a one-line GeosegError naming norm.num_groups or norm.group_policy."""
+    or raises a one-line GeosegError naming norm.num_groups or norm.group_policy. num_groups=None is
+    the default rule: at most 32 groups of at least 16 channels (one group when narrower)."""
     try:
         layer = GroupNorm(channels, num_groups=groups, group_policy=policy)
     except GeosegError as err:
         assert_names(err, "norm.num_groups", "norm.group_policy")
         return
-    assert channels % layer.num_groups == 0 and 1 <= layer.num_groups <= groups
+    limit = 32 if groups is None else groups
+    assert channels % layer.num_groups == 0 and 1 <= layer.num_groups <= limit
+    if groups is None:
+        assert channels // layer.num_groups >= 16 or layer.num_groups == 1
     assert layer(torch.ones(1, channels, 2, 2)).shape == (1, channels, 2, 2)

@@ -27,7 +27,8 @@ def test_the_issue_config_groups_are_all_shipped():
     assert {"resnet18", "resnet34", "resnet50"} <= set(ENCODERS)
     assert any(composed(f"encoder={e}").encoder.name.startswith("tu-") for e in ENCODERS)
     assert set(NORMS) == {
-        "batchnorm", "syncbatchnorm", "groupnorm", "instancenorm", "layernorm", "frozenbatchnorm", "identity"
+        "batchnorm", "syncbatchnorm", "groupnorm", "groupnorm_ws", "frn", "instancenorm", "layernorm",
+        "frozenbatchnorm", "identity",
     }  # fmt: skip
 
 

@@ -15,7 +15,8 @@ from geoseg.models import build_model, convert_norm, norm_counts
 from geoseg.models.norms import GroupNorm, InstanceNorm2d, LayerNorm2d, group_count, norm_preset
 
 NORMS = [
-    "batchnorm", "syncbatchnorm", "groupnorm", "instancenorm", "layernorm", "frozenbatchnorm", "identity"
+    "batchnorm", "syncbatchnorm", "groupnorm", "groupnorm_ws", "frn", "instancenorm", "layernorm",
+    "frozenbatchnorm", "identity",
 ]  # fmt: skip
 ARCHS = ["unet", "fpn", "deeplabv3plus", "unetplusplus"]
 # tiny decoders: each width is a multiple of 8 so GroupNorm(8) divides it
@@ -29,6 +30,8 @@ EXPECTED = {
     "batchnorm": {"BatchNorm2d"},
     "syncbatchnorm": {"BatchNorm2d"},  # no process group here: falls back to BatchNorm
     "groupnorm": {"GroupNorm"},
+    "groupnorm_ws": {"GroupNormWS"},
+    "frn": {"FilterResponseNorm2d"},
     "instancenorm": {"InstanceNorm2d"},
     "layernorm": {"LayerNorm2d"},
     "frozenbatchnorm": {"FrozenBatchNorm2d"},

@@ -23,10 +23,16 @@ def test_norm_ablation_sweeps_norm_batch_and_seed_from_scratch_with_linear_lr():
     cfg = compose_train("sweep=norm_ablation")
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert params == {
-        "norm": "batchnorm,groupnorm,instancenorm,layernorm,identity",
+        "norm": "batchnorm,groupnorm,groupnorm_ws,frn,instancenorm,layernorm,identity",
         "data.batch_size": "2,4,8,16",
         "seed": "0,1,2",
     }
+    one = compose_train("sweep=norm_ablation_batch1")
+    assert OmegaConf.to_container(one.hydra.sweeper.params) == {
+        "norm": "groupnorm,groupnorm_ws,frn,instancenorm,layernorm,identity", "data.batch_size": "1",
+        "seed": "0,1,2",
+    }  # fmt: skip
+    assert one.optim.scale_lr == "linear" and one.encoder.weights is None
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert cfg.encoder.weights is None and cfg.optim.scale_lr == "linear" and cfg.optim.base_batch_size == 8
     subdir = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"]

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from geoseg.data.build import as_dict, load_scenes
 from geoseg.models.build import SegmentationModel, model_from_config
-from geoseg.models.convert import format_counts
+from geoseg.models.convert import format_counts, is_feature_norm, num_channels
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,28 @@ def describe(model: SegmentationModel, out_shape: tuple[int, ...], chip: int) ->
     )
 
 
+def norm_layer_table(model: SegmentationModel) -> str:
+    """One row per feature-map norm layer: its name, type, channels and (for GroupNorm) groups."""
+    rows = []
+    for name, module in model.net.named_modules():
+        if not is_feature_norm(module):
+            continue
+        channels = num_channels(module)
+        groups = getattr(module, "num_groups", None)
+        per = f"{channels // groups}" if groups else "-"
+        rows.append((name, type(module).__name__, str(channels), str(groups or "-"), per))
+    if not rows:
+        return "norm layers: none"
+    head = ("layer", "type", "channels", "groups", "channels/group")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = zip(row, widths, strict=True)
+        return "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(cells))
+
+    return "\n".join(line(r) for r in [head, *rows])
+
+
 def run(cfg: DictConfig) -> SegmentationModel:
     data = as_dict(cfg.data)
     scenes = load_scenes(data, "train")
@@ -42,5 +64,5 @@ def run(cfg: DictConfig) -> SegmentationModel:
     model.train()
     out = model(x)
     out.float().mean().backward()
-    log.info("%s", describe(model, tuple(out.shape), chip))
+    log.info("%s\n\n%s", describe(model, tuple(out.shape), chip), norm_layer_table(model))
     return model

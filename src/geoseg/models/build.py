@@ -23,7 +23,8 @@ from geoseg.data.normalize import BandNormalize
 from geoseg.data.stats import BandStats
 from geoseg.errors import GeosegError
 from geoseg.models.convert import NormSummary, convert_norm
-from geoseg.models.norms import NormFactory, resolve_norm
+from geoseg.models.norms import NormFactory, factory_target, resolve_norm
+from geoseg.models.weight_standardization import standardize_convs
 from geoseg.models.weights import (
     check_weights_option,
     is_geoseg_checkpoint,
@@ -172,11 +173,17 @@ def build_model(
     norm = resolve_norm(norm)
     summary = convert_norm(net, norm)
     warn_about_norm(summary, arch, pretrained=loaded["weights"] is not None, weights=path is not None)
+    standardized = 0
+    if getattr(factory_target(norm), "weight_standardization", False):
+        side = 2 * int(getattr(net.encoder, "output_stride", 32))
+        standardized = standardize_convs(net, torch.zeros(1, in_channels, side, side))
     meta = {
         "arch": arch, "encoder": encoder, "encoder_depth": encoder_depth, "decoder": dict(decoder or {}),
         "in_channels": in_channels, "classes": classes, "bands": list(stats.bands) if stats else None,
         "norm": summary.norm, "norm_summary": summary.as_dict(), **loaded,
     }  # fmt: skip
+    if standardized:
+        meta["norm_summary"]["weight_standardized_convs"] = standardized
     model = SegmentationModel(net, band_normalize(stats, in_channels), meta)
     if path is not None and is_geoseg_checkpoint(stored):
         model.meta.update(load_checkpoint_weights(model, stored, path))

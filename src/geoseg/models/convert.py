@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from geoseg.errors import GeosegError
-from geoseg.models.norms import LayerNorm2d, NormFactory, norm_name
+from geoseg.models.norms import FilterResponseNorm2d, LayerNorm2d, NormFactory, norm_name
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ FEATURE_NORMS = (
     nn.InstanceNorm2d,
     FrozenBatchNorm2d,
     LayerNorm2d,
+    FilterResponseNorm2d,
     *timm_feature_norms(),
 )
 ALL_NORMS = (*FEATURE_NORMS, nn.LayerNorm)

@@ -3,7 +3,8 @@
 ``configs/norm/*.yaml`` instantiates one of these (or a torch class) with ``_partial_: true``.
 The classes here exist where torch's own does not fit that rule or is wrong on conv features:
 
-- :class:`GroupNorm` takes the channel count first and picks the group count by a policy;
+- :class:`GroupNorm` takes the channel count first and picks the group count from it (at least 16
+  channels per group, at most 32 groups) or from a fixed ``num_groups``;
 - :class:`LayerNorm2d` normalises each pixel over its channels (``nn.LayerNorm`` on an NCHW
   tensor would normalise over the last dimension, the image width);
 - :class:`InstanceNorm2d` keeps working on 1×1 maps (DeepLabV3+'s image-pooling branch), where
@@ -47,19 +48,80 @@ def group_count(num_channels: int, num_groups: int, policy: str = "divisor") -> 
     return max(g for g in range(1, min(num_groups, num_channels) + 1) if num_channels % g == 0)
 
 
+def groups_from_channels(num_channels: int, channels_per_group: int = 16, max_groups: int = 32) -> int:
+    """Groups of at least ``channels_per_group`` channels, at most ``max_groups``, dividing the channels.
+
+    16 channels give 1 group of 16 (never 16 groups of 1, which is InstanceNorm), 64 give 4 of 16,
+    512 and wider Wu & He's 32. A layer narrower than ``channels_per_group`` gets one group of all
+    its channels (its width forces fewer per group). The count is the largest divisor of the
+    channels not above ``min(max_groups, channels // channels_per_group)``.
+    """
+    for name, value in (("norm.channels_per_group", channels_per_group), ("norm.max_groups", max_groups)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise GeosegError(f"{name}={value!r} must be a whole number >= 1 (defaults: 16 and 32)")
+    cap = max(1, min(max_groups, num_channels // channels_per_group))
+    return max(g for g in range(1, cap + 1) if num_channels % g == 0)
+
+
 class GroupNorm(nn.GroupNorm):
-    """``nn.GroupNorm`` built from the channel count, with the group count chosen by ``group_policy``."""
+    """``nn.GroupNorm`` built from the channel count.
+
+    By default the group count follows the channels (:func:`groups_from_channels`: at least
+    ``channels_per_group`` per group, at most ``max_groups`` groups). A fixed ``num_groups`` (the
+    rule of geoseg 0.1, which checkpoints of that time carry in their config) is used as given, or
+    under ``group_policy=divisor`` its largest divisor of the channels.
+    """
 
     def __init__(
         self,
         num_channels: int,
-        num_groups: int = 32,
+        num_groups: int | None = None,
         group_policy: str = "divisor",
         eps: float = 1e-5,
         affine: bool = True,
+        channels_per_group: int = 16,
+        max_groups: int = 32,
     ) -> None:
-        groups = group_count(num_channels, num_groups, group_policy)
+        if num_groups is None:
+            groups = groups_from_channels(num_channels, channels_per_group, max_groups)
+        else:
+            groups = group_count(num_channels, num_groups, group_policy)
         super().__init__(groups, num_channels, eps=eps, affine=affine)
+
+
+class GroupNormWS(GroupNorm):
+    """GroupNorm whose choice also turns the convolutions feeding it into weight-standardised ones
+    (``norm=groupnorm_ws``; :func:`geoseg.models.build.build_model` does the conversion)."""
+
+    weight_standardization = True
+
+
+class FilterResponseNorm2d(nn.Module):
+    """Filter Response Normalization with a Thresholded Linear Unit (Singh & Krishnan, CVPR 2020).
+
+    Per sample and channel, with ν² the mean of x² over the pixels:
+    ``y = max(γ · x / sqrt(ν² + ε) + β, τ)``. No batch statistics and no mean subtraction, so it
+    behaves the same at batch 1; the learned threshold τ (the TLU) takes the place of the centring.
+    Computed in float32 under autocast. γ and β are named ``weight`` and ``bias`` (BatchNorm's γ/β
+    are copied into them by the norm conversion).
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_channels, self.eps = num_channels, eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.tau = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        xf = x.float()
+        nu2 = xf.pow(2).mean(dim=(2, 3), keepdim=True)
+        y = xf * torch.rsqrt(nu2 + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        return torch.maximum(y, self.tau.view(shape)).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}"
 
 
 class LayerNorm2d(nn.LayerNorm):
