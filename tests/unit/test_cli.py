@@ -56,7 +56,8 @@ def test_demo_data_then_stats_from_another_folder(tmp_path, geoseg):
 
 
 NORMS = (
-    "(choose from batchnorm, frozenbatchnorm, groupnorm, identity, instancenorm, layernorm, syncbatchnorm)"
+    "(choose from batchnorm, frn, frozenbatchnorm, groupnorm, groupnorm_ws, identity, instancenorm, "
+    "layernorm, syncbatchnorm)"
 )
 GRAMMAR = "(see https://hydra.cc/docs/advanced/override_grammar/basic)"
 
