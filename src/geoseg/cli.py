@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import importlib
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -17,6 +19,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from geoseg.command_help import command_help
 from geoseg.config import config_dir
 from geoseg.errors import GeosegError, user_message
 from geoseg.io import ensure_writable_dir
@@ -67,21 +70,55 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 # command -> the option its first bare argument sets
 POSITIONAL: dict[str, str] = {"report": "dir"}
 
-USAGE = """usage: geoseg <command> [hydra overrides] [-m] [--cfg job] [--help]
+USAGE = """usage: geoseg <command> [hydra overrides] [-m] [--cfg job --resolve] [--help] | geoseg --version
 
 commands:
 {commands}
 
 Every command is a Hydra app: override any option as key=value (e.g. data.chip_size=128),
 pick a config group option as group=option (e.g. aug=geometric), and see its options with
-`geoseg <command> --help` or the resolved config with `geoseg <command> --cfg job`.
+`geoseg <command> --help` or the resolved config with `geoseg <command> --cfg job --resolve`.
+The shipped configs are in {configs}; your own (a data config of your scenes, say)
+go in a folder of the same layout: `geoseg train --config-dir myconf data=mydata`.
 """
+
+HELP_FLAGS = ("-h", "--help")
+COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
 def usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
-    return USAGE.format(commands="\n".join(lines))
+    return USAGE.format(commands="\n".join(lines), configs=config_dir())
+
+
+def version() -> str:
+    """geoseg's version and those of the libraries a bug report needs."""
+    import rasterio
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from geoseg import __version__
+
+    return (
+        f"geoseg {__version__} (torch {torch.__version__}, segmentation-models-pytorch {smp.__version__}, "
+        f"rasterio {rasterio.__version__}, GDAL {rasterio.__gdal_version__})"
+    )
+
+
+def print_paged(text: str) -> None:
+    """Print ``text``; a pager or ``head`` closing the pipe early is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout again at exit
+
+
+def unknown_command(name: str) -> str:
+    """One line for a mistyped command, with the closest command when there is one."""
+    close = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; commands: {', '.join(COMMANDS)}"
+    return f"geoseg: error: unknown command '{name}'{hint} (geoseg --help lists them)"
 
 
 class SweepJobError(CompactHydraException):
@@ -143,16 +180,29 @@ def check_output_folder(args: list[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``geoseg`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args or args[0] in (*HELP_FLAGS, "help"):
         print(usage())
+        return
+    if args[0] in ("--version", "-V", "version"):
+        print(version())
         return
     name = args[0]
     if name not in COMMANDS:
-        print(f"geoseg: error: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        print(unknown_command(name), file=sys.stderr)
         raise SystemExit(2)
-    module, func, config_name, _ = COMMANDS[name]
-    task = getattr(importlib.import_module(module), func)
+    module, func, config_name, summary = COMMANDS[name]
     overrides = positional_args(name, args[1:])
+    if any(a in HELP_FLAGS for a in overrides):
+        print_paged(command_help(name, summary, config_dir(), config_name, overrides))
+        return
+    if any(a.split("=")[0] in COMPLETION_FLAGS for a in overrides):
+        print(
+            "geoseg: error: shell completion is not available: Hydra's -sc completes `python app.py`, not "
+            f"`geoseg {name}`; `geoseg {name} --help` lists the options",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    task = getattr(importlib.import_module(module), func)
     sys.argv = [f"geoseg {name}", *overrides]
     try:
         check_overrides(name, config_name, overrides)  # a config typo: one line, not Hydra's several

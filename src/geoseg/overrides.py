@@ -90,8 +90,8 @@ def unknown_key(command: str, config_name: str, key: str, parsed: list[Override]
     if group:
         how = f"geoseg {command} does not use config group {key}; add it with +{line}"
     else:
-        section = "hydra" if key.split(".")[0] == "hydra" else "job"
-        how = f"add a new key with +{line}; every option: geoseg {command} --cfg {section}"
+        where = "--cfg hydra" if key.split(".")[0] == "hydra" else "--help"
+        how = f"add a new key with +{line}; every option: geoseg {command} {where}"
     return f"unknown option '{key}'{hint} ({how})"
 
 

@@ -53,7 +53,8 @@ def train_args(root: Path, *overrides: str) -> list[str]:
         "train", f"hydra.run.dir={root}/run", f"data.root={root}", "data.demo=null",
         f"data.stats_path={root}/stats.json", "data.chip_size=32", "data.batch_size=4",
         "data.chips_per_epoch=16", "data.num_workers=0", "model.decoder_channels=[32,16,16,8,8]",
-        "trainer.device=cpu", "trainer.progress=false", "trainer.tensorboard=false", *overrides,
+        "trainer.device=cpu", "trainer.progress=false", "trainer.latest_link=null",
+        "trainer.tensorboard=false", *overrides,
     ]  # fmt: skip
 
 
@@ -322,11 +323,11 @@ def test_resume_with_other_decoder_channels(
     ("override", "message"),
     [
         ("trainer.max_epoch=3", "unknown option 'trainer.max_epoch'; did you mean 'trainer.max_epochs'? "
-         "(add a new key with +trainer.max_epoch=3; every option: geoseg train --cfg job)"),
+         "(add a new key with +trainer.max_epoch=3; every option: geoseg train --help)"),
         ("norm=groupnrom", "unknown norm 'groupnrom'; did you mean 'groupnorm'? (choose from batchnorm, "
          "frn, frozenbatchnorm, groupnorm, groupnorm_ws, identity, instancenorm, layernorm, syncbatchnorm)"),
         ("data.chip_sise=32", "unknown option 'data.chip_sise'; did you mean 'data.chip_size'? "
-         "(add a new key with +data.chip_sise=32; every option: geoseg train --cfg job)"),
+         "(add a new key with +data.chip_sise=32; every option: geoseg train --help)"),
     ],
 )  # fmt: skip
 def test_a_config_typo_is_one_line(

@@ -79,22 +79,22 @@ def run_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
         (
             ("train", "trainer.max_epoch=3"),
             "unknown option 'trainer.max_epoch'; did you mean 'trainer.max_epochs'? "
-            "(add a new key with +trainer.max_epoch=3; every option: geoseg train --cfg job)",
+            "(add a new key with +trainer.max_epoch=3; every option: geoseg train --help)",
         ),
         (
             ("stats", "data.chip_sise=3"),
             "unknown option 'data.chip_sise'; did you mean 'data.chip_size'? "
-            "(add a new key with +data.chip_sise=3; every option: geoseg stats --cfg job)",
+            "(add a new key with +data.chip_sise=3; every option: geoseg stats --help)",
         ),
         (
             ("train", "data.splits.tain.labels='{x}.tif'"),
             "unknown option 'data.splits.tain.labels'; did you mean 'data.splits.train.labels'? "
-            "(add a new key with +data.splits.tain.labels='{x}.tif'; every option: geoseg train --cfg job)",
+            "(add a new key with +data.splits.tain.labels='{x}.tif'; every option: geoseg train --help)",
         ),
         (
             ("train", "norm=groupnorm", "norm.num_groupz=4"),
             "unknown option 'norm.num_groupz'; did you mean 'norm.num_groups'? "
-            "(add a new key with +norm.num_groupz=4; every option: geoseg train --cfg job)",
+            "(add a new key with +norm.num_groupz=4; every option: geoseg train --help)",
         ),
         (
             ("train", "hydra.run.dirr=out"),
@@ -114,7 +114,7 @@ def test_a_key_typo_with_no_close_key(capsys: pytest.CaptureFixture[str]) -> Non
     """Nothing near ``banana`` under ``trainer``: no guess, only how to add it and where the keys are."""
     assert run_error(capsys, "train", "trainer.banana=3") == (
         "geoseg: error: unknown option 'trainer.banana' (add a new key with +trainer.banana=3; every option: "
-        "geoseg train --cfg job)"
+        "geoseg train --help)"
     )
 
 
@@ -219,7 +219,7 @@ def test_a_typo_is_one_line_from_the_console_script(tmp_path: Path, geoseg) -> N
     assert run.returncode == 2
     assert run.stderr.splitlines() == [
         "geoseg: error: unknown option 'trainer.max_epoch'; did you mean 'trainer.max_epochs'? "
-        "(add a new key with +trainer.max_epoch=3; every option: geoseg train --cfg job)"
+        "(add a new key with +trainer.max_epoch=3; every option: geoseg train --help)"
     ]
     assert not (tmp_path / "outputs").exists()  # nothing was created before the check
 

@@ -1,0 +1,134 @@
+"""``geoseg <command> --help``: that command's config groups and every option with its YAML comment.
+
+Hydra's own ``--help`` lists the groups of every command and no descriptions, though the YAML files
+describe each option in a trailing comment. This reads those comments straight from the config files
+(the primary config and the option each group selects), so the help cannot drift from the configs.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+KEY_LINE = re.compile(
+    r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w.]*):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$"
+)
+SKIPPED_GROUPS = ("hydra", "launcher")  # Hydra's own settings and the multirun launcher: not options
+
+
+@dataclass
+class Option:
+    """One config key: its dotted name, its default as written and its description."""
+
+    key: str
+    value: str
+    comment: str
+
+
+def parse_options(text: str, prefix: str = "") -> list[Option]:
+    """Every ``key: value  # comment`` of a YAML file, nested keys dotted. A comment-only line that
+    continues the previous key's comment (indented deeper than that key) is appended to it; the
+    ``defaults`` list and list items are skipped."""
+    options: list[Option] = []
+    stack: list[tuple[int, str]] = []  # (indent, key) of the open mappings
+    in_defaults = False
+    last: Option | None = None
+    last_indent = -1
+    for line in text.splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if not stripped or stripped.startswith("- "):
+            last = None if not stripped else last
+            continue
+        if stripped.startswith("#"):
+            if last is not None and indent > last_indent:
+                last.comment = f"{last.comment} {stripped.lstrip('#').strip()}".strip()
+            continue
+        match = KEY_LINE.match(line)
+        if not match:
+            last = None
+            continue
+        key, value = match["key"], match["value"].strip()
+        if indent == 0:
+            in_defaults = key in ("defaults", "hydra")  # the defaults list and Hydra's own settings
+        if in_defaults or key.startswith("_"):
+            last = None
+            continue
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        dotted = ".".join([*(k for _, k in stack), key])
+        if not value:  # a mapping (or a list) opens
+            stack.append((indent, key))
+        last = Option(f"{prefix}{dotted}", value, (match["comment"] or "").strip())
+        last_indent = indent
+        options.append(last)
+    return options
+
+
+def group_choices(root: Path, group: str) -> list[str]:
+    """The options of a config group: the YAML files in its folder."""
+    return sorted(p.stem for p in (root / group).glob("*.yaml"))
+
+
+def selected_groups(root: Path, config_name: str, overrides: list[str]) -> list[tuple[str, str | None]]:
+    """``(group, option)`` from the primary config's defaults list, with ``group=option`` overrides."""
+    defaults = OmegaConf.load(root / f"{config_name}.yaml").get("defaults") or []
+    chosen: dict[str, str | None] = {}
+    for entry in defaults:
+        if isinstance(entry, dict) or OmegaConf.is_dict(entry):
+            for group, option in dict(entry).items():
+                group = str(group).removeprefix("override ").lstrip("/")
+                if group not in SKIPPED_GROUPS:
+                    chosen[group] = None if option is None else str(option)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.lstrip("+") in chosen:
+            chosen[key.lstrip("+")] = value
+    return list(chosen.items())
+
+
+def format_options(options: list[Option], width: int = 110) -> list[str]:
+    """Aligned ``key: value  description`` lines."""
+    if not options:
+        return []
+    left = [f"  {o.key}: {o.value}".rstrip(": ") if o.value else f"  {o.key}:" for o in options]
+    col = min(max(len(s) for s in left) + 2, 40)
+    lines = []
+    for head, option in zip(left, options, strict=True):
+        text = textwrap.wrap(option.comment, max(width - col, 30)) or [""]
+        if len(head) + 2 <= col:
+            lines.append(f"{head:<{col}}{text[0]}".rstrip())
+        else:
+            lines += [head, f"{'':<{col}}{text[0]}".rstrip()] if text[0] else [head]
+        lines += [f"{'':<{col}}{t}" for t in text[1:]]
+    return lines
+
+
+def command_help(name: str, summary: str, root: Path, config_name: str, overrides: list[str]) -> str:
+    """The help text of ``geoseg <name>`` for its primary config ``config_name`` under ``root``."""
+    primary = root / f"{config_name}.yaml"
+    out = [
+        f"usage: geoseg {name} [key=value ...] [group=option ...] [-m] [--cfg job --resolve]",
+        "",
+        f"{summary}.",
+        f"Configs: {root} (add your own with --config-dir DIR; see `geoseg init-data`).",
+    ]
+    groups = selected_groups(root, config_name, overrides)
+    if groups:
+        out += ["", "Config groups (pick one with group=option; `group=option --help` shows its options):"]
+        for group, option in groups:
+            choices = ", ".join(group_choices(root, group))
+            out.append(f"  {group}={option if option is not None else 'null'}  (choices: {choices})")
+    out += ["", f"Options of {primary.name} (override with key=value):"]
+    out += format_options(parse_options(primary.read_text()))
+    for group, option in groups:
+        path = root / group / f"{option}.yaml"
+        if option is None or not path.is_file() or "@package _global_" in path.read_text():
+            continue
+        out += ["", f"{group}={option} ({group}/{option}.yaml):"]
+        out += format_options(parse_options(path.read_text(), prefix=f"{group}."))
+    return "\n".join(out)
