@@ -36,7 +36,8 @@ def train_args(root: Path, run: Path, *overrides: str) -> list[str]:
         f"data.stats_path={root}/stats.json", "data.chip_size=32", "data.batch_size=4",
         "data.chips_per_epoch=32", "data.num_workers=0", "data.val_stride=64",
         "model.decoder_channels=[32,16,16,8,8]", "trainer.device=cpu", "trainer.progress=false",
-        "trainer.tensorboard=false", "trainer.log_every=1", "trainer.max_epochs=3",
+        "trainer.latest_link=null", "trainer.tensorboard=false", "trainer.log_every=1",
+        "trainer.max_epochs=3",
         "trainer.diagnostics.train_max_chips=0", "trainer.diagnostics.bn_statistics=false", *overrides,
     ]  # fmt: skip
 

@@ -20,6 +20,20 @@ from geoseg.errors import GeosegError
 from geoseg.models.build import model_from_config
 
 
+def tensorboard_tags(folder: Path) -> dict[str, set[str]]:
+    """The scalar and image tags of every event file under ``folder``, and whether hparams were written."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: dict[str, set[str]] = {"scalars": set(), "images": set(), "hparams": set()}
+    for path in folder.glob("events.out.tfevents.*"):
+        events = EventAccumulator(str(path), size_guidance={"images": 0})
+        events.Reload()
+        tags["scalars"] |= set(events.Tags()["scalars"])
+        tags["images"] |= set(events.Tags()["images"])
+        tags["hparams"] |= {k for k in events.summary_metadata if k.startswith("_hparams_")}
+    return tags
+
+
 def test_two_step_fit_writes_checkpoints_logs_and_summary(demo_root, tmp_path):
     cfg = tiny_train_cfg(demo_root, "trainer.max_steps=2", "trainer.tensorboard=true")
     summary = fit(cfg, str(tmp_path))
@@ -27,7 +41,10 @@ def test_two_step_fit_writes_checkpoints_logs_and_summary(demo_root, tmp_path):
     assert {"last.pt", "best.pt", "metrics.jsonl", "summary.json", "stats.json"} <= {
         p.name for p in tmp_path.iterdir()
     }
-    assert any((tmp_path / "tensorboard").iterdir())
+    tags = tensorboard_tags(tmp_path / "tensorboard")
+    assert {"train/loss", "epoch/val/miou"} <= tags["scalars"] and "epoch/val/pixels" not in tags["scalars"]
+    assert tags["images"] == {"val/examples"}  # input, label and prediction of fixed val chips
+    assert {"hparam/val_miou", "hparam/best_miou"} <= tags["scalars"] and tags["hparams"]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
     epoch = [r for r in rows if r["kind"] == "epoch"]

@@ -1,18 +1,41 @@
-"""``geoseg train``: train a model on the configured data; outputs go to Hydra's run folder."""
+"""``geoseg train``: train a model on the configured data; outputs go to Hydra's run folder.
+
+After a finished run, rank 0 keeps the checkpoints ``trainer.keep_checkpoints`` asks for, points
+``trainer.latest_link`` at the run (not for sweep jobs) and prints where the checkpoint is and the
+command that uses it.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from geoseg.engine.fit import fit
 from geoseg.engine.preemption import INTERRUPTED
+from geoseg.engine.run_outputs import check_keep, link_latest, next_steps, prune_checkpoints
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    result = fit(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    keep = check_keep(str(cfg.trainer.get("keep_checkpoints", "all")))
+    result = fit(cfg, run_dir)
     if result.get("preempted") == "SIGINT":  # Ctrl-C: last.pt is written; say so with the shell's status
         raise SystemExit(INTERRUPTED)
+    if result.get("preempted") or os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
+        return result
+    prune_checkpoints(run_dir, keep)
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # a sweep job: `geoseg report` reads its folder
+        return result
+    link = link_latest(run_dir, cfg.trainer.get("latest_link"))
+    kept = [name for name in ("best.pt", "last.pt") if os.path.exists(os.path.join(run_dir, name))]
+    for line in next_steps(run_dir, link, kept).splitlines():
+        log.info("%s", line)
     return result

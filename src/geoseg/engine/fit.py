@@ -22,12 +22,14 @@ from torch import nn
 from geoseg.engine.checkpoint import restore, save_checkpoints
 from geoseg.engine.diagnostics import evaluate_run, run_diagnostics
 from geoseg.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers, cleanup_distributed
-from geoseg.engine.log import RunLogger, log_epoch, log_step, progress, write_summary
+from geoseg.engine.log import RunLogger, log_epoch, log_step, write_summary
 from geoseg.engine.nonfinite import BufferSnapshot, skip_nonfinite
 from geoseg.engine.preemption import Preemption
+from geoseg.engine.progress import EpochProgress, RunClock, eval_progress
 from geoseg.engine.run import Run, build_run
 from geoseg.engine.run_lock import run_lock
 from geoseg.engine.runtime import resume_path, to_device, wrap_model
+from geoseg.engine.tensorboard_images import example_batch, final_metrics, hparams, render_examples
 from geoseg.models.recalibrate import recalibrate_bn
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ def train(run: Run, started: float) -> dict[str, Any]:
     train_model = wrap_model(run.model, info, bool(tr["compile"]))
     logger = RunLogger(run.run_dir, info.is_main, bool(tr["tensorboard"]), resume_step=state.step)
     buffers = BufferSnapshot(run.model)  # BN statistics to put back when a step is skipped
+    clock = RunClock(state.step, run.total_steps)  # the run's ETA on the bars and progress lines
+    examples = example_batch(run, int(tr.get("tensorboard_images", 0))) if logger.writer else None
     log.info(
         "training %s/%s norm=%s on %s: %d steps in %d epochs, batch %d/rank x %d ranks x %d accumulated, "
         "peak LR %.3g", run.model.meta["arch"], run.model.meta["encoder"], run.model.meta["norm"],
@@ -73,9 +77,11 @@ def train(run: Run, started: float) -> dict[str, Any]:
             t_epoch, t_log, micro, tiles_log, counted = time.perf_counter(), time.perf_counter(), 0, 0, 0
             loss_sum = torch.zeros((), device=info.device)
             step_loss = torch.zeros((), device=info.device)
+            window_loss, window_steps = torch.zeros((), device=info.device), 0  # steps since the last row
             desc = f"epoch {state.epoch + 1}/{run.max_epochs}"
             usable = len(run.train.loader) // run.accum * run.accum  # no half-accumulated step at epoch end
-            bar = progress(run.train.loader, usable, desc, info.is_main and bool(tr["progress"]))
+            bar = EpochProgress(run.train.loader, usable, desc, clock, info.is_main and bool(tr["progress"]),
+                                tr.get("progress_interval_s", 60))  # fmt: skip
             for batch in bar:
                 if micro == usable:
                     break
@@ -101,14 +107,19 @@ def train(run: Run, started: float) -> dict[str, Any]:
                     grad_norm = optimizer_step(run.model, run.optimizer, run.scaler, tr["grad_clip"])
                     loss_sum += step_loss
                     counted += run.accum
+                    window_loss += step_loss / run.accum
+                    window_steps += 1
                 step_loss.zero_()
                 run.scheduler.step()
                 state.step += 1
                 state.epoch_step += 1
                 if state.step % int(tr["log_every"]) == 0:
                     now = time.perf_counter()
-                    log_step(logger, bar, run, loss.item(), grad_norm, tiles_log / (now - t_log))
+                    mean_loss = window_loss.item() / window_steps if window_steps else math.nan
+                    log_step(logger, bar, run, mean_loss, grad_norm, tiles_log / (now - t_log))
                     t_log, tiles_log = now, 0
+                    window_loss.zero_()
+                    window_steps = 0
                 if stop:
                     state.train_seconds += time.perf_counter() - t_epoch
                     state.tiles += micro * run.batch_size * info.world_size
@@ -129,6 +140,8 @@ def train(run: Run, started: float) -> dict[str, Any]:
             if state.epoch % int(tr["eval_every"]) == 0 or last:
                 validate(run)
             log_epoch(logger, run, train_loss, seconds, micro * run.batch_size * info.world_size)
+            if examples is not None and state.last_val.get("epoch") == state.epoch:
+                logger.image("val/examples", render_examples(run, examples), state.step)
             saved = state.epoch % int(tr["checkpoint_every"]) == 0 or last
             if saved:
                 save_checkpoints(run)
@@ -137,6 +150,7 @@ def train(run: Run, started: float) -> dict[str, Any]:
 
     diagnostics = run_diagnostics(run)
     summary = write_summary(run, time.perf_counter() - started, diagnostics)
+    logger.hparams(hparams(run), final_metrics(summary))
     logger.close()
     return summary
 
@@ -189,9 +203,11 @@ def recalibrate(run: Run) -> None:
 
 
 def validate(run: Run) -> None:
-    """Evaluate on the val split and keep the best epoch by val mIoU."""
+    """Evaluate on the val split (a bar in a terminal) and keep the best epoch by val mIoU."""
     state = run.state
-    state.last_val = evaluate_run(run, run.model, run.val.loader)
+    shown = run.info.is_main and bool(run.trainer["progress"])
+    loader = eval_progress(run.val.loader, len(run.val.loader), shown, f"val {state.epoch}/{run.max_epochs}")
+    state.last_val = evaluate_run(run, run.model, loader)
     state.last_val["epoch"] = state.epoch
     if state.last_val["miou"] > state.best_miou:
         state.best_miou, state.best_epoch = state.last_val["miou"], state.epoch

@@ -13,16 +13,17 @@ import math
 import os
 import resource
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from geoseg.engine.metrics import majority_baseline
 from geoseg.io import RESUME_FIX, atomic_write_text, write_errors
 
 if TYPE_CHECKING:
+    from geoseg.engine.progress import EpochProgress
     from geoseg.engine.run import Run
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ def truncate_jsonl(path: str, max_step: int) -> None:
     atomic_write_text(path, "".join(keep), "training log")
 
 
+CONSTANT_KEYS = ("/step", "/epoch", "/pixels")  # the x axis, and the val pixel count: not curves
+
+
 class RunLogger:
     """``metrics.jsonl`` + TensorBoard under ``run_dir``; silent unless ``enabled`` (rank 0)."""
 
@@ -124,8 +128,18 @@ class RunLogger:
         if self.writer is not None:
             step = int(row["step"])
             for name, value in flatten(row, f"{row['kind']}/").items():
-                if not name.endswith(("/step", "/epoch")) and math.isfinite(value):
+                if not name.endswith(CONSTANT_KEYS) and math.isfinite(value):
                     self.writer.add_scalar(name, value, step)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """An (H, W, 3) uint8 image in TensorBoard at ``step``."""
+        if self.enabled and self.writer is not None:
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+
+    def hparams(self, values: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """The run's hyperparameters with its final metrics (TensorBoard's HPARAMS tab), in this log."""
+        if self.enabled and self.writer is not None:
+            self.writer.add_hparams(dict(values), dict(metrics), run_name=".")
 
     def close(self) -> None:
         if self.enabled:
@@ -134,15 +148,11 @@ class RunLogger:
                 self.writer.close()
 
 
-def progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
-    """A tqdm bar on rank 0 in a terminal; the plain iterable otherwise (logs carry the numbers)."""
-    if not enabled or not sys.stderr.isatty():
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def log_step(logger: RunLogger, bar: Any, run: Run, loss: float, grad_norm: Any, tiles_per_s: float) -> None:
-    """One ``train`` row: this rank's last loss, the LR, the gradient norm and global tiles/s."""
+def log_step(
+    logger: RunLogger, bar: EpochProgress, run: Run, loss: float, grad_norm: Any, tiles_per_s: float
+) -> None:
+    """One ``train`` row: this rank's mean loss over the steps since the last row (not one micro-batch's,
+    which is noisy), the LR, the gradient norm and global tiles/s; the bar and progress lines get it too."""
     row = {"kind": "train", "step": run.state.step, "epoch": run.state.epoch, "loss": loss,
            "lr": run.optimizer.param_groups[0]["lr"], "tiles_per_s": tiles_per_s}  # fmt: skip
     if grad_norm is not None:
@@ -150,8 +160,7 @@ def log_step(logger: RunLogger, bar: Any, run: Run, loss: float, grad_norm: Any,
     if run.scaler.is_enabled():
         row["loss_scale"] = run.scaler.get_scale()
     logger.log(row)
-    if hasattr(bar, "set_postfix"):
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{row['lr']:.2e}")
+    bar.update(run.state.step, loss, row["lr"])
 
 
 def log_epoch(logger: RunLogger, run: Run, train_loss: float, seconds: float, tiles: int) -> None:

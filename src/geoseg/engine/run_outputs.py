@@ -1,0 +1,80 @@
+"""What a finished training run leaves: which checkpoints stay, the ``latest`` link, and the next step.
+
+- ``trainer.keep_checkpoints``: ``all`` keeps ``best.pt`` and ``last.pt``; ``best`` deletes
+  ``last.pt`` (the resume state, 3x the size) once the run has finished; ``last`` deletes ``best.pt``;
+  ``none`` deletes both (a sweep job whose metrics are all that matter).
+- ``trainer.latest_link`` (``outputs/train/latest``): a symlink to the newest finished run, replaced
+  atomically, so ``outputs/train/latest/best.pt`` is always a complete checkpoint of a run that
+  finished (a run that failed at start-up never moves it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from geoseg.errors import GeosegError
+
+log = logging.getLogger(__name__)
+
+KEEP = {"all": (), "best": ("last.pt",), "last": ("best.pt",), "none": ("best.pt", "last.pt")}
+
+
+def check_keep(keep: str) -> str:
+    """``trainer.keep_checkpoints`` as one of :data:`KEEP`, or a one-line error."""
+    if keep not in KEEP:
+        raise GeosegError(f"trainer.keep_checkpoints={keep!r} is not one of {', '.join(KEEP)}")
+    return keep
+
+
+def prune_checkpoints(run_dir: str, keep: str) -> list[str]:
+    """Delete the checkpoints ``keep`` does not keep; returns the names deleted."""
+    removed = []
+    for name in KEEP[check_keep(keep)]:
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+            removed.append(name)
+    return removed
+
+
+def link_latest(run_dir: str, link: str | None) -> str | None:
+    """Point ``link`` at ``run_dir`` (a relative symlink, swapped in atomically); None when off or when
+    the filesystem has no symlinks (a warning: the run folder is printed anyway)."""
+    if not link:
+        return None
+    link = os.path.abspath(link)
+    if os.path.exists(link) and not os.path.islink(link):
+        log.warning("trainer.latest_link: '%s' exists and is not a link; left alone", link)
+        return None
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    tmp = f"{link}.tmp-{os.getpid()}"
+    try:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        os.symlink(os.path.relpath(os.path.abspath(run_dir), os.path.dirname(link)), tmp)
+        os.replace(tmp, link)
+    except OSError as err:
+        log.warning("trainer.latest_link: could not link '%s' to this run (%s)", link, err.strerror or err)
+        return None
+    return link
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the working directory when it is under it, else absolute."""
+    relative = os.path.relpath(path)
+    return os.path.abspath(path) if relative.startswith("..") else relative
+
+
+def next_steps(run_dir: str, link: str | None, kept: list[str]) -> str:
+    """The end-of-run lines: where the checkpoint is and the command that uses it."""
+    folder = shown_path(link or run_dir)
+    if "best.pt" in kept:
+        checkpoint = os.path.join(folder, "best.pt")
+        return (
+            f"checkpoint: {checkpoint}\n"
+            f"next: geoseg predict checkpoint={checkpoint} input=SCENE.tif output=PRED.tif quicklook=true"
+        )
+    if "last.pt" in kept:
+        return f"checkpoint: {os.path.join(folder, 'last.pt')} (trainer.keep_checkpoints=last)"
+    return f"no checkpoint kept (trainer.keep_checkpoints=none); metrics in {folder}/summary.json"

@@ -1,0 +1,21 @@
+"""The log line format of geoseg's commands: ``16:40:36 epoch 4/4 ...``, levels named only when they matter.
+
+Hydra's default prefix, ``[2026-12-02 16:40:36,635][geoseg.engine.log][INFO] - ``, is 55 characters
+of every line. Here a line starts with the time (the date too in the run folder's log file), and
+only warnings and errors say their level, so they stand out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+
+class ShortFormatter(logging.Formatter):
+    """``TIME message``, or ``TIME WARNING: message`` at WARNING and above."""
+
+    def __init__(self, datefmt: str = "%H:%M:%S") -> None:
+        super().__init__(fmt="%(asctime)s %(message)s", datefmt=datefmt)
+        self.loud = logging.Formatter(fmt="%(asctime)s %(levelname)s: %(message)s", datefmt=datefmt)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.loud.format(record) if record.levelno >= logging.WARNING else super().format(record)
