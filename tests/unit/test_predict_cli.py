@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+from PIL import Image
 
 from conftest import free_port, tiny_train_cfg, write_tif
 from geoseg.engine.fit import fit
@@ -25,8 +26,11 @@ def trained(demo_root, tmp_path_factory):
 def test_predict_a_folder_then_evaluate_a_scene(geoseg, demo_root, trained, tmp_path):
     res = geoseg("predict", f"checkpoint={trained}", f"input={demo_root}/val/images",
                  f"output={tmp_path}/pred", "tile=64", "overlap=16", "quicklook=true", "cog=true",
-                 cwd=tmp_path)  # fmt: skip
+                 f"labels={demo_root}/val/labels", cwd=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
+    assert "scene 2/2: scene_05" in res.stdout + res.stderr
+    with Image.open(tmp_path / "pred" / "scene_04_quicklook.png") as look:  # input, prediction, label, errors
+        assert look.width > 3 * look.height
     names = sorted(os.listdir(tmp_path / "pred"))
     assert names == ["scene_04.tif", "scene_04.tif.aux.xml", "scene_04_quicklook.png", "scene_05.tif",
                      "scene_05.tif.aux.xml", "scene_05_quicklook.png"]  # fmt: skip
@@ -54,7 +58,11 @@ def test_predict_errors_are_one_line(geoseg, demo_root, trained, tmp_path):
     res = geoseg("predict", f"checkpoint={tmp_path}/nope.pt", f"input={demo_root}/val/images", "output=x",
                  cwd=tmp_path)  # fmt: skip
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "nope.pt' does not exist" in res.stderr
+    assert "nope.pt' does not exist" in res.stderr and "outputs/train/latest" in res.stderr
+    assert "trainer.resume" not in res.stderr  # a training option: no use to predict
+    res = geoseg("predict", f"checkpoint={trained}", f"input={demo_root}/val/images", "output=x",
+                 f"labels={demo_root}/val/labels", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 2 and "add quicklook=true" in res.stderr
     two_bands = write_tif(tmp_path / "rgb.tif", np.ones((2, 64, 64), dtype="uint16"))
     res = geoseg("predict", f"checkpoint={trained}", f"input={two_bands}", "output=p.tif", cwd=tmp_path)
     assert res.returncode == 2 and "has 2 bands but" in res.stderr and "Traceback" not in res.stderr

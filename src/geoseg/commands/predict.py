@@ -84,7 +84,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         mine = jobs[info.rank :: info.world_size]
         if info.enabled:
             log.info("rank %d predicts %d of %d scenes", info.rank, len(mine), len(jobs))
-        results = [predict_scene(loaded, job, opts, info.device, amp) for job in mine]
+        results = [predict_scene(loaded, job, opts, info.device, amp, f"scene {k}/{len(mine)}")
+                   for k, job in enumerate(mine, 1)]  # fmt: skip
         barrier(info)
     finally:
         cleanup_distributed()

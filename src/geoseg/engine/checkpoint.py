@@ -98,11 +98,20 @@ def save_model_checkpoint(
     })  # fmt: skip
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; every failure is one :class:`GeosegError` line."""
+MISSING_FIX = (
+    "check the path: a training run writes RUN/best.pt and RUN/last.pt, and outputs/train/latest links "
+    "the newest finished run"
+)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", missing_fix: str = MISSING_FIX
+) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; every failure is one :class:`GeosegError` line
+    (``missing_fix`` ends the one for a file that is not there)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise GeosegError(f"checkpoint '{path}' does not exist; check the path or drop trainer.resume")
+        raise GeosegError(f"checkpoint '{path}' does not exist; {missing_fix}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -186,7 +195,8 @@ def restore(run: Run, path: str) -> Progress:
     """Load model, optimizer, scheduler, scaler and RNG states from ``path``; returns its counters."""
     from geoseg.engine.run import Progress
 
-    saved = load_checkpoint(path)  # on the CPU: load_state_dict copies onto the model's device
+    # on the CPU: load_state_dict copies onto the model's device
+    saved = load_checkpoint(path, missing_fix="check trainer.resume (auto finds RUN/last.pt) or drop it")
     check_same_model(saved["meta"], run.model.meta, path)
     if saved.get("weights_only") or not saved["optimizer"]:
         folder = os.path.dirname(path) or "."

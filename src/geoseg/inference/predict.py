@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ from geoseg.inference.inputs import input_scene
 from geoseg.inference.legend import write_legend
 from geoseg.inference.loaded import LoadedModel
 from geoseg.inference.quicklook import quicklook_display, write_quicklook
+from geoseg.inference.score_set import label_for
+from geoseg.inference.scoring import ScoreOptions
 from geoseg.inference.sliding import predict_blocks
 from geoseg.inference.stats_check import check_statistics
 from geoseg.inference.tile_source import TileSource, resolve_workers
@@ -54,6 +57,8 @@ class PredictOptions:
     cog: bool = False
     quicklook: bool = False
     quicklook_bands: list[int] | None = None
+    labels: str | None = None  # labels for the quicklook's label and error panels (file, folder, template)
+    label_nodata: float | None = None  # overrides the label files' nodata
     nodata: float | None = None
     check_stats: bool = True
     stats_warn: float = 0.5  # warn when a band mean is this many training stds from the training mean
@@ -75,6 +80,7 @@ class SceneJob:
     scene: Scene
     outputs: dict[str, str | None]
     display: list[int] | None = None  # quicklook_bands as stack indices (None = by band name)
+    labels: str | None = None  # the label file of the quicklook's label and error panels
 
     @property
     def image(self) -> str:
@@ -132,14 +138,29 @@ def prepare(
         if opts.check_stats:
             check_statistics(scene, loaded, warn_shift=opts.stats_warn)
         display = quicklook_display(scene, opts.quicklook_bands) if opts.quicklook else None
-        jobs.append(SceneJob(scene, outs, display))
+        jobs.append(SceneJob(scene, outs, display, quicklook_labels(opts, output, len(inputs))))
     return jobs
 
 
+def quicklook_labels(opts: PredictOptions, output: str, count: int) -> str | None:
+    """The label file of one output's quicklook: ``labels=`` itself for one input, else the file of
+    the output's name in that folder or the template filled with its stem; checked before predicting."""
+    if opts.labels is None:
+        return None
+    if not opts.quicklook:
+        raise GeosegError("labels= is for the quicklook's label and error panels; add quicklook=true")
+    if count == 1 and os.path.isfile(opts.labels):
+        return opts.labels
+    return label_for(output, opts.labels)
+
+
 def predict_scene(
-    loaded: LoadedModel, job: SceneJob, opts: PredictOptions, device: torch.device, amp: torch.dtype | None
-) -> dict[str, Any]:
-    """Predict one scene into its class map (and probabilities, quicklook); returns timing numbers."""
+    loaded: LoadedModel, job: SceneJob, opts: PredictOptions, device: torch.device, amp: torch.dtype | None,
+    position: str = "scene 1/1",
+) -> dict[str, Any]:  # fmt: skip
+    """Predict one scene into its class map (and probabilities, quicklook); returns timing numbers.
+
+    ``position`` ("scene 3/40") leads the progress bar and the log line of a set."""
     started = time.perf_counter()
     paths, scene = job.outputs, job.scene
     keys = [k for k in ("classes", "legend", "probs", "vector") if paths.get(k) is not None]
@@ -155,7 +176,7 @@ def predict_scene(
             writer = PredictionWriter(scene_grid(scene), loaded.classes, tmps["classes"], tmps.get("probs"),
                                       tags, threads, opts.deflate_level)  # fmt: skip
         background = BackgroundWriter(writer.write, name="geoseg-prediction-writer")
-        bar = tqdm(total=plan.num_tiles, desc=scene.name, unit="tile", dynamic_ncols=True,
+        bar = tqdm(total=plan.num_tiles, desc=f"{position} {scene.name}", unit="tile", dynamic_ncols=True,
                    disable=not (opts.progress and sys.stderr.isatty()), leave=False)  # fmt: skip
         try:
             tiles = TileSource(scene.reader, fill, plan, opts.batch_size, resolve_workers(opts.read_workers),
@@ -193,11 +214,12 @@ def predict_scene(
                 log.info("%s: %d polygons -> %s", scene.name, polygons, paths["vector"])
     pixels = scene.height * scene.width
     if paths["quicklook"] is not None:
-        write_quicklook(scene, paths["classes"], loaded.classes, paths["quicklook"],
-                        display=job.display)  # fmt: skip
+        label_opts = ScoreOptions(label_nodata=opts.label_nodata)
+        write_quicklook(scene, paths["classes"], loaded.classes, paths["quicklook"], display=job.display,
+                        labels=job.labels, label_opts=label_opts)  # fmt: skip
     seconds = time.perf_counter() - started
-    log.info("%s -> %s: %d tile(s), %.1f MP in %.1f s (%.2f MP/s)", scene.name, paths["classes"],
-             plan.num_tiles, pixels / 1e6, seconds, pixels / 1e6 / seconds)  # fmt: skip
+    log.info("%s: %s -> %s: %d tile(s), %.1f MP in %.1f s (%.2f MP/s)", position, scene.name,
+             paths["classes"], plan.num_tiles, pixels / 1e6, seconds, pixels / 1e6 / seconds)  # fmt: skip
     return {"image": job.image, "output": paths["classes"], "tiles": plan.num_tiles, "seconds": seconds,
             "megapixels": pixels / 1e6}  # fmt: skip
 

@@ -1,7 +1,9 @@
-"""A PNG quicklook of a prediction: the input in (false) colour beside the coloured class map, with a legend.
+"""A PNG quicklook of a prediction, drawn with matplotlib: titled panels of the input in (false)
+colour and the class map, and with labels the label map and where the prediction is wrong, above one
+legend of every class, nodata and (with labels) the error colours.
 
-Both rasters are read decimated (from overviews where there are any), so a quicklook of a huge scene
-costs a few megabytes. Pillow draws it; it comes with torchvision.
+Every raster is read decimated (from overviews where there are any), so a quicklook of a huge scene
+costs a few megabytes.
 """
 
 from __future__ import annotations
@@ -12,30 +14,21 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from PIL import Image, ImageDraw
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from rasterio.enums import Resampling
 
-from geoseg.data.scenes import Scene
+from geoseg.data.labels import ClassMap, open_label_on_grid
+from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stack_reader import StackReader
 from geoseg.errors import GeosegError
+from geoseg.inference.display import NODATA_RGB, colour_classes, display_bands, stretch
 from geoseg.inference.loaded import ClassInfo
+from geoseg.inference.scoring import ScoreOptions
 from geoseg.io import atomic_write
 
-COLOUR_NAMES = (("red", "b04", "b4"), ("green", "b03", "b3"), ("blue", "b02", "b2"))
-NODATA_RGB = (40, 40, 40)
-
-
-def display_bands(names: Sequence[str | None], bands: Sequence[int]) -> list[int]:
-    """Red, green and blue among ``bands`` by their names; else the first three (or the first).
-
-    ``names`` are the names of every stacked band, ``bands`` 1-based stack indices.
-    """
-    parts = {b: set(((names[b - 1] if b <= len(names) else None) or "").lower().replace("-", "_").split("_"))
-             for b in bands}  # fmt: skip
-    picked = [next((b for b in bands if parts[b] & set(keys)), None) for keys in COLOUR_NAMES]
-    if all(p is not None for p in picked):
-        return picked  # type: ignore[return-value]
-    return list(bands[:3]) if len(bands) >= 3 else [bands[0]] * 3
+# the error panel: light grey right, magenta wrong (a colour no class default takes), mid grey unlabelled
+CORRECT_RGB, WRONG_RGB, UNLABELLED_RGB = (235, 235, 235), (230, 0, 170), (150, 150, 150)
 
 
 def quicklook_display(scene: Scene, bands: Any) -> list[int] | None:
@@ -76,32 +69,55 @@ def decimated_shape(height: int, width: int, size: int) -> tuple[int, int]:
     )
 
 
-def stretch(arr: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(3, h, w) -> (h, w, 3) uint8, each band stretched between its 2nd and 98th percentiles."""
-    out = np.zeros((*arr.shape[1:], 3), dtype=np.uint8)
-    for i, band in enumerate(arr.astype(np.float64)):
-        values = band[valid] if valid.any() else band.ravel()
-        lo, hi = np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)
-        scaled = np.clip((band - lo) / max(hi - lo, 1e-12) * 255, 0, 255)
-        out[..., i] = np.where(valid, scaled, 0).astype(np.uint8)
-    out[~valid] = NODATA_RGB
-    return out
+def read_labels(prediction: str, labels: str, classes: ClassInfo, shape: tuple[int, int],
+                opts: ScoreOptions) -> np.ndarray:  # fmt: skip
+    """The label as class indices on the prediction's grid at ``shape`` (nearest); no class or label
+    nodata -> ``len(classes.codes)``. Read as ``geoseg evaluate`` reads it (warped onto the grid when
+    the grids differ; polygons burnt)."""
+    num = len(classes.codes)
+    scene = inspect_scene(prediction, labels, bands=[1], label_nodata=opts.label_nodata,
+                          unknown_labels="ignore", vector=opts.vector, class_codes=classes.codes)  # fmt: skip
+    src, reader = open_label_on_grid(scene, classes.codes)
+    try:
+        raw = reader.read(1, out_shape=shape, resampling=Resampling.nearest)
+    finally:
+        if reader is not src:
+            reader.close()
+        src.close()
+    return ClassMap(classes.codes, ignore_index=num)(raw).astype(np.int64)
 
 
-def colour_classes(labels: np.ndarray, classes: ClassInfo, nodata: int | None) -> np.ndarray:
-    lut = np.zeros((max(len(classes.colors), int(labels.max(initial=0)) + 1), 3), dtype=np.uint8)
-    lut[: len(classes.colors)] = np.asarray(classes.colors, dtype=np.uint8)
-    rgb = lut[np.minimum(labels, len(lut) - 1)]
+def error_rgb(predicted: np.ndarray, target: np.ndarray, num: int, nodata: int | None) -> np.ndarray:
+    """The error panel: right, wrong, unlabelled, and dark grey where nothing was predicted."""
+    rgb = np.empty((*predicted.shape, 3), dtype=np.uint8)
+    rgb[:] = CORRECT_RGB
+    rgb[predicted != target] = WRONG_RGB
+    rgb[target >= num] = UNLABELLED_RGB
     if nodata is not None:
-        rgb[labels == nodata] = NODATA_RGB
+        rgb[predicted == nodata] = NODATA_RGB
     return rgb
+
+
+def legend_handles(classes: ClassInfo, with_errors: bool) -> list[Patch]:
+    """A swatch for every class and for nodata (and the error panel's colours)."""
+
+    def swatch(rgb: Sequence[int], label: str) -> Patch:
+        return Patch(facecolor=np.asarray(rgb) / 255, edgecolor="black", linewidth=0.5, label=label)
+
+    handles = [swatch(rgb, name) for name, rgb in zip(classes.names, classes.colors, strict=True)]
+    handles.append(swatch(NODATA_RGB, "nodata"))
+    if with_errors:
+        handles += [swatch(WRONG_RGB, "wrong"), swatch(CORRECT_RGB, "right")]
+        handles.append(swatch(UNLABELLED_RGB, "unlabelled"))
+    return handles
 
 
 def write_quicklook(
     scene: Scene, prediction: str, classes: ClassInfo, path: str, size: int = 768,
-    display: Sequence[int] | None = None,
+    display: Sequence[int] | None = None, labels: str | None = None, label_opts: ScoreOptions | None = None,
 ) -> None:  # fmt: skip
-    """Write ``path`` (PNG): the scene in colour, the class map of ``prediction``, and a class legend.
+    """Write ``path`` (PNG): the scene in colour and the class map of ``prediction``; with ``labels``
+    also the label map and the errors (with the pixel accuracy of the panel in its title).
 
     ``display`` are 1-based stack bands shown as red, green, blue; the nodata footprint follows the
     scene's validity rule over all its selected bands.
@@ -116,19 +132,32 @@ def write_quicklook(
     finally:
         full.close()
         colour.close()
-    left = stretch(arr, np.ones(shape, dtype=bool) if invalid is None else ~invalid)
+    names = [scene.band_names[b - 1] or f"band {b}" for b in show]
+    shown_bands = names[0] if len(set(show)) == 1 else ", ".join(names)
+    panels = [(stretch(arr, np.ones(shape, dtype=bool) if invalid is None else ~invalid),
+               f"{scene.name}: {shown_bands}")]  # fmt: skip
     with rasterio.open(prediction) as pred:
-        labels = pred.read(1, out_shape=shape, resampling=Resampling.nearest)
-        right = colour_classes(labels, classes, pred.nodata)
+        predicted = pred.read(1, out_shape=shape, resampling=Resampling.nearest).astype(np.int64)
+        nodata = None if pred.nodata is None else int(pred.nodata)
+    panels.append((colour_classes(predicted, classes, nodata), "prediction"))
+    if labels is not None:
+        num = len(classes.codes)
+        target = read_labels(prediction, labels, classes, shape, label_opts or ScoreOptions())
+        shown = colour_classes(np.where(target >= num, 0, target), classes, None)
+        shown[target >= num] = NODATA_RGB
+        scored = (target < num) & (predicted != nodata if nodata is not None else True)
+        accuracy = float((predicted == target)[scored].mean()) if scored.any() else math.nan
+        panels.append((shown, "label"))
+        panels.append((error_rgb(predicted, target, num, nodata), f"errors (pixel accuracy {accuracy:.3f})"))
     h, w = shape
-    gap, row = 8, 16
-    legend_h = row * len(classes.names) + gap
-    canvas = Image.new("RGB", (2 * w + gap, h + legend_h), (255, 255, 255))
-    canvas.paste(Image.fromarray(left), (0, 0))
-    canvas.paste(Image.fromarray(right), (w + gap, 0))
-    draw = ImageDraw.Draw(canvas)
-    for i, (name, rgb) in enumerate(zip(classes.names, classes.colors, strict=True)):
-        y = h + gap // 2 + i * row
-        draw.rectangle((w + gap, y + 2, w + gap + 10, y + 12), fill=tuple(rgb), outline=(0, 0, 0))
-        draw.text((w + gap + 16, y), name, fill=(0, 0, 0))
-    atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"), "quicklook")
+    panel_in = 4.0
+    fig = Figure(figsize=(panel_in * len(panels) * w / max(h, w) + 0.4, panel_in * h / max(h, w) + 1.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (image, title) in zip(axes, panels, strict=True):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    handles = legend_handles(classes, labels is not None)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120), "quicklook")
