@@ -37,8 +37,10 @@ def test_predict_a_folder_then_evaluate_a_scene(geoseg, demo_root, trained, tmp_
     with rasterio.open(tmp_path / "pred" / "scene_04.tif") as pred:
         assert pred.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
     res = geoseg("evaluate", f"prediction={tmp_path}/pred/scene_04.tif",
-                 f"labels={demo_root}/val/labels/scene_04.tif", cwd=tmp_path)  # fmt: skip
+                 f"labels={demo_root}/val/labels/scene_04.tif", "quicklook=true", cwd=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
+    with Image.open(tmp_path / "pred" / "scene_04_errors.png") as look:  # prediction, label, errors
+        assert 2.2 * look.height < look.width < 4 * look.height
     metrics = json.loads((tmp_path / "pred" / "scene_04_metrics.json").read_text())
     assert set(metrics["iou"]) == {"water", "vegetation", "bare_soil", "built_up"}
     assert 0.0 <= metrics["miou"] <= 1.0 and len(metrics["confusion"]) == 4

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.errors import GeosegError
+from geoseg.inference.quicklook import write_quicklook
 from geoseg.inference.score_set import format_scenes, is_set, prediction_files, score_set, set_classes
 from geoseg.inference.scoring import ScoreOptions, format_table, prediction_classes, score, write_metrics
 
@@ -64,6 +65,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         table, title = format_table(result), f"{prediction} against {labels}"
     path = metrics_path(prediction, cfg.get("output"))
     write_metrics(path, result)
+    if cfg.get("quicklook"):
+        for scene in result.get("scenes") or [result]:
+            picture = f"{os.path.splitext(scene['prediction'])[0]}_errors.png"
+            write_quicklook(None, scene["prediction"], classes, picture, labels=scene["labels"],
+                            label_opts=ScoreOptions(cfg.get("label_nodata"), vector))  # fmt: skip
+            log.info("wrote %s", picture)
     if result["unpredicted_labelled_pixels"]:
         log.warning("%d labelled pixels are nodata in the prediction and were not scored",
                     result["unpredicted_labelled_pixels"])  # fmt: skip

@@ -112,17 +112,10 @@ def legend_handles(classes: ClassInfo, with_errors: bool) -> list[Patch]:
     return handles
 
 
-def write_quicklook(
-    scene: Scene, prediction: str, classes: ClassInfo, path: str, size: int = 768,
-    display: Sequence[int] | None = None, labels: str | None = None, label_opts: ScoreOptions | None = None,
-) -> None:  # fmt: skip
-    """Write ``path`` (PNG): the scene in colour and the class map of ``prediction``; with ``labels``
-    also the label map and the errors (with the pixel accuracy of the panel in its title).
-
-    ``display`` are 1-based stack bands shown as red, green, blue; the nodata footprint follows the
-    scene's validity rule over all its selected bands.
-    """
-    shape = decimated_shape(scene.height, scene.width, size)
+def input_panel(
+    scene: Scene, shape: tuple[int, int], display: Sequence[int] | None
+) -> tuple[np.ndarray, str]:
+    """The scene's bands ``display`` (else red, green, blue by name) stretched, nodata dark grey."""
     show = list(display) if display else display_bands(scene.band_names, scene.bands)  # see quicklook_display
     full = scene.reader()
     colour = StackReader(scene.stack, tuple(show), scene.grid, scene.invalid, scene.name)
@@ -134,8 +127,23 @@ def write_quicklook(
         colour.close()
     names = [scene.band_names[b - 1] or f"band {b}" for b in show]
     shown_bands = names[0] if len(set(show)) == 1 else ", ".join(names)
-    panels = [(stretch(arr, np.ones(shape, dtype=bool) if invalid is None else ~invalid),
-               f"{scene.name}: {shown_bands}")]  # fmt: skip
+    valid = np.ones(shape, dtype=bool) if invalid is None else ~invalid
+    return stretch(arr, valid), f"{scene.name}: {shown_bands}"
+
+
+def write_quicklook(
+    scene: Scene | None, prediction: str, classes: ClassInfo, path: str, size: int = 768,
+    display: Sequence[int] | None = None, labels: str | None = None, label_opts: ScoreOptions | None = None,
+) -> None:  # fmt: skip
+    """Write ``path`` (PNG): the scene in colour (when given) and the class map of ``prediction``; with
+    ``labels`` also the label map and the errors (with the pixel accuracy of the panel in its title).
+
+    ``display`` are 1-based stack bands shown as red, green, blue; the nodata footprint follows the
+    scene's validity rule over all its selected bands.
+    """
+    with rasterio.open(prediction) as pred:
+        shape = decimated_shape(pred.height, pred.width, size)
+    panels = [] if scene is None else [input_panel(scene, shape, display)]
     with rasterio.open(prediction) as pred:
         predicted = pred.read(1, out_shape=shape, resampling=Resampling.nearest).astype(np.int64)
         nodata = None if pred.nodata is None else int(pred.nodata)
