@@ -23,7 +23,7 @@ from geoseg.command_help import command_help
 from geoseg.config import config_dir
 from geoseg.errors import GeosegError, user_message
 from geoseg.io import ensure_writable_dir
-from geoseg.overrides import check_overrides
+from geoseg.overrides import check_overrides, split_config_dir
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,12 @@ DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "train": ("geoseg.commands.train", "run", "train", "train a model (under torchrun: -m geoseg.train)"),
     "demo-data": ("geoseg.commands.demo_data", "run", "demo_data", "write the deterministic demo scenes"),
+    "init-data": (
+        "geoseg.commands.init_data",
+        "run",
+        "init_data",
+        "write a starter data config for a folder of your GeoTIFFs (geoseg init-data DIR)",
+    ),
     "stats": ("geoseg.commands.stats", "run", "stats", "per-band statistics of a split -> stats.json"),
     "index": ("geoseg.commands.index", "run", "index", "inspect the scenes now: the scene index train reads"),
     "predict": (
@@ -68,7 +74,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 # command -> the option its first bare argument sets
-POSITIONAL: dict[str, str] = {"report": "dir"}
+POSITIONAL: dict[str, str] = {"report": "dir", "init-data": "root"}
 
 USAGE = """usage: geoseg <command> [hydra overrides] [-m] [--cfg job --resolve] [--help] | geoseg --version
 
@@ -193,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     module, func, config_name, summary = COMMANDS[name]
     overrides = positional_args(name, args[1:])
     if any(a in HELP_FLAGS for a in overrides):
-        print_paged(command_help(name, summary, config_dir(), config_name, overrides))
+        rest, extra = split_config_dir(overrides)
+        print_paged(command_help(name, summary, config_dir(), config_name, rest, extra))
         return
     if any(a.split("=")[0] in COMPLETION_FLAGS for a in overrides):
         print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,9 +70,15 @@ def parse_options(text: str, prefix: str = "") -> list[Option]:
     return options
 
 
-def group_choices(root: Path, group: str) -> list[str]:
-    """The options of a config group: the YAML files in its folder."""
-    return sorted(p.stem for p in (root / group).glob("*.yaml"))
+def group_choices(roots: list[Path], group: str) -> list[str]:
+    """The options of a config group: the YAML files in its folder under every config root."""
+    return sorted({p.stem for root in roots for p in (root / group).glob("*.yaml")})
+
+
+def find_config(roots: list[Path], group: str, option: str) -> Path | None:
+    """``group/option.yaml`` in the first root that has it (a user's --config-dir before geoseg's)."""
+    paths = (root / group / f"{option}.yaml" for root in roots)
+    return next((path for path in paths if path.is_file()), None)
 
 
 def selected_groups(root: Path, config_name: str, overrides: list[str]) -> list[tuple[str, str | None]]:
@@ -108,8 +115,12 @@ def format_options(options: list[Option], width: int = 110) -> list[str]:
     return lines
 
 
-def command_help(name: str, summary: str, root: Path, config_name: str, overrides: list[str]) -> str:
-    """The help text of ``geoseg <name>`` for its primary config ``config_name`` under ``root``."""
+def command_help(
+    name: str, summary: str, root: Path, config_name: str, overrides: list[str], extra: Sequence[str] = ()
+) -> str:
+    """The help text of ``geoseg <name>`` for its primary config ``config_name`` under ``root``, with
+    the config folders ``extra`` (``--config-dir``) searched first."""
+    roots = [*(Path(e) for e in extra), root]
     primary = root / f"{config_name}.yaml"
     out = [
         f"usage: geoseg {name} [key=value ...] [group=option ...] [-m] [--cfg job --resolve]",
@@ -121,14 +132,15 @@ def command_help(name: str, summary: str, root: Path, config_name: str, override
     if groups:
         out += ["", "Config groups (pick one with group=option; `group=option --help` shows its options):"]
         for group, option in groups:
-            choices = ", ".join(group_choices(root, group))
+            choices = ", ".join(group_choices(roots, group))
             out.append(f"  {group}={option if option is not None else 'null'}  (choices: {choices})")
     out += ["", f"Options of {primary.name} (override with key=value):"]
     out += format_options(parse_options(primary.read_text()))
     for group, option in groups:
-        path = root / group / f"{option}.yaml"
-        if option is None or not path.is_file() or "@package _global_" in path.read_text():
+        path = None if option is None else find_config(roots, group, option)
+        if path is None or "@package _global_" in path.read_text():
             continue
-        out += ["", f"{group}={option} ({group}/{option}.yaml):"]
+        where = f"{group}/{option}.yaml" if path.parent.parent == root else str(path)
+        out += ["", f"{group}={option} ({where}):"]
         out += format_options(parse_options(path.read_text(), prefix=f"{group}."))
     return "\n".join(out)

@@ -7,6 +7,7 @@ same overrides (about 0.1 s) and turns Hydra's error into one ``geoseg: error:``
 
 from __future__ import annotations
 
+import os
 import re
 from difflib import get_close_matches
 
@@ -113,19 +114,36 @@ def one_line(err: BaseException) -> str:
     return "; ".join(lines) if lines else type(err).__name__
 
 
+def split_config_dir(args: list[str]) -> tuple[list[str], list[str]]:
+    """``args`` without ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``), and those DIRs
+    (absolute): a user's own configs, searched before geoseg's as Hydra does."""
+    rest, dirs = [], []
+    it = iter(args)
+    for arg in it:
+        if arg in ("--config-dir", "-cd"):
+            dirs.append(next(it, ""))
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+    return rest, [os.path.abspath(d) for d in dirs if d]
+
+
 def check_overrides(command: str, config_name: str, args: list[str]) -> None:
     """Compose ``config_name`` with the overrides in ``args``; raise a one-line GeosegError on a typo.
 
     Left to Hydra: any flag (``-m``, ``--cfg``, ``--help``, ...), sweeps (``norm=a,b``) and any
     failure that is not a Hydra composition error.
     """
+    args, dirs = split_config_dir(args)
+    search = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs)}]"] if dirs else []
     if any(a.startswith("-") for a in args) or GlobalHydra.instance().is_initialized():
         return
     parsed = parse(args)
     if any(o.is_sweep_override() for o in parsed):
         return
     try:
-        compose_all(config_name, args)
+        compose_all(config_name, [*args, *search])
     except GeosegError:  # geoseg's configs not found
         raise
     except MissingConfigException as err:

@@ -104,9 +104,7 @@ def test_keep_checkpoints_deletes_what_it_does_not_keep(tmp_path, keep, left):
 
 
 @pytest.mark.usefixtures("release_hydra_logging")  # an in-process CLI run (conftest.py)
-def test_a_finished_cli_run_links_latest_keeps_best_and_names_the_next_command(
-    demo_root, tmp_path, capsys
-):
+def test_a_finished_cli_run_links_latest_keeps_best_and_names_the_next_command(demo_root, tmp_path, capsys):
     link, run = tmp_path / "latest", tmp_path / "run"
     base = [f"data.root={demo_root}", "data.demo=null", f"data.stats_path={demo_root}/stats.json",
             "data.chip_size=32", "data.batch_size=4", "data.chips_per_epoch=8", "data.num_workers=0",

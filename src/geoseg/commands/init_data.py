@@ -1,0 +1,62 @@
+"""``geoseg init-data DIR``: write a starter data config for a folder of GeoTIFFs, then check it loads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from omegaconf import DictConfig, OmegaConf
+
+from geoseg.config import config_dir
+from geoseg.data.build import as_dict, load_scenes
+from geoseg.data.init_data import chip_size_for, draft, render
+from geoseg.errors import GeosegError
+from geoseg.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def config_name(root: str, name: str | None) -> str:
+    """``name=`` or the folder's name, as a config name (letters, digits, ``_``)."""
+    value = name or os.path.basename(os.path.normpath(os.path.abspath(root)))
+    clean = re.sub(r"\W+", "_", value).strip("_").lower()
+    if not clean:
+        raise GeosegError(f"init-data: name={value!r} is no usable config name; pass name=mydata")
+    return clean
+
+
+def check_loads(path: str) -> tuple[int, int]:
+    """Read the written config over the shipped ``data/demo.yaml`` (its defaults) and inspect both
+    splits' scenes as training will; returns their scene counts."""
+    mine = OmegaConf.load(path)
+    mine.pop("defaults", None)
+    data = as_dict(OmegaConf.merge(OmegaConf.load(config_dir() / "data" / "demo.yaml"), mine))
+    train, val = (len(load_scenes(data, split)) for split in ("train", "val"))
+    return train, val
+
+
+def run(cfg: DictConfig) -> str:
+    if not cfg.get("root"):
+        raise GeosegError(
+            "missing the folder; usage: geoseg init-data DIR [name=NAME] [conf=conf] [val_fraction=0.2]"
+        )
+    root, val_fraction = str(cfg.root), float(cfg.val_fraction)
+    name = config_name(root, cfg.get("name"))
+    conf = os.path.abspath(str(cfg.conf))
+    path = os.path.join(conf, "data", f"{name}.yaml")
+    if os.path.exists(path) and not cfg.overwrite:
+        raise GeosegError(f"init-data: '{path}' exists; pass overwrite=true to replace it or name=OTHER")
+    found = draft(root, val_fraction, cfg.get("images"))
+    chip = int(cfg.chip_size) if cfg.get("chip_size") else chip_size_for(found.min_size, val_fraction)
+    shown = os.path.relpath(conf) if not os.path.relpath(conf).startswith("..") else conf
+    hint = f"geoseg stats --config-dir {shown} data={name} && geoseg train --config-dir {shown} data={name}"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_text(path, render(found, val_fraction, chip, hint), "data config")
+    log.info("%d images, labels %s, %d bands, %d classes found -> wrote %s", len(found.images),
+             found.label_template or "none", len(found.band_names), len(found.classes), path)  # fmt: skip
+    for note in found.notes:
+        log.warning("%s", note)
+    train, val = check_loads(path)
+    log.info("checked: it loads (%d train and %d val scenes inspected); next: %s", train, val, hint)
+    return path

@@ -1,0 +1,274 @@
+"""``geoseg init-data DIR``: look at a folder of GeoTIFFs and write a starter data config for it.
+
+It finds the images and their labels (by name: a ``labels``/``masks``/``gt`` folder or a ``_label``,
+``_mask``... suffix; polygons too), the label template that pairs them, the bands (names from the band
+descriptions), nodata, the classes found in the labels, and a chip size that fits, and splits every
+scene spatially: the left part for training, the right ``val_fraction`` for validation. The config
+inherits every other option from the shipped ``data/demo.yaml`` (its ``defaults``), so it stays
+short and the comments say what to check.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+
+from geoseg.errors import GeosegError
+
+RASTER_EXT = (".tif", ".tiff")
+VECTOR_EXT = (".geojson", ".gpkg", ".shp", ".fgb")
+LABEL_WORDS = {"label", "labels", "mask", "masks", "gt", "truth", "groundtruth", "annotation", "annotations",
+               "lulc", "labelhand", "target", "targets", "seg", "segmentation"}  # fmt: skip
+CHIP_SIZES = (256, 128, 64, 32)
+MAX_CLASSES = 64  # more distinct label values than this: not a class map (continuous values?)
+
+
+@dataclass
+class DataDraft:
+    """What the folder holds, as the config will say it."""
+
+    root: str
+    images: list[str]  # relative to root
+    image_glob: str
+    label_template: str | None
+    band_names: list[str]
+    dtype: str
+    nodata: float | None
+    crs: str
+    min_size: tuple[int, int]  # (height, width) of the smallest scene
+    classes: list[tuple[int, int]] = field(default_factory=list)  # (code, pixels)
+    label_nodata: float | None = None
+    vector: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def words(path: str) -> set[str]:
+    """Lower-case words of a relative path's folders and file stem (split at ``_ - . /``)."""
+    stem = os.path.splitext(path)[0].lower()
+    return set(re.split(r"[_\-./\\\s]+", stem)) - {""}
+
+
+def find_files(root: str) -> tuple[list[str], list[str]]:
+    """(images, labels) under ``root``, relative and sorted; labels by their names, or polygons."""
+    found = sorted(
+        os.path.relpath(p, root)
+        for p in glob.glob(os.path.join(glob.escape(root), "**", "*"), recursive=True)
+        if p.lower().endswith(RASTER_EXT + VECTOR_EXT) and os.path.isfile(p)
+    )
+    labels = [p for p in found if p.lower().endswith(VECTOR_EXT) or words(p) & LABEL_WORDS]
+    images = [p for p in found if p not in labels and p.lower().endswith(RASTER_EXT)]
+    if not images:
+        raise GeosegError(
+            f"init-data: no GeoTIFF images (*.tif, *.tiff) under '{root}'; pass the folder of your scenes"
+        )
+    return images, labels
+
+
+def image_glob(images: list[str], labels: list[str]) -> str:
+    """The narrowest ``folder/*suffix`` glob that matches every image and no label."""
+    folders = {os.path.dirname(p) for p in images}
+    if len(images) == 1:
+        return images[0]
+    folder = folders.pop() if len(folders) == 1 else None
+    prefix = "**/" if folder is None else f"{folder}/" if folder else ""
+    stems = [os.path.basename(p) for p in images]
+    suffix = os.path.commonprefix([s[::-1] for s in stems])[::-1]  # noqa: RUF071 - a character suffix
+    start = os.path.commonprefix(stems)  # noqa: RUF071 - a character prefix
+    ext = os.path.splitext(stems[0])[1]
+    for pattern in (
+        f"{prefix}*{ext}",
+        f"{prefix}*{suffix}",
+        f"{prefix}{start}*{ext}",
+        f"{prefix}{start}*{suffix}",
+    ):
+        matched = {p for p in images + labels if fnmatch.fnmatch(p, pattern.replace("**/", "*"))}
+        if matched == set(images):
+            return pattern
+    raise GeosegError(
+        "init-data: the images and labels share a folder and a file ending, so no glob picks the images "
+        "alone; move the labels into a folder of their own (e.g. labels/) and run it again"
+    )
+
+
+def label_template(images: list[str], labels: list[str]) -> tuple[str | None, str | None]:
+    """(template, note): a ``{stem}`` template that names every image's label, one fixed label file
+    for a single scene, or None with the reason."""
+    if not labels:
+        return None, "no label files found (a folder named labels/masks/gt, or files named *_label, *_mask)"
+    first = os.path.splitext(os.path.basename(images[0]))[0]
+    for label in labels:
+        if first in os.path.basename(label):
+            template = label.replace(first, "{stem}", 1) if first not in os.path.dirname(label) else None
+            if template and all(template.format(stem=os.path.splitext(os.path.basename(i))[0]) in labels
+                                for i in images):  # fmt: skip
+                return template, None
+    if len(labels) == 1:
+        note = None if len(images) == 1 else f"every image is paired with the one label {labels[0]}"
+        return labels[0], note
+    if len(images) == 1:  # one scene, several candidates: the one sharing most words with the image
+        shared = sorted(labels, key=lambda lab: -len(words(lab) & words(images[0])))
+        others = ", ".join(shared[1:])
+        return shared[0], f"labels: picked {shared[0]} for {images[0]}; the other candidates: {others}"
+    return None, (
+        f"no {{stem}} template pairs {images[0]} with one of the {len(labels)} label files; set "
+        "splits.*.labels by hand (e.g. 'labels/{stem}_mask.tif')"
+    )
+
+
+def inspect_images(root: str, images: list[str]) -> dict:
+    """Bands (names from the descriptions), dtype, nodata, CRS and the smallest size; every image must
+    have the first one's band count and CRS."""
+    first: dict = {}
+    heights, widths = [], []
+    for rel in images:
+        try:
+            with rasterio.open(os.path.join(root, rel)) as src:
+                info = {"count": src.count, "crs": src.crs.to_string() if src.crs else None,
+                        "names": [d or f"band{i + 1}" for i, d in enumerate(src.descriptions)],
+                        "dtype": src.dtypes[0], "nodata": src.nodata}  # fmt: skip
+                heights.append(src.height)
+                widths.append(src.width)
+        except rasterio.errors.RasterioIOError as err:
+            raise GeosegError(
+                f"init-data: cannot read '{os.path.join(root, rel)}' ({err}); fix or remove it"
+            ) from None
+        if not first:
+            first = info
+        elif info["count"] != first["count"] or info["crs"] != first["crs"]:
+            raise GeosegError(
+                f"init-data: '{rel}' has {info['count']} bands in {info['crs']} but '{images[0]}' has "
+                f"{first['count']} in {first['crs']}; pick one kind with images='GLOB' (e.g. "
+                "images='*_S2*.tif'), or stack sensors with data.files (README)"
+            )
+    if first["crs"] is None:
+        raise GeosegError(
+            f"init-data: '{images[0]}' has no CRS; georeference it (gdal_edit.py -a_srs EPSG:...)"
+        )
+    return {**first, "min_size": (min(heights), min(widths))}
+
+
+def label_values(root: str, labels: list[str], max_pixels: int = 4_000_000) -> tuple[Counter, float | None]:
+    """Pixel counts of each label value over (decimated reads of) the raster labels, and their nodata."""
+    counts: Counter = Counter()
+    nodata = None
+    rasters = [p for p in labels if p.lower().endswith(RASTER_EXT)]
+    per_file = max(1, max_pixels // max(1, len(rasters)))
+    for rel in rasters:
+        with rasterio.open(os.path.join(root, rel)) as src:
+            scale = max(1.0, (src.height * src.width / per_file) ** 0.5)
+            shape = (max(1, int(src.height / scale)), max(1, int(src.width / scale)))
+            arr = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+            nodata = src.nodata if nodata is None else nodata
+        if np.issubdtype(arr.dtype, np.floating) and not np.allclose(arr[np.isfinite(arr)] % 1, 0):
+            raise GeosegError(
+                f"init-data: label '{rel}' holds fractional values; a label is a map of class codes"
+            )
+        values, n = np.unique(arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr, return_counts=True)
+        counts.update({int(v): int(c) for v, c in zip(values, n, strict=True)})
+        if len(counts) > MAX_CLASSES:
+            raise GeosegError(
+                f"init-data: '{rel}' holds more than {MAX_CLASSES} distinct values; it does not look like a "
+                "class map (rename it if it is an image)"
+            )
+    if nodata is not None:
+        counts.pop(int(nodata), None)
+    return counts, nodata
+
+
+def chip_size_for(min_size: tuple[int, int], val_fraction: float) -> int:
+    """The largest of 256/128/64/32 px that fits the val strip (``val_fraction`` of the narrowest scene)."""
+    fits = [c for c in CHIP_SIZES if c <= min(min_size[0], int(min_size[1] * val_fraction))]
+    if not fits:
+        raise GeosegError(
+            f"init-data: the smallest scene ({min_size[0]}x{min_size[1]} px) leaves a val strip narrower "
+            f"than 32 px at val_fraction={val_fraction}; raise val_fraction or split by scenes by hand"
+        )
+    return fits[0]
+
+
+def draft(root: str, val_fraction: float = 0.2, pattern: str | None = None) -> DataDraft:
+    """Everything the starter config says about ``root``; ``pattern`` (a glob relative to it) picks the
+    images when the folder holds several kinds."""
+    if not os.path.isdir(root):
+        raise GeosegError(f"init-data: '{root}' is not a folder; pass the folder that holds your GeoTIFFs")
+    if not 0.05 <= val_fraction <= 0.5:
+        raise GeosegError(f"init-data: val_fraction={val_fraction} must be between 0.05 and 0.5")
+    images, labels = find_files(root)
+    if pattern:
+        images = [p for p in images if fnmatch.fnmatch(p, pattern)]
+        if not images:
+            raise GeosegError(f"init-data: images={pattern!r} matches no image under '{root}'")
+    template, note = label_template(images, labels)
+    info = inspect_images(root, images)
+    out = DataDraft(
+        root=os.path.abspath(root), images=images, image_glob=pattern or image_glob(images, labels),
+        label_template=template, band_names=info["names"], dtype=info["dtype"], nodata=info["nodata"],
+        crs=info["crs"], min_size=info["min_size"],
+        vector=bool(template and template.lower().endswith(VECTOR_EXT)),
+    )  # fmt: skip
+    if note:
+        out.notes.append(note)
+    if template and not out.vector:
+        used = sorted({template.format(stem=os.path.splitext(os.path.basename(i))[0]) for i in images})
+        counts, out.label_nodata = label_values(root, used if "{stem}" in template else [template])
+        out.classes = sorted(counts.items())
+    elif out.vector:
+        out.classes = [(0, 0), (1, 0)]  # background and every polygon (data.vector.burn)
+    return out
+
+
+def quoted(value: str) -> str:
+    """A YAML double-quoted string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(d: DataDraft, val_fraction: float, chip_size: int, command_hint: str) -> str:
+    """The YAML text of the starter config, with comments on what was found and what to check."""
+    cut = round(1 - val_fraction, 3)
+    labels = quoted(d.label_template) if d.label_template else "null"
+    bands = ", ".join(d.band_names)
+    pad = " " * 16
+    nodata = f"null{pad}# the images declare {d.nodata:g}" if d.nodata is not None else (
+        f"null{pad}# CHECK: the images declare none; set the value of empty pixels")  # fmt: skip
+    total = sum(n for _, n in d.classes) or 1
+    lines = [
+        f"# Data config for {d.root}, written by `geoseg init-data`: {len(d.images)} scene(s), "
+        f"{len(d.band_names)} {d.dtype} band(s), {d.crs}.",
+        f"# Use it with: {command_hint}",
+        "# Lines marked CHECK are guesses to confirm; every other option keeps the shipped default",
+        "# (data/demo.yaml; `geoseg train --help` lists them with what they do).",
+        "defaults:",
+        "  - demo",
+        "  - _self_",
+        f"root: {quoted(d.root)}",
+        "demo: null",
+        f"# a spatial split of every scene: the left {cut:g} trains, the right {val_fraction:g} validates",
+        "splits:",
+        f"  train: {{images: {quoted(d.image_glob)}, labels: {labels}, region: [0, 0, {cut:g}, 1]}}",
+        f"  val: {{images: {quoted(d.image_glob)}, labels: {labels}, region: [{cut:g}, 0, 1, 1]}}",
+        f"bands: null                 # all {len(d.band_names)}: [{bands}] (names or 1-based indices)",
+        f"nodata: {nodata}",
+    ]
+    if d.label_nodata is not None:
+        lines.append(f"label_nodata: {d.label_nodata:g}             # the labels declare it")
+    lines.append("classes:                    # CHECK the names and colours: the codes found in the labels")
+    for code, pixels in d.classes:
+        share = f"  # {100 * pixels / total:.2g}% of the labelled pixels" if pixels else ""
+        if code < 0 or code == 255:
+            share += "; CHECK: often the nodata code (then set label_nodata and drop it here)"
+        name = ("background" if code == 0 else "feature") if d.vector else f"class_{code}"
+        lines.append(f"  - {{code: {code}, name: {name}}}{share}")
+    if not d.classes:
+        lines.append("  - {code: 0, name: background}  # CHECK: no labels were read")
+    lines.append(f"chip_size: {chip_size}               # px; fits the val strip of the smallest scene "
+                 f"({d.min_size[0]}x{d.min_size[1]} px)")  # fmt: skip
+    lines += [f"# NOTE: {n}" for n in d.notes]
+    return "\n".join(lines) + "\n"
