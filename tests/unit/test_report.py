@@ -35,7 +35,7 @@ def write_job(
             "best_miou": miou + 0.01, "seed": seed, "batch_size_per_gpu": batch, "global_batch_size": batch,
             "norm": "BatchNorm2d" if norm == "batchnorm" else "GroupNorm", "peak_lr": 1e-3 * batch / 8,
             "tiles_per_s": 10.0 * batch, "peak_memory_mb": 1000.0 + batch, "wall_seconds": 60.0, "steps": 100,
-            "train_eval": {"miou": miou + 0.1}, "generalization_gap": 0.1,
+            "train_eval": {"miou": miou + 0.1}, "generalization_gap": 0.1, "majority_baseline_miou": 0.28,
         }  # fmt: skip
         if norm == "batchnorm":
             summary["bn_eval"] = {"running_stats_miou": miou, "batch_stats_miou": miou - 0.2,
@@ -144,3 +144,23 @@ def test_geoseg_report_takes_the_folder_as_its_first_argument(sweep_dir, tmp_pat
     assert strict.stderr.strip().splitlines()[-1] == (
         "geoseg: error: 2 sweep jobs failed or are missing (strict=true)"
     )
+
+
+def test_the_miou_plot_has_the_majority_baseline_on_a_0_to_1_axis_and_no_legend_covers_a_bar(
+    sweep_dir, monkeypatch
+):
+    from geoseg.report import plots
+    from geoseg.report.tables import job_rows
+
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+    rows = job_rows(collect(str(sweep_dir)))
+    assert plots.majority_baseline(rows) == pytest.approx(0.28)
+    assert plots.plot_miou_vs_batch(rows, "x.png", "t") and plots.plot_throughput_memory(rows, "y.png", "t")
+    miou_ax = figures[0].axes[0]
+    assert miou_ax.get_ylim() == (0.0, 1.0)
+    baseline = [line for line in miou_ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(baseline) == 1 and baseline[0].get_ydata()[0] == pytest.approx(0.28)
+    assert "majority class everywhere (0.280)" in [t.get_text() for t in miou_ax.get_legend().get_texts()]
+    speed = figures[1]
+    assert all(ax.get_legend() is None for ax in speed.axes) and len(speed.legends) == 1  # below the panels

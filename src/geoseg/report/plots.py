@@ -14,7 +14,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from geoseg.io import atomic_write
-from geoseg.report.tables import BN_COLUMNS, aggregate, mean_std
+from geoseg.report.tables import BN_COLUMNS, aggregate, mean_std, number
 
 
 def save(fig: Figure, path: str) -> None:
@@ -55,8 +55,16 @@ def finish_batch_plot(
     save(fig, path)
 
 
+def majority_baseline(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The val mIoU of predicting the majority class everywhere (the same val set for every job)."""
+    values = [number(r.get("majority_baseline_miou")) for r in rows]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
 def plot_miou_vs_batch(rows: Sequence[Mapping[str, Any]], path: str, title: str) -> bool:
-    """Val mIoU vs per-GPU batch, one line per variant with ± std error bars; False when nothing to plot."""
+    """Val mIoU vs per-GPU batch, one line per variant with ± std error bars, the majority-class
+    baseline as a dashed line, on a 0-1 axis (so gaps are in proportion); False when nothing to plot."""
     cells = aggregate(rows, "val_miou")
     if not cells:
         return False
@@ -65,6 +73,11 @@ def plot_miou_vs_batch(rows: Sequence[Mapping[str, Any]], path: str, title: str)
     for variant in sorted({v for v, _ in cells}):
         xs, ys, es = series(cells, variant)
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=variant)
+    baseline = majority_baseline(rows)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", linewidth=1,
+                   label=f"majority class everywhere ({baseline:.3f})")  # fmt: skip
+    ax.set_ylim(0, 1)
     finish_batch_plot(fig, ax, sorted({b for _, b in cells}), "val mIoU (mean ± std over seeds)", title, path)
     return True
 
@@ -87,7 +100,9 @@ def plot_throughput_memory(rows: Sequence[Mapping[str, Any]], path: str, title: 
         ax.set_xticks(range(len(variants)), variants, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()  # below the panels: never over a bar
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(batches), fontsize=8,
+               frameon=False)  # fmt: skip
     fig.suptitle(title, fontsize=10)
     save(fig, path)
     return True

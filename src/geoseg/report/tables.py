@@ -58,6 +58,7 @@ def job_rows(sweep: Sweep) -> list[dict[str, Any]]:
             "global_batch_size": s.get("global_batch_size"), "seed": s.get("seed", job.params.get(SEED_KEY)),
             "norm": s.get("norm"), "peak_lr": s.get("peak_lr"), "steps": s.get("steps"),
             "val_miou": val.get("miou"), "best_miou": s.get("best_miou"), "val_accuracy": val.get("accuracy"),
+            "majority_baseline_miou": s.get("majority_baseline_miou"),
             "train_miou": (s.get("train_eval") or {}).get("miou"),
             "generalization_gap": s.get("generalization_gap"),
             "bn_running_stats_miou": bn.get("running_stats_miou"),
