@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,13 +67,17 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     return params
 
 
+ERROR_LINE = re.compile(r"\]\[ERROR\] - |^[\d\- :,]+ ERROR: ")  # Hydra's default format, geoseg's own
+
+
 def last_error(job_dir: str) -> str | None:
-    """The last ERROR line of the job's Hydra log (``<job name>.log``), without its timestamp."""
+    """The last ERROR line of the job's log (``<job name>.log``), without its timestamp and level; the
+    log may be in Hydra's default format (geoseg 0.1) or geoseg's (``2026-12-02 16:40:36 ERROR: ...``)."""
     for path in sorted(glob.glob(os.path.join(job_dir, "*.log"))):
         with open(path, errors="replace") as fh:
-            errors = [line.strip() for line in fh if "][ERROR] - " in line or line.startswith("Traceback")]
+            errors = [line.strip() for line in fh if ERROR_LINE.search(line) or line.startswith("Traceback")]
         if errors:
-            return errors[-1].split("][ERROR] - ", 1)[-1]
+            return ERROR_LINE.split(errors[-1], 1)[-1]
     return None
 
 
