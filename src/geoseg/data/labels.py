@@ -155,3 +155,14 @@ def check_classes(classes: Any, option: str) -> list[Mapping[str, Any]]:
         twice = sorted({n for n in names if names.count(n) > 1})
         raise GeosegError(f"{option} has duplicate names {twice}; give every class its own name.")
     return classes
+
+
+def read_label_decimated(scene: Scene, codes: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
+    """The scene's label codes on its image grid at ``shape`` (nearest; from overviews where there are)."""
+    src, reader = open_label_on_grid(scene, codes)
+    try:
+        return reader.read(1, out_shape=shape, resampling=Resampling.nearest)
+    finally:
+        if reader is not src:
+            reader.close()
+        src.close()

@@ -9,9 +9,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from rasterio.enums import Resampling
 
-from geoseg.data.labels import ClassMap, open_label_on_grid
+from geoseg.data.labels import ClassMap, read_label_decimated
 from geoseg.data.scenes import Scene
 
 
@@ -24,13 +23,7 @@ def coarse_valid_mask(scene: Scene, step: int, class_map: ClassMap | None) -> np
     shape = (math.ceil(scene.height / step), math.ceil(scene.width / step))
     valid = coarse_image_valid(scene, shape)
     if scene.label is not None and class_map is not None:
-        src, reader = open_label_on_grid(scene, class_map.codes.astype(int).tolist())
-        try:
-            lab = reader.read(1, out_shape=shape, resampling=Resampling.nearest)
-        finally:
-            if reader is not src:
-                reader.close()
-            src.close()
+        lab = read_label_decimated(scene, class_map.codes.astype(int).tolist(), shape)
         valid &= class_map(lab) != class_map.ignore_index
     return valid.astype(np.float64)
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from rasterio.enums import Resampling
 
-from geoseg.data.labels import ClassMap, open_label_on_grid
+from geoseg.data.labels import ClassMap, read_label_decimated
 from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stack_reader import StackReader
 from geoseg.errors import GeosegError
@@ -77,13 +77,7 @@ def read_labels(prediction: str, labels: str, classes: ClassInfo, shape: tuple[i
     num = len(classes.codes)
     scene = inspect_scene(prediction, labels, bands=[1], label_nodata=opts.label_nodata,
                           unknown_labels="ignore", vector=opts.vector, class_codes=classes.codes)  # fmt: skip
-    src, reader = open_label_on_grid(scene, classes.codes)
-    try:
-        raw = reader.read(1, out_shape=shape, resampling=Resampling.nearest)
-    finally:
-        if reader is not src:
-            reader.close()
-        src.close()
+    raw = read_label_decimated(scene, classes.codes, shape)
     return ClassMap(classes.codes, ignore_index=num)(raw).astype(np.int64)
 
 
