@@ -207,7 +207,7 @@ def test_an_all_nodata_scene_among_good_ones_is_skipped_with_a_warning(
     out, err = capsys.readouterr()
     assert err == ""
     warning = (
-        f"[geoseg.data.build][WARNING] - training scene '{empty}' is all nodata (image nodata 0.0, or no "
+        f"WARNING: training scene '{empty}' is all nodata (image nodata 0.0, or no "
         "labelled pixel); it is skipped"
     )
     assert sum(line.endswith(warning) for line in out.splitlines()) == 1, out
