@@ -90,3 +90,19 @@ def test_folders_it_cannot_describe_get_one_line(tmp_path, capsys, setup, args, 
         assert code == 0, err
         return
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_scenes_in_folders_of_their_own_pair_each_image_with_the_label_beside_it(tmp_path, capsys):
+    """scene_<k>/image.tif with scene_<k>/label.tif: a {parent} template, an images glob without labels."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "per_scene"
+    for k in range(2):
+        (root / f"scene_{k}").mkdir(parents=True)
+        write_tif(root / f"scene_{k}" / "image.tif", rng.integers(1, 999, (3, 256, 256), dtype="uint16"))
+        write_tif(root / f"scene_{k}" / "label.tif", np.full((256, 256), k + 1, "uint8"))
+    conf = tmp_path / "conf"
+    code, err = init_data(capsys, str(root), f"conf={conf}")
+    assert code == 0, err
+    text = (conf / "data" / "per_scene.yaml").read_text()
+    assert 'images: "**/*image.tif", labels: "{parent}/label.tif"' in text
+    assert "- {code: 1, name: class_1}" in text and "- {code: 2, name: class_2}" in text  # both labels read

@@ -98,18 +98,39 @@ def image_glob(images: list[str], labels: list[str]) -> str:
     )
 
 
+def expand(template: str, image: str) -> str:
+    """The label path ``template`` gives ``image`` (both relative to root), as a split's labels do."""
+    name = os.path.basename(image)
+    return os.path.normpath(
+        template.format(stem=os.path.splitext(name)[0], name=name, parent=os.path.dirname(image))
+    )
+
+
+def candidate_templates(image: str, label: str) -> list[str]:
+    """Templates that would name ``label`` for ``image``: in a labels folder of their own (``{stem}``
+    in the file name), or beside each image (``{parent}``, with or without ``{stem}``)."""
+    stem = os.path.splitext(os.path.basename(image))[0]
+    base = os.path.basename(label)
+    out = []
+    if stem in base and stem not in os.path.dirname(label):
+        out.append(os.path.join(os.path.dirname(label), base.replace(stem, "{stem}", 1)))
+    if os.path.dirname(label) == os.path.dirname(image):
+        out += [os.path.join("{parent}", base.replace(stem, "{stem}", 1)), os.path.join("{parent}", base)]
+    return out
+
+
 def label_template(images: list[str], labels: list[str]) -> tuple[str | None, str | None]:
-    """(template, note): a ``{stem}`` template that names every image's label, one fixed label file
-    for a single scene, or None with the reason."""
+    """(template, note): a ``{stem}``/``{parent}`` template that names every image's label, one fixed
+    label file for a single scene, or None with the reason."""
     if not labels:
         return None, "no label files found (a folder named labels/masks/gt, or files named *_label, *_mask)"
-    first = os.path.splitext(os.path.basename(images[0]))[0]
-    for label in labels:
-        if first in os.path.basename(label):
-            template = label.replace(first, "{stem}", 1) if first not in os.path.dirname(label) else None
-            if template and all(template.format(stem=os.path.splitext(os.path.basename(i))[0]) in labels
-                                for i in images):  # fmt: skip
-                return template, None
+    known = {os.path.normpath(p) for p in labels}
+    if len(images) > 1 or len(labels) == 1:
+        for label in labels:
+            for template in candidate_templates(images[0], label):
+                paired = [expand(template, i) for i in images]
+                if all(p in known for p in paired) and len(set(paired)) == len(images):
+                    return template, None
     if len(labels) == 1:
         note = None if len(images) == 1 else f"every image is paired with the one label {labels[0]}"
         return labels[0], note
@@ -118,8 +139,8 @@ def label_template(images: list[str], labels: list[str]) -> tuple[str | None, st
         others = ", ".join(shared[1:])
         return shared[0], f"labels: picked {shared[0]} for {images[0]}; the other candidates: {others}"
     return None, (
-        f"no {{stem}} template pairs {images[0]} with one of the {len(labels)} label files; set "
-        "splits.*.labels by hand (e.g. 'labels/{stem}_mask.tif')"
+        f"no {{stem}} or {{parent}} template pairs each image with its own label (looked from {images[0]} "
+        f"over {len(labels)} label files); set splits.*.labels by hand (e.g. 'labels/{{stem}}_mask.tif')"
     )
 
 
@@ -217,8 +238,7 @@ def draft(root: str, val_fraction: float = 0.2, pattern: str | None = None) -> D
     if note:
         out.notes.append(note)
     if template and not out.vector:
-        used = sorted({template.format(stem=os.path.splitext(os.path.basename(i))[0]) for i in images})
-        counts, out.label_nodata = label_values(root, used if "{stem}" in template else [template])
+        counts, out.label_nodata = label_values(root, sorted({expand(template, i) for i in images}))
         out.classes = sorted(counts.items())
     elif out.vector:
         out.classes = [(0, 0), (1, 0)]  # background and every polygon (data.vector.burn)
