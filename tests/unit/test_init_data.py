@@ -106,3 +106,16 @@ def test_scenes_in_folders_of_their_own_pair_each_image_with_the_label_beside_it
     text = (conf / "data" / "per_scene.yaml").read_text()
     assert 'images: "**/*image.tif", labels: "{parent}/label.tif"' in text
     assert "- {code: 1, name: class_1}" in text and "- {code: 2, name: class_2}" in text  # both labels read
+
+
+def test_images_beside_their_masks_in_one_folder_get_a_glob_that_leaves_the_masks_out(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    root = tmp_path / "flat"
+    root.mkdir()
+    for k in range(3):
+        write_tif(root / f"tile_{k}.tif", rng.integers(1, 999, (3, 256, 256), dtype="uint16"))
+        write_tif(root / f"tile_{k}_mask.tif", np.full((256, 256), 3, "uint8"))
+    code, err = init_data(capsys, str(root), f"conf={tmp_path / 'conf'}")
+    assert code == 0, err
+    text = (tmp_path / "conf" / "data" / "flat.yaml").read_text()
+    assert 'images: "tile_*[!k].tif", labels: "{stem}_mask.tif"' in text

@@ -10,7 +10,6 @@ short and the comments say what to check.
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import os
 import re
@@ -72,8 +71,9 @@ def find_files(root: str) -> tuple[list[str], list[str]]:
     return images, labels
 
 
-def image_glob(images: list[str], labels: list[str]) -> str:
-    """The narrowest ``folder/*suffix`` glob that matches every image and no label."""
+def image_glob(root: str, images: list[str], labels: list[str]) -> str:
+    """The first of ``folder/*.tif``, ``folder/*suffix``, ``folder/prefix*...`` and ``folder/*[!k].tif``
+    (no file ending in a label's last letter) that globs every image and no label under ``root``."""
     folders = {os.path.dirname(p) for p in images}
     if len(images) == 1:
         return images[0]
@@ -83,14 +83,18 @@ def image_glob(images: list[str], labels: list[str]) -> str:
     suffix = os.path.commonprefix([s[::-1] for s in stems])[::-1]  # noqa: RUF071 - a character suffix
     start = os.path.commonprefix(stems)  # noqa: RUF071 - a character prefix
     ext = os.path.splitext(stems[0])[1]
-    for pattern in (
+    last = {os.path.splitext(os.path.basename(p))[0][-1:] for p in labels} - {""}
+    patterns = [
         f"{prefix}*{ext}",
         f"{prefix}*{suffix}",
         f"{prefix}{start}*{ext}",
         f"{prefix}{start}*{suffix}",
-    ):
-        matched = {p for p in images + labels if fnmatch.fnmatch(p, pattern.replace("**/", "*"))}
-        if matched == set(images):
+    ]
+    if last and re.fullmatch(r"\w+", "".join(last)):  # images x.tif beside labels x_mask.tif: *[!k].tif
+        patterns.append(f"{prefix}{start}*[!{''.join(sorted(last))}]{ext}")
+    for pattern in patterns:
+        found = glob.glob(os.path.join(glob.escape(root), pattern), recursive=True)
+        if {os.path.relpath(p, root) for p in found} == set(images):
             return pattern
     raise GeosegError(
         "init-data: the images and labels share a folder and a file ending, so no glob picks the images "
@@ -224,13 +228,17 @@ def draft(root: str, val_fraction: float = 0.2, pattern: str | None = None) -> D
         raise GeosegError(f"init-data: val_fraction={val_fraction} must be between 0.05 and 0.5")
     images, labels = find_files(root)
     if pattern:
-        images = [p for p in images if fnmatch.fnmatch(p, pattern)]
+        picked = {
+            os.path.relpath(p, root)
+            for p in glob.glob(os.path.join(glob.escape(root), pattern), recursive=True)
+        }
+        images = [p for p in images if p in picked]
         if not images:
             raise GeosegError(f"init-data: images={pattern!r} matches no image under '{root}'")
     template, note = label_template(images, labels)
     info = inspect_images(root, images)
     out = DataDraft(
-        root=os.path.abspath(root), images=images, image_glob=pattern or image_glob(images, labels),
+        root=os.path.abspath(root), images=images, image_glob=pattern or image_glob(root, images, labels),
         label_template=template, band_names=info["names"], dtype=info["dtype"], nodata=info["nodata"],
         crs=info["crs"], min_size=info["min_size"],
         vector=bool(template and template.lower().endswith(VECTOR_EXT)),
