@@ -39,6 +39,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "init_data",
         "write a starter data config for a folder of your GeoTIFFs (geoseg init-data DIR)",
     ),
+    "convert": (
+        "geoseg.commands.convert",
+        "run",
+        "convert",
+        "rewrite scenes as tiled GeoTIFFs in the layout that trains fastest",
+    ),
     "stats": ("geoseg.commands.stats", "run", "stats", "per-band statistics of a split -> stats.json"),
     "index": ("geoseg.commands.index", "run", "index", "inspect the scenes now: the scene index train reads"),
     "predict": (

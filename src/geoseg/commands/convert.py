@@ -1,0 +1,78 @@
+"""``geoseg convert input=FOLDER|GLOB|FILE output=FOLDER``: scenes rewritten in the fastest training layout.
+
+A folder is searched recursively and its tree is mirrored under ``output``; outputs that exist are
+skipped (``existing=skip``, the default), so an interrupted conversion picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+from typing import Any
+
+import rasterio
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from geoseg.data.convert import convert_file, output_profile
+from geoseg.errors import GeosegError
+
+log = logging.getLogger(__name__)
+SUFFIXES = (".tif", ".tiff")
+
+
+def pairs(spec: str, output: str) -> list[tuple[str, str]]:
+    """(source, target) for every GeoTIFF of ``spec``: a folder's tree mirrored, a glob's files by name."""
+    if os.path.isdir(spec):
+        found = sorted(glob.glob(os.path.join(glob.escape(spec), "**", "*"), recursive=True))
+        sources = [p for p in found if p.lower().endswith(SUFFIXES) and os.path.isfile(p)]
+        out = [(p, os.path.join(output, os.path.relpath(p, spec))) for p in sources]
+    else:
+        sources = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]
+        sources = [p for p in sources if os.path.isfile(p)]
+        out = [(p, os.path.join(output, os.path.basename(p))) for p in sources]
+        names = [t for _, t in out]
+        if len(set(names)) < len(names):
+            raise GeosegError(
+                f"convert: input='{spec}' holds two files of one name; pass their folder instead"
+            )
+    if not out:
+        raise GeosegError(f"convert: no GeoTIFF under input='{spec}'; pass a folder, a file or a quoted glob")
+    for source, target in out:
+        if os.path.abspath(source) == os.path.abspath(target):
+            raise GeosegError(f"convert: output= would overwrite '{source}'; choose another output folder")
+    return out
+
+
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    if not cfg.get("input") or not cfg.get("output"):
+        raise GeosegError(
+            "missing input= or output=; usage: geoseg convert input=FOLDER|FILE|'GLOB' output=FOLDER"
+        )
+    if cfg.existing not in ("skip", "overwrite", "error"):
+        raise GeosegError(f"existing={cfg.existing!r} is not one of skip, overwrite, error")
+    block, compress = int(cfg.block), str(cfg.compress).lower()
+    todo = []
+    for source, target in pairs(str(cfg.input), str(cfg.output)):
+        if os.path.exists(target) and cfg.existing != "overwrite":
+            if cfg.existing == "error":
+                raise GeosegError(f"convert: '{target}' exists; pass existing=skip or existing=overwrite")
+            continue
+        with rasterio.open(source) as src:
+            output_profile(src, block, compress)  # options checked before anything is written
+            todo.append((source, target, src.height))
+    skipped = len(pairs(str(cfg.input), str(cfg.output))) - len(todo)
+    bar = tqdm(total=sum(h for *_, h in todo), unit="row", desc="convert",
+               disable=not (cfg.progress and sys.stderr.isatty()))  # fmt: skip
+    results = []
+    for k, (source, target, _) in enumerate(todo, 1):
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        result = convert_file(source, target, block, compress, bool(cfg.overviews), bar.update)
+        log.info("%d/%d %s -> %s (%.1f -> %.1f MB)", k, len(todo), source, target,
+                 result["bytes_in"] / 1e6, result["bytes_out"] / 1e6)  # fmt: skip
+        results.append(result)
+    bar.close()
+    log.info("converted %d file(s), skipped %d that exist, into %s", len(results), skipped, cfg.output)
+    return results
