@@ -12,11 +12,11 @@ import os
 import sys
 from typing import Any
 
-import rasterio
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from geoseg.data.convert import convert_file, output_profile
+from geoseg.data.rasters import open_raster
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,13 @@ def pairs(spec: str, output: str) -> list[tuple[str, str]]:
     return out
 
 
+def whole_number(value: Any, option: str) -> int:
+    """``value`` as an int, or a one-line error naming ``option``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GeosegError(f"{option}={value!r} must be a whole number of pixels, e.g. {option}=512")
+    return value
+
+
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     if not cfg.get("input") or not cfg.get("output"):
         raise GeosegError(
@@ -53,17 +60,18 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         )
     if cfg.existing not in ("skip", "overwrite", "error"):
         raise GeosegError(f"existing={cfg.existing!r} is not one of skip, overwrite, error")
-    block, compress = int(cfg.block), str(cfg.compress).lower()
+    block, compress = whole_number(cfg.block, "block"), str(cfg.compress).lower()
+    found = pairs(str(cfg.input), str(cfg.output))
     todo = []
-    for source, target in pairs(str(cfg.input), str(cfg.output)):
+    for source, target in found:
         if os.path.exists(target) and cfg.existing != "overwrite":
             if cfg.existing == "error":
                 raise GeosegError(f"convert: '{target}' exists; pass existing=skip or existing=overwrite")
             continue
-        with rasterio.open(source) as src:
-            output_profile(src, block, compress)  # options checked before anything is written
+        with open_raster(source, "scene", "input=") as src:
+            output_profile(src, block, compress)  # options and every file checked before anything is written
             todo.append((source, target, src.height))
-    skipped = len(pairs(str(cfg.input), str(cfg.output))) - len(todo)
+    skipped = len(found) - len(todo)
     bar = tqdm(total=sum(h for *_, h in todo), unit="row", desc="convert",
                disable=not (cfg.progress and sys.stderr.isatty()))  # fmt: skip
     results = []

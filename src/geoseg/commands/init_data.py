@@ -41,14 +41,18 @@ def run(cfg: DictConfig) -> str:
         raise GeosegError(
             "missing the folder; usage: geoseg init-data DIR [name=NAME] [conf=conf] [val_fraction=0.2]"
         )
-    root, val_fraction = str(cfg.root), float(cfg.val_fraction)
+    root, val_fraction = str(cfg.root), cfg.val_fraction
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)):
+        raise GeosegError(f"init-data: val_fraction={val_fraction!r} must be a number between 0.05 and 0.5")
     name = config_name(root, cfg.get("name"))
     conf = os.path.abspath(str(cfg.conf))
     path = os.path.join(conf, "data", f"{name}.yaml")
     if os.path.exists(path) and not cfg.overwrite:
         raise GeosegError(f"init-data: '{path}' exists; pass overwrite=true to replace it or name=OTHER")
-    found = draft(root, val_fraction, cfg.get("images"))
-    chip = int(cfg.chip_size) if cfg.get("chip_size") else chip_size_for(found.min_size, val_fraction)
+    found = draft(root, float(val_fraction), cfg.get("images"))
+    chip = cfg.get("chip_size") or chip_size_for(found.min_size, float(val_fraction))
+    if isinstance(chip, bool) or not isinstance(chip, int) or chip < 16:
+        raise GeosegError(f"init-data: chip_size={chip!r} must be a whole number of pixels (>= 16), or null")
     shown = os.path.relpath(conf) if not os.path.relpath(conf).startswith("..") else conf
     hint = f"geoseg stats --config-dir {shown} data={name} && geoseg train --config-dir {shown} data={name}"
     os.makedirs(os.path.dirname(path), exist_ok=True)

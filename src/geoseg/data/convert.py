@@ -20,6 +20,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from geoseg.data.rasters import open_raster
 from geoseg.errors import GeosegError
 from geoseg.io import atomic_write
 
@@ -76,11 +77,7 @@ def overview_factors(height: int, width: int, block: int) -> list[int]:
 def convert_file(source: str, target: str, block: int = 512, compress: str = "none", overviews: bool = True,
                  on_rows: Any = None) -> dict[str, Any]:  # fmt: skip
     """Write ``target`` as ``source`` in the training layout; returns sizes and the options used."""
-    try:
-        src = rasterio.open(source)
-    except rasterio.errors.RasterioIOError as err:
-        raise GeosegError(f"convert: cannot read '{source}' ({err}); fix or remove it") from None
-    with src:
+    with open_raster(source, "scene", "input=") as src:
         profile = output_profile(src, block, compress)
         labels = is_class_map(src)
 

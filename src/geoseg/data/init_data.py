@@ -17,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
 
+from geoseg.data.rasters import open_raster
 from geoseg.errors import GeosegError
 
 RASTER_EXT = (".tif", ".tiff")
@@ -154,17 +154,12 @@ def inspect_images(root: str, images: list[str]) -> dict:
     first: dict = {}
     heights, widths = [], []
     for rel in images:
-        try:
-            with rasterio.open(os.path.join(root, rel)) as src:
-                info = {"count": src.count, "crs": src.crs.to_string() if src.crs else None,
-                        "names": [d or f"band{i + 1}" for i, d in enumerate(src.descriptions)],
-                        "dtype": src.dtypes[0], "nodata": src.nodata}  # fmt: skip
-                heights.append(src.height)
-                widths.append(src.width)
-        except rasterio.errors.RasterioIOError as err:
-            raise GeosegError(
-                f"init-data: cannot read '{os.path.join(root, rel)}' ({err}); fix or remove it"
-            ) from None
+        with open_raster(os.path.join(root, rel), "image", "init-data's folder") as src:
+            info = {"count": src.count, "crs": src.crs.to_string() if src.crs else None,
+                    "names": [d or f"band{i + 1}" for i, d in enumerate(src.descriptions)],
+                    "dtype": src.dtypes[0], "nodata": src.nodata}  # fmt: skip
+            heights.append(src.height)
+            widths.append(src.width)
         if not first:
             first = info
         elif info["count"] != first["count"] or info["crs"] != first["crs"]:
@@ -187,7 +182,7 @@ def label_values(root: str, labels: list[str], max_pixels: int = 4_000_000) -> t
     rasters = [p for p in labels if p.lower().endswith(RASTER_EXT)]
     per_file = max(1, max_pixels // max(1, len(rasters)))
     for rel in rasters:
-        with rasterio.open(os.path.join(root, rel)) as src:
+        with open_raster(os.path.join(root, rel), "label", "init-data's folder") as src:
             scale = max(1.0, (src.height * src.width / per_file) ** 0.5)
             shape = (max(1, int(src.height / scale)), max(1, int(src.width / scale)))
             arr = src.read(1, out_shape=shape, resampling=Resampling.nearest)
