@@ -1,5 +1,7 @@
 """Band normalisation (a torch module) and N-band-safe, geometric-only augmentation."""
 
+import collections
+
 import albumentations as A
 import numpy as np
 import pytest
@@ -56,3 +58,15 @@ def test_geometric_transforms_move_image_mask_and_validity_together():
 def test_pixel_value_and_rgb_transforms_are_refused(bad):
     with pytest.raises(GeosegError, match=f"aug: {type(bad).__name__} is not allowed in the chip loader"):
         Augment(A.Compose([A.HorizontalFlip(), A.OneOf([bad])]))
+
+
+def test_each_transform_draws_independently_so_every_symmetry_occurs():
+    """albumentations' set_random_seed gave each flip the same draw: both flips always agreed, so a
+    mirror image never occurred (4 of the 8 symmetries of the square, 58% identity)."""
+    aug = Augment(A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]))
+    corners = np.arange(4, dtype=np.uint8).reshape(2, 2, 1)
+    outputs = collections.Counter(
+        aug(corners, corners[..., 0], np.ones((2, 2), bool), seed)[0].tobytes() for seed in range(800)
+    )
+    assert len(outputs) == 8
+    assert outputs[corners.tobytes()] < 200  # identity: 1/8 expected
