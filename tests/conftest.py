@@ -134,6 +134,25 @@ def save_tiny_checkpoint(
 
 
 @pytest.fixture
+def restore_gdal_config() -> Iterator[None]:
+    """Put back the GDAL options a test sets in this process (configure_gdal, as a worker does).
+
+    A ``GDAL_NUM_THREADS`` left in the main process starts GDAL's decoding thread pool at the next
+    read, and a DataLoader that forks workers after that hangs (the pool does not survive fork).
+    """
+    from rasterio._env import del_gdal_config, get_gdal_config, set_gdal_config
+
+    keys = ("GDAL_CACHEMAX", "GDAL_NUM_THREADS", "GDAL_DISABLE_READDIR_ON_OPEN")
+    before = {key: get_gdal_config(key, normalize=False) for key in keys}
+    yield
+    for key, value in before.items():
+        if value is None:
+            del_gdal_config(key)
+        else:
+            set_gdal_config(key, value, normalize=False)
+
+
+@pytest.fixture
 def release_hydra_logging() -> Iterator[None]:
     """Drop the root log handlers each in-process ``geoseg.cli.main`` run's Hydra installs, after the test.
 

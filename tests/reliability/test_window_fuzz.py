@@ -556,7 +556,8 @@ def base_config(path: Path) -> dict[str, Any]:
 
 DATA_KEYS = [
     "chip_size", "max_nodata_fraction", "batch_size", "ignore_index", "num_workers", "pin_memory",
-    "bands", "classes", "align_chips", "unknown_labels", "val_stride", "chips_per_epoch",
+    "bands", "classes", "align_chips", "unknown_labels", "val_stride", "chips_per_epoch", "chips_per_block",
+    "read_threads",
 ]  # fmt: skip
 CLASSES = st.lists(
     st.one_of(JUNK, st.fixed_dictionaries({"code": JUNK, "name": st.just("c")})), min_size=0, max_size=4

@@ -24,6 +24,5 @@ def test_configure_gdal_applies_defaults_unless_the_environment_sets_them(monkey
 
 
 @pytest.fixture(autouse=True)
-def _restore_cache():
-    yield
-    configure_gdal(workers=1)
+def _restore(restore_gdal_config):
+    """Every test here sets GDAL options in this process: put them back."""

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from geoseg.data.band_files import FileEntry, check_grid_rule, check_invalid_rule, parse_files
+from geoseg.data.chip_groups import check_group_cache, chips_per_block, origin_cells
 from geoseg.data.class_balance import (
     SAMPLING,
     balanced_weights,
@@ -28,7 +29,7 @@ from geoseg.data.class_balance import (
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.demo import make_demo_data
 from geoseg.data.labels import ClassMap, check_classes
-from geoseg.data.loader import make_loader, num_workers, pin_memory
+from geoseg.data.loader import make_loader, num_workers, pin_memory, read_threads
 from geoseg.data.masks import coarse_valid_mask, label_codes
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scene_index import SceneIndex, cached_array, entry_key
@@ -86,6 +87,7 @@ def check_data_config(cfg: Mapping[str, Any]) -> None:
     if "chips_per_epoch" in cfg and _number(cfg, "chips_per_epoch") < 1:
         raise GeosegError(f"data.chips_per_epoch must be >= 1, got {cfg['chips_per_epoch']}.")
     num_workers(cfg)
+    read_threads(cfg)
     pin_memory(cfg)
     check_sampling(cfg)
     bands = cfg.get("bands")
@@ -110,6 +112,7 @@ def check_data_config(cfg: Mapping[str, Any]) -> None:
         )
     if not isinstance(cfg.get("align_chips", False), bool):
         raise GeosegError(f"data.align_chips must be true or false, got {cfg['align_chips']!r}.")
+    chips_per_block(cfg)
     if cfg.get("unknown_labels", "error") not in ("error", "ignore"):
         raise GeosegError(f"data.unknown_labels must be 'error' or 'ignore', got '{cfg['unknown_labels']}'.")
 
@@ -242,8 +245,9 @@ def random_sampler(
     ``data.max_nodata_fraction``."""
     size = int(cfg["chip_size"])
     sampling, power = check_sampling(cfg)
-    candidates, weights, empty, classes = [], [], [], []
+    candidates, weights, empty, classes, cells = [], [], [], [], []
     index = scene_index(cfg)
+    group = chips_per_block(cfg)
     for scene in scenes:
         align = chip_alignment(scene, size) if cfg.get("align_chips", False) else (1, 1)
         step = candidate_step(size, align)
@@ -267,6 +271,7 @@ def random_sampler(
                         "nodata; it is skipped", scene.image, size, cfg["max_nodata_fraction"])  # fmt: skip
         candidates.append(origins)
         weights.append(frac)
+        cells.append(origin_cells(scene, size, origins))
         if cmap is not None:  # the exact class mix of every candidate, from full-resolution label counts
             counts = cached_class_counts(scene, step, cmap, index)
             classes.append(candidate_class_fractions(counts, origins, (i0 * step, j0 * step), size, step))
@@ -285,7 +290,14 @@ def random_sampler(
             "no training chip passes data.max_nodata_fraction="
             f"{cfg['max_nodata_fraction']}; raise it or check data.nodata / the label files."
         )
-    sampler = RandomChipSampler(candidates, weights, int(cfg["chips_per_epoch"]), seed, rank, world_size)
+    sampler = RandomChipSampler(
+        candidates, weights, int(cfg["chips_per_epoch"]), seed, rank, world_size, group, cells
+    )
+    if group > 1:
+        check_group_cache(scenes, size, group, num_workers(cfg))
+        log.info("random chips in groups of %d whose origins share a file block (data.chips_per_block=%s): "
+                 "%d independent groups per batch of %d", group, cfg.get("chips_per_block", "auto"),
+                 int(cfg["batch_size"]) // group, int(cfg["batch_size"]))  # fmt: skip
     if fractions is not None and len(fractions) == len(sampler.p):
         sampler.class_mix = delivered_fractions(fractions, sampler.p).tolist()
         mix = ", ".join(

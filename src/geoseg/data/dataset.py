@@ -18,7 +18,7 @@ from geoseg.data.labels import ClassMap, open_label_on_grid
 from geoseg.data.normalize import BATCH_DTYPES, batch_dtype, raw_fill_values
 from geoseg.data.scenes import Scene
 from geoseg.data.stack_reader import StackReader
-from geoseg.data.transforms import Augment
+from geoseg.data.transforms import Augment, apply_symmetry
 from geoseg.data.windows import Chip
 from geoseg.errors import GeosegError
 
@@ -159,6 +159,11 @@ class ChipDataset(Dataset):
     def _augment_into(
         self, image: np.ndarray, mask: np.ndarray, invalid: np.ndarray | None, seed: int
     ) -> None:
+        symmetry = self.augment.symmetry(seed)
+        if symmetry is not None:  # flips/rotations: permute the (C, H, W) chip in place, same result
+            image[...] = apply_symmetry(image, symmetry)
+            mask[...] = apply_symmetry(mask, symmetry)
+            return
         valid = np.ones(mask.shape, dtype=bool) if invalid is None else ~invalid
         hwc, out_mask, out_valid = self.augment(np.moveaxis(image, 0, -1), mask, valid, seed)
         if out_mask.shape != mask.shape:

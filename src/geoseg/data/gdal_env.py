@@ -28,14 +28,15 @@ def auto_workers(cpus: int | None = None) -> int:
     return max(0, min(MAX_AUTO_WORKERS, cpus - 1))
 
 
-def gdal_defaults(workers: int, cpus: int | None = None) -> dict[str, str | int]:
+def gdal_defaults(workers: int, cpus: int | None = None, threads: int | None = None) -> dict[str, str | int]:
     """Options for each reading process; ``workers`` is how many processes share the cache and cores.
 
     ``GDAL_NUM_THREADS`` lets GDAL decode the several blocks one chip read touches in parallel:
     the rank's cores divided among its readers, so readers never oversubscribe them. Apply it in
     DataLoader workers only: GDAL's thread pool does not survive ``fork``, so a process that used
     it and then forks workers leaves them waiting forever on the pool (seen with 0 then 2 workers
-    in one process). With ``num_workers: 0`` reads stay single-threaded.
+    in one process). With ``num_workers: 0`` reads stay single-threaded. ``threads`` (``data.read_threads``)
+    replaces the computed count.
     """
     cpus = cpus_per_rank() if cpus is None else cpus
     return {
@@ -43,15 +44,16 @@ def gdal_defaults(workers: int, cpus: int | None = None) -> dict[str, str | int]
         # bytes per process: rasterio's set_gdal_config passes an int to GDALSetCacheMax64 (bytes),
         # unlike the environment variable, where a small number means megabytes
         "GDAL_CACHEMAX": max(64, CACHE_BUDGET_MB // max(1, workers)) * 2**20,
-        "GDAL_NUM_THREADS": str(max(1, cpus // max(1, workers))),
+        "GDAL_NUM_THREADS": str(threads or max(1, cpus // max(1, workers))),
     }
 
 
-def configure_gdal(workers: int) -> dict[str, str | int]:
-    """Apply :func:`gdal_defaults` in this process, leaving alone what the user set in the environment."""
+def configure_gdal(workers: int, threads: int | None = None) -> dict[str, str | int]:
+    """Apply :func:`gdal_defaults` in this process, leaving alone what the user set in the environment
+    (but for ``GDAL_NUM_THREADS`` when ``threads`` is given: the config's explicit value wins)."""
     applied: dict[str, str | int] = {}
-    for key, value in gdal_defaults(workers).items():
-        if key in os.environ:  # GDAL reads the environment itself
+    for key, value in gdal_defaults(workers, threads=threads).items():
+        if key in os.environ and not (key == "GDAL_NUM_THREADS" and threads):  # GDAL reads the environment
             continue
         set_gdal_config(key, value)
         applied[key] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import Mapping
 from typing import Any
@@ -28,7 +29,7 @@ def make_loader(
         extra = {
             "prefetch_factor": int(cfg.get("prefetch_factor", 2)),
             "persistent_workers": bool(cfg.get("persistent_workers", True)),
-            "worker_init_fn": configure_gdal_worker,
+            "worker_init_fn": functools.partial(configure_gdal_worker, threads=read_threads(cfg)),
         }
     return DataLoader(
         dataset,
@@ -62,9 +63,20 @@ def pin_memory(cfg: Mapping[str, Any]) -> bool:
     return value
 
 
-def configure_gdal_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: GDAL defaults sized to the number of workers; stop signals and
-    Ctrl-C ignored.
+def read_threads(cfg: Mapping[str, Any]) -> int | None:
+    """``data.read_threads``: GDAL decoding threads per DataLoader worker; None for ``auto`` (this
+    rank's cores divided among its workers, see :func:`geoseg.data.gdal_env.gdal_defaults`)."""
+    value = cfg.get("read_threads", "auto")
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GeosegError(f"data.read_threads must be a whole number >= 1 or 'auto', got {value!r}.")
+    return value
+
+
+def configure_gdal_worker(worker_id: int, threads: int | None = None) -> None:
+    """DataLoader ``worker_init_fn``: GDAL defaults sized to the number of workers (``threads``
+    decoding threads each when given); stop signals and Ctrl-C ignored.
 
     SLURM signals every process of a job step. A worker that died of SIGTERM/SIGUSR1 would fail the
     DataLoader before the main process writes its preemption checkpoint (engine/preemption.py);
@@ -73,4 +85,4 @@ def configure_gdal_worker(worker_id: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # Ctrl-C reaches the workers too
         signal.signal(sig, signal.SIG_IGN)
     info = torch.utils.data.get_worker_info()
-    configure_gdal(workers=info.num_workers if info else 1)
+    configure_gdal(workers=info.num_workers if info else 1, threads=threads)

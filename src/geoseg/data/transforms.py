@@ -23,6 +23,33 @@ N_BAND_SAFE = frozenset(
 )  # fmt: skip
 
 
+# Transforms whose only effect is one of the 8 symmetries of the square, drawn without looking at the
+# image: a pipeline of these alone is applied to (C, H, W) chips directly (see Augment.symmetry).
+DIHEDRAL = frozenset({"Compose", "OneOf", "Sequential", "HorizontalFlip", "VerticalFlip", "RandomRotate90",
+                      "Transpose", "D4"})  # fmt: skip
+# (transpose, flip rows, flip columns): the 8 symmetries of the square, applied in that order
+SYMMETRIES = [(t, r, c) for t in (False, True) for r in (False, True) for c in (False, True)]
+_CORNERS = np.array([[0, 1], [2, 3]], dtype=np.uint8)
+
+
+def apply_symmetry(arr: np.ndarray, symmetry: tuple[bool, bool, bool]) -> np.ndarray:
+    """A view of ``arr`` (..., H, W) under one of :data:`SYMMETRIES`."""
+    transpose, flip_rows, flip_cols = symmetry
+    if transpose:
+        arr = arr.swapaxes(-1, -2)
+    if flip_rows:
+        arr = arr[..., ::-1, :]
+    if flip_cols:
+        arr = arr[..., ::-1]
+    return arr
+
+
+def _is_dihedral(transform: A.BasicTransform) -> bool:
+    return type(transform).__name__ in DIHEDRAL and all(
+        _is_dihedral(child) for child in getattr(transform, "transforms", []) or []
+    )
+
+
 def check_n_band_safe(transform: A.BasicTransform) -> None:
     """Refuse any transform (also nested in Compose/OneOf) that is not in :data:`N_BAND_SAFE`."""
     name = type(transform).__name__
@@ -60,6 +87,21 @@ class Augment:
     def __init__(self, pipeline: A.Compose) -> None:
         check_n_band_safe(pipeline)
         self.pipeline = pipeline
+        self.dihedral = _is_dihedral(pipeline)
+
+    def symmetry(self, seed: int) -> tuple[bool, bool, bool] | None:
+        """For a pipeline of flips, transposes and 90-degree rotations only (the default ``aug=flips``):
+        the symmetry it draws for ``seed``, found by running it on a 2x2 image, so it can be applied to
+        a (C, H, W) chip as a view, with no (H, W, C) round trip; None for any other pipeline.
+
+        Those transforms draw their parameters without looking at the image, so the 2x2 image gets the
+        same symmetry the chip would: the result is identical to :meth:`__call__` (tested).
+        """
+        if not self.dihedral:
+            return None
+        seed_pipeline(self.pipeline, seed)
+        corners = self.pipeline(image=_CORNERS[..., None])["image"].reshape(2, 2)
+        return next(s for s in SYMMETRIES if np.array_equal(apply_symmetry(_CORNERS, s), corners))
 
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, valid: np.ndarray, seed: int
