@@ -15,31 +15,31 @@ from rasterio.shutil import copy as raster_copy
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-LAYOUTS = {
-    "tiled": {"tiled": True, "blockxsize": 256, "blockysize": 256},
-    "striped": {"tiled": False},
-}
 
+def write_synthetic(
+    path: Path, label: Path, size: int, layout: str = "tiled", bands: int = 13, dtype: str = "uint16",
+    block: int = 256,
+) -> None:  # fmt: skip
+    """A ``bands``-band ``dtype`` scene and its 4-class label, 256 rows at a time to keep memory low.
 
-def write_synthetic(path: Path, label: Path, size: int, layout: str = "tiled", bands: int = 13) -> None:
-    """A ``bands``-band uint16 scene and its 4-class label, 256 rows at a time to keep memory low.
-
-    ``layout``: ``tiled`` (256-px tiles), ``striped`` (GDAL's default strips) or ``cog`` (a Cloud
-    Optimized GeoTIFF: 512-px tiles and overviews, made from a tiled copy). All deflate-compressed.
+    ``layout``: ``tiled`` (``block``-px tiles, 256 by default), ``striped`` (GDAL's default strips) or
+    ``cog`` (a Cloud Optimized GeoTIFF: 512-px tiles and overviews, made from a tiled copy). All
+    deflate-compressed.
     """
     if path.exists() and label.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     label.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    blocks = LAYOUTS["striped" if layout == "striped" else "tiled"]
+    tiled = layout != "striped"
+    blocks = {"tiled": True, "blockxsize": block, "blockysize": block} if tiled else {"tiled": False}
     profile = dict(
         driver="GTiff", width=size, height=size, crs="EPSG:32633", compress="deflate", interleave="pixel",
         transform=from_origin(500_000, 5_000_000, 10, 10), **blocks,
     )  # fmt: skip
     tmp_img, tmp_lab = path.with_name(path.name + ".part"), label.with_name(label.name + ".part")
     with (
-        rasterio.open(tmp_img, "w", count=bands, dtype="uint16", nodata=0, **profile) as img,
+        rasterio.open(tmp_img, "w", count=bands, dtype=dtype, nodata=0, **profile) as img,
         rasterio.open(tmp_lab, "w", count=1, dtype="uint8", nodata=255, **profile) as lab,
     ):
         for row in range(0, size, 256):
@@ -47,7 +47,7 @@ def write_synthetic(path: Path, label: Path, size: int, layout: str = "tiled", b
             base = rng.integers(200, 3000, size=(bands, 1, 1))
             slab = base + rng.normal(0, 150, size=(bands, rows, size))
             window = Window(0, row, size, rows)
-            img.write(slab.clip(1, 60000).astype(np.uint16), window=window)
+            img.write(slab.clip(1, min(60000, np.iinfo(dtype).max)).astype(dtype), window=window)
             lab.write(rng.integers(0, 4, size=(1, rows, size), dtype=np.uint8), window=window)
     if layout == "cog":
         for tmp in (tmp_img, tmp_lab):
