@@ -49,8 +49,8 @@ import rasterio
 import torch
 from hydra import compose, initialize_config_dir
 
-from geoseg.config import config_dir
-from geoseg.data.build import as_dict, build_augment, build_split, load_scenes, train_stats
+from geoseg.config import as_dict, config_dir
+from geoseg.data.build import build_augment, build_split, load_scenes, train_stats
 from geoseg.data.convert import convert_file
 from geoseg.engine.fit import optimizer_step
 from geoseg.engine.run import Run, build_run

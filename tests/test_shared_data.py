@@ -19,14 +19,15 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import SHARED_DATA
-from geoseg.config import config_dir
-from geoseg.data.build import as_dict, build_split, load_scenes, stats_path, train_stats
+from geoseg.config import as_dict, config_dir
+from geoseg.data.build import build_split, load_scenes, stats_path, train_stats
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.labels import ClassMap
-from geoseg.data.normalize import BandNormalize, batch_dtype
+from geoseg.data.normalize import batch_dtype
 from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stats import compute_stats, load_stats
 from geoseg.data.windows import Chip, grid_windows
+from geoseg.models.band_normalize import BandNormalize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IGNORE = 255

@@ -1,8 +1,13 @@
-"""Where the Hydra configs live: inside the installed package, or the repo's top-level ``configs/``."""
+"""Where the Hydra configs live (inside the installed package, or the repo's top-level ``configs/``), and
+config nodes as plain values."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 from geoseg.errors import GeosegError
 
@@ -14,3 +19,10 @@ def config_dir() -> Path:
         if (candidate / "data").is_dir():
             return candidate
     raise GeosegError(f"geoseg's configs were not found next to {here}; reinstall with `pip install .`.")
+
+
+def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved plain dict of a config node."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)

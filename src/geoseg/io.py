@@ -1,16 +1,18 @@
-"""Atomic file writes: write to a temporary name in the same folder, fsync, then rename."""
+"""Atomic file writes (a temporary name in the same folder, fsync, then rename), and strict-JSON values."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
 import logging
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from geoseg.errors import GeosegError, first_line
 
@@ -130,3 +132,14 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") ->
         raise GeosegError(
             f"cannot write to the {what} '{path}' ({reason}); choose a writable folder"
         ) from None
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None (strict JSON), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

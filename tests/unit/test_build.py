@@ -7,8 +7,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from geoseg.config import config_dir
-from geoseg.data.build import as_dict, build_augment, build_split, load_scenes, train_stats
+from geoseg.config import as_dict, config_dir
+from geoseg.data.build import build_augment, build_split, load_scenes, train_stats
 from geoseg.data.demo import make_demo_data
 from geoseg.errors import GeosegError
 

@@ -10,8 +10,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from conftest import write_tif
+from geoseg.classes import ClassInfo
 from geoseg.errors import GeosegError
-from geoseg.inference.loaded import ClassInfo
 from geoseg.inference.score_set import label_for, prediction_files, score_set, set_classes
 from geoseg.inference.scoring import format_table, prediction_classes, score, write_metrics
 from geoseg.inference.writer import CLASSES_TAG

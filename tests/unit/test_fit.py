@@ -11,7 +11,8 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import tiny_train_cfg
-from geoseg.data.build import as_dict, build_split, train_stats
+from geoseg.config import as_dict
+from geoseg.data.build import build_split, train_stats
 from geoseg.engine import fit as fit_module
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.engine.fit import fit

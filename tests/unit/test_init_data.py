@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 
 from conftest import write_tif
 from geoseg.cli import main
-from geoseg.config import config_dir
-from geoseg.data.build import as_dict, load_scenes
+from geoseg.config import as_dict, config_dir
+from geoseg.data.build import load_scenes
 
 pytestmark = pytest.mark.usefixtures("release_hydra_logging")  # in-process CLI runs (conftest.py)
 

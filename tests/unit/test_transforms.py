@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.data.normalize import BandNormalize, batch_dtype, raw_fill_values
+from geoseg.data.normalize import batch_dtype, raw_fill_values
 from geoseg.data.transforms import Augment
 from geoseg.errors import GeosegError
+from geoseg.models.band_normalize import BandNormalize
 
 
 def test_band_normalize_per_band_in_float32():

@@ -13,13 +13,13 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 
 from conftest import UTM, save_tiny_checkpoint, write_tif
+from geoseg.classes import ClassInfo
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.labels import ClassMap
 from geoseg.data.scenes import inspect_scene
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.data.windows import Chip
 from geoseg.errors import GeosegError
-from geoseg.inference.loaded import ClassInfo
 from geoseg.inference.vectorize import write_polygons
 
 ORIGIN = from_origin(500_000, 5_000_000, 10, 10)

@@ -12,7 +12,8 @@ import time
 
 from omegaconf import DictConfig
 
-from geoseg.data.build import as_dict, class_map_from, load_scenes, random_sampler, scene_index
+from geoseg.config import as_dict
+from geoseg.data.build import class_map_from, load_scenes, random_sampler, scene_index
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from geoseg.config import config_dir
-from geoseg.data.build import as_dict, load_scenes
+from geoseg.config import as_dict, config_dir
+from geoseg.data.build import load_scenes
 from geoseg.data.init_data import chip_size_for, draft, render
 from geoseg.errors import GeosegError
 from geoseg.io import atomic_write_text

@@ -7,7 +7,8 @@ import logging
 import torch
 from omegaconf import DictConfig
 
-from geoseg.data.build import as_dict, load_scenes
+from geoseg.config import as_dict
+from geoseg.data.build import load_scenes
 from geoseg.models.build import SegmentationModel, model_from_config
 from geoseg.models.convert import format_counts, is_feature_norm, num_channels
 

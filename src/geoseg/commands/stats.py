@@ -7,7 +7,8 @@ import os
 
 from omegaconf import DictConfig
 
-from geoseg.data.build import as_dict, load_scenes, stats_path
+from geoseg.config import as_dict
+from geoseg.data.build import load_scenes, stats_path
 from geoseg.data.stats import BandStats, compute_stats, save_stats
 from geoseg.errors import GeosegError
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -376,10 +375,3 @@ def train_stats(
     scenes = list(scenes) if scenes is not None else load_scenes(cfg, "train")
     path = stats_path(cfg, stats_key(scenes))
     return load_or_compute_stats(scenes, path, progress=progress, rank=rank, world_size=world_size)
-
-
-def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved plain dict of a config node."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)

@@ -92,7 +92,7 @@ class ChipDataset(Dataset):
 
     - ``image`` keeps the scenes' raw dtype (see :func:`batch_dtype`: uint16 stays uint16); pixels
       that are nodata or non-finite hold the band mean (``fill``), so they normalise to about 0.
-      Normalise with :class:`~geoseg.data.normalize.BandNormalize` where the model runs.
+      Normalise with :class:`~geoseg.models.band_normalize.BandNormalize` where the model runs.
     - ``mask`` holds class indices in the smallest integer dtype (uint8 normally) with
       ``ignore_index`` where the image is invalid or the label unmapped; call ``.long()`` for a loss.
 

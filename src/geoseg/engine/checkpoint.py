@@ -26,10 +26,9 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from geoseg.engine.distributed import DistInfo
-from geoseg.engine.log import json_safe
 from geoseg.engine.nonfinite import check_weights_finite
 from geoseg.errors import GeosegError, first_line, unpickling_detail
-from geoseg.io import RESUME_FIX, atomic_write
+from geoseg.io import RESUME_FIX, atomic_write, json_safe
 
 if TYPE_CHECKING:
     from geoseg.engine.run import Progress, Run

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from geoseg.data.build import as_dict, build_split
+from geoseg.config import as_dict
+from geoseg.data.build import build_split
 from geoseg.data.loader import make_loader
 from geoseg.engine.evaluate import evaluate
 from geoseg.models.recalibrate import bn_layers, recalibrate_bn

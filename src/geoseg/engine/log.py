@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from geoseg.engine.metrics import majority_baseline
-from geoseg.io import RESUME_FIX, atomic_write_text, write_errors
+from geoseg.io import RESUME_FIX, atomic_write_text, json_safe, write_errors
 
 if TYPE_CHECKING:
     from geoseg.engine.progress import EpochProgress
@@ -39,17 +39,6 @@ def flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
         elif isinstance(value, int | float) and not isinstance(value, bool):
             flat[name] = float(value)
     return flat
-
-
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> None (strict JSON), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -15,7 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from geoseg.data.build import SplitData, as_dict, build_augment, build_split, load_scenes, train_stats
+from geoseg.config import as_dict
+from geoseg.data.build import SplitData, build_augment, build_split, load_scenes, train_stats
 from geoseg.data.scenes import Scene
 from geoseg.data.stats import BandStats, save_stats
 from geoseg.engine.distributed import DistInfo, broadcast_object, init_distributed, main_process_first

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from geoseg.classes import ClassInfo
 from geoseg.inference.display import NODATA_RGB, colour_classes, display_bands, stretch
-from geoseg.inference.loaded import ClassInfo
 
 if TYPE_CHECKING:
     from geoseg.engine.run import Run

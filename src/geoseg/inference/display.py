@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from geoseg.inference.loaded import ClassInfo
+from geoseg.classes import ClassInfo
 
 COLOUR_NAMES = (("red", "b04", "b4"), ("green", "b03", "b3"), ("blue", "b02", "b2"))
 NODATA_RGB = (40, 40, 40)

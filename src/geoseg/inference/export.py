@@ -23,11 +23,10 @@ import torch
 from torch import nn
 
 from geoseg.engine.checkpoint import load_checkpoint
-from geoseg.engine.log import json_safe
 from geoseg.errors import GeosegError, first_line
 from geoseg.inference.loaded import LoadedModel, load_model
 from geoseg.inference.tiling import check_tiling
-from geoseg.io import WRITE_FIX, atomic_paths, write_errors
+from geoseg.io import WRITE_FIX, atomic_paths, json_safe, write_errors
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
-from geoseg.inference.loaded import ClassInfo
+from geoseg.classes import ClassInfo
 
 # GDALRATFieldType and GDALRATFieldUsage codes (gdal.h)
 INTEGER, STRING = 0, 2

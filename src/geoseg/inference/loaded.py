@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 
+from geoseg.classes import ClassInfo
 from geoseg.data.band_files import FileEntry, check_grid_rule, check_invalid_rule, parse_files
 from geoseg.data.stats import BandStats
 from geoseg.engine.checkpoint import load_checkpoint
@@ -17,34 +18,6 @@ from geoseg.errors import GeosegError
 from geoseg.models.build import SegmentationModel, build_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ClassInfo:
-    """The classes a model predicts: index order, label codes, names and display colours."""
-
-    codes: list[int]
-    names: list[str]
-    colors: list[tuple[int, int, int]]
-
-    @classmethod
-    def from_config(cls, classes: Sequence[Mapping[str, Any]]) -> ClassInfo:
-        colors = [tuple(int(v) for v in c.get("color") or default_color(i)) for i, c in enumerate(classes)]
-        return cls([int(c["code"]) for c in classes], [str(c["name"]) for c in classes], colors)
-
-    def as_list(self) -> list[dict[str, Any]]:
-        return [
-            {"code": c, "name": n, "color": list(rgb)}
-            for c, n, rgb in zip(self.codes, self.names, self.colors, strict=True)
-        ]
-
-
-def default_color(index: int) -> tuple[int, int, int]:
-    """A distinct colour for classes the config gives none (golden-angle hues)."""
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb((index * 0.618034) % 1.0, 0.65, 0.9)
-    return int(r * 255), int(g * 255), int(b * 255)
 
 
 @dataclass

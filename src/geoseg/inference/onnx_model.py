@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from geoseg.classes import ClassInfo
 from geoseg.data.band_files import check_grid_rule, check_invalid_rule, parse_files
 from geoseg.data.stats import BandStats
 from geoseg.errors import GeosegError, first_line
-from geoseg.inference.loaded import ClassInfo, LoadedModel
+from geoseg.inference.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from rasterio.enums import Resampling
 
+from geoseg.classes import ClassInfo
 from geoseg.data.labels import ClassMap, read_label_decimated
 from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stack_reader import StackReader
 from geoseg.errors import GeosegError
 from geoseg.inference.display import NODATA_RGB, colour_classes, display_bands, stretch
-from geoseg.inference.loaded import ClassInfo
 from geoseg.inference.scoring import ScoreOptions
 from geoseg.io import atomic_write
 

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from geoseg.classes import ClassInfo
 from geoseg.errors import GeosegError
-from geoseg.inference.loaded import ClassInfo
 from geoseg.inference.scoring import (
     SceneCounts,
     ScoreOptions,

@@ -22,15 +22,14 @@ import torch
 from rasterio.windows import Window
 from tqdm import tqdm
 
+from geoseg.classes import ClassInfo
 from geoseg.data.labels import ClassMap, check_classes, open_label_on_grid
 from geoseg.data.scenes import inspect_scene, open_raster, region_pixels
 from geoseg.data.vector_labels import VectorOptions
-from geoseg.engine.log import json_safe
 from geoseg.engine.metrics import ConfusionMatrix, compute_metrics
 from geoseg.errors import GeosegError
-from geoseg.inference.loaded import ClassInfo
 from geoseg.inference.writer import read_classes_tag
-from geoseg.io import atomic_write_text
+from geoseg.io import atomic_write_text, json_safe
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pyogrio.errors import DataLayerError, DataSourceError
 from rasterio.features import shapes
 from rasterio.windows import Window
 
+from geoseg.classes import ClassInfo
 from geoseg.errors import first_line
-from geoseg.inference.loaded import ClassInfo
 
 LAYER = "classes"
 BATCH = 5000  # polygons appended to the file at a time

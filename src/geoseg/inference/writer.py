@@ -26,11 +26,11 @@ import rasterio
 import rasterio.errors
 import rasterio.shutil
 
+from geoseg.classes import ClassInfo
 from geoseg.data.stack import Grid
 from geoseg.errors import first_line
 from geoseg.inference.blend import FinishedBlock, PendingBlock
 from geoseg.inference.legend import legend_path
-from geoseg.inference.loaded import ClassInfo
 
 CLASSES_TAG = "geoseg_classes"
 BLOCK = 256  # px, output GeoTIFF tile size; writes are aligned to it

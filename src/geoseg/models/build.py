@@ -1,7 +1,7 @@
 """``build_model``: an smp model for N bands with the chosen norm everywhere and the band statistics inside.
 
 The returned :class:`SegmentationModel` takes raw band values (any dtype) and returns class
-logits. Its first layer is :class:`~geoseg.data.normalize.BandNormalize`, so every checkpoint
+logits. Its first layer is :class:`~geoseg.models.band_normalize.BandNormalize`, so every checkpoint
 carries the statistics it was trained with, and ``model.meta`` records how it was built
 (architecture, encoder, bands, norm, weights and first-conv strategy) for checkpoints and reports.
 """
@@ -18,10 +18,9 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from geoseg.data.build import as_dict
-from geoseg.data.normalize import BandNormalize
-from geoseg.data.stats import BandStats
+from geoseg.config import as_dict
 from geoseg.errors import GeosegError
+from geoseg.models.band_normalize import BandNormalize, BandStatistics
 from geoseg.models.convert import NormSummary, convert_norm
 from geoseg.models.norms import NormFactory, factory_target, resolve_norm
 from geoseg.models.weight_standardization import standardize_convs
@@ -106,7 +105,7 @@ def create_net(
         raise GeosegError(f"model.arch={arch} with encoder.name={encoder}: {err}") from None
 
 
-def band_normalize(stats: BandStats | None, in_channels: int) -> nn.Module:
+def band_normalize(stats: BandStatistics | None, in_channels: int) -> nn.Module:
     """The model's first layer: per-band standardisation, or identity for inputs already normalised."""
     if stats is None:
         return nn.Identity()
@@ -158,7 +157,7 @@ def build_model(
     weights: str | None = None,
     first_conv: str = "repeat",
     rgb_channels: Sequence[int] | None = None,
-    stats: BandStats | None = None,
+    stats: BandStatistics | None = None,
 ) -> SegmentationModel:
     """Build ``arch`` on ``encoder`` for ``in_channels`` bands, load local weights, then convert its norms."""
     if in_channels < 1 or classes < 1:
@@ -191,7 +190,7 @@ def build_model(
 
 
 def model_from_config(
-    cfg: Mapping[str, Any], in_channels: int, classes: int, stats: BandStats | None
+    cfg: Mapping[str, Any], in_channels: int, classes: int, stats: BandStatistics | None
 ) -> SegmentationModel:
     """Build the model of a composed config (its ``model``, ``encoder`` and ``norm`` groups)."""
     model_cfg, enc = as_dict(cfg["model"]), as_dict(cfg["encoder"])  # smp wants lists, not ListConfig
