@@ -43,9 +43,9 @@ from rasterio.windows import Window
 
 from geoseg.data.scenes import inspect_scene
 from geoseg.data.stats import compute_stats
+from geoseg.device import AMP
 from geoseg.engine.checkpoint import save_model_checkpoint
 from geoseg.engine.log import peak_memory_mb
-from geoseg.engine.runtime import AMP
 from geoseg.inference.loaded import load_model
 from geoseg.inference.predict import PredictOptions, predict_scene, prepare
 from geoseg.models.build import build_model

@@ -14,12 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from geoseg.device import autocast_dtype, pick_device
 from geoseg.engine import checkpoint as ckpt
-from geoseg.engine.distributed import env_ranks, pick_device, slurm_rendezvous
+from geoseg.engine.distributed import env_ranks, slurm_rendezvous
 from geoseg.engine.log import RunLogger, flatten, peak_memory_mb, truncate_jsonl
 from geoseg.engine.losses import CrossEntropy, Dice, WeightedSum
 from geoseg.engine.metrics import ConfusionMatrix, compute_metrics, majority_baseline
-from geoseg.engine.runtime import autocast_dtype, check_trainer, resume_path
+from geoseg.engine.runtime import check_trainer, resume_path
 from geoseg.engine.schedule import WarmupSchedule, build_scheduler
 from geoseg.errors import GeosegError
 from geoseg.io import json_safe

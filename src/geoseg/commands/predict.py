@@ -16,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from geoseg.data.band_files import check_grid_rule, parse_files
 from geoseg.data.scene_paths import scene_name
+from geoseg.device import autocast_dtype
 from geoseg.engine.distributed import barrier, cleanup_distributed, init_distributed
-from geoseg.engine.runtime import autocast_dtype
 from geoseg.errors import GeosegError
 from geoseg.inference.inputs import find_inputs, output_paths
 from geoseg.inference.loaded import LoadedModel, load_model

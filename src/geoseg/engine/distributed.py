@@ -18,6 +18,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from geoseg.device import pick_device
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)
@@ -57,19 +58,6 @@ def slurm_rendezvous(env: Mapping[str, str]) -> dict[str, str]:
         raise GeosegError("SLURM run without MASTER_ADDR: export MASTER_ADDR=<first node> in the job script")
     port = env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", 0)) % 20000)
     return {"MASTER_ADDR": addr, "MASTER_PORT": port}
-
-
-def pick_device(wanted: str, local_rank: int, option: str = "trainer.device") -> torch.device:
-    """``auto`` (CUDA when present), ``cuda`` or ``cpu``; errors name the config ``option``."""
-    if wanted not in ("auto", "cuda", "cpu"):
-        raise GeosegError(f"{option}={wanted!r} is not one of auto, cuda, cpu")
-    if wanted == "cpu" or (wanted == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise GeosegError(f"{option}=cuda but no CUDA device is visible; use {option}=auto or cpu")
-    index = local_rank % torch.cuda.device_count()
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
 
 
 def init_distributed(

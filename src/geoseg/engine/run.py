@@ -19,10 +19,11 @@ from geoseg.config import as_dict
 from geoseg.data.build import SplitData, build_augment, build_split, load_scenes, train_stats
 from geoseg.data.scenes import Scene
 from geoseg.data.stats import BandStats, save_stats
+from geoseg.device import autocast_dtype
 from geoseg.engine.distributed import DistInfo, broadcast_object, init_distributed, main_process_first
 from geoseg.engine.log import reset_peak_memory
 from geoseg.engine.optim import build_optimizer
-from geoseg.engine.runtime import autocast_dtype, check_batch_for_batchnorm, check_trainer, seed_everything
+from geoseg.engine.runtime import check_batch_for_batchnorm, check_trainer, seed_everything
 from geoseg.errors import GeosegError
 from geoseg.io import ensure_free_space, ensure_writable_dir
 from geoseg.models.build import SegmentationModel, model_from_config
