@@ -53,8 +53,9 @@ from geoseg.config import as_dict, config_dir
 from geoseg.data.build import build_augment, build_split, load_scenes, train_stats
 from geoseg.data.convert import convert_file
 from geoseg.engine.fit import optimizer_step
-from geoseg.engine.run import Run, build_run
+from geoseg.engine.run import build_run
 from geoseg.engine.runtime import to_device
+from geoseg.engine.state import Run
 from synthetic_scenes import write_synthetic
 
 
@@ -68,11 +69,11 @@ def cog_overrides(size: int) -> list[str]:
 
 def train_step(run: Run, model: torch.nn.Module, batch: dict) -> None:
     """One optimizer step of the training loop (no accumulation, no DDP)."""
-    images, target = to_device(batch, run.info.device, bool(run.trainer["channels_last"]))
+    images, target = to_device(batch, run.info.device, run.channels_last)
     with torch.autocast(run.info.device.type, dtype=run.amp, enabled=run.amp is not None):
         loss = run.loss_fn(model(images), target)
     run.scaler.scale(loss).backward()
-    optimizer_step(run.model, run.optimizer, run.scaler, run.trainer["grad_clip"])
+    optimizer_step(run.model, run.optimizer, run.scaler, run.options.grad_clip)
 
 
 def rate(run: Run, batches, steps: int, warmup: int, work) -> float:

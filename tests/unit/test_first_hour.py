@@ -126,16 +126,21 @@ def test_a_finished_cli_run_links_latest_keeps_best_and_names_the_next_command(d
 
 def test_progress_lines_when_not_a_terminal_say_where_the_run_is(caplog):
     clock = RunClock(start_step=0, total_steps=10)
-    bar = EpochProgress(range(3), 3, "epoch 1/2", clock, enabled=True, interval_s=1e-9)
-    with caplog.at_level(logging.INFO, logger="geoseg.engine.progress"):
-        for i in bar:
+    with (
+        caplog.at_level(logging.INFO, logger="geoseg.engine.progress"),
+        EpochProgress(3, "epoch 1/2", clock, enabled=True, interval_s=1e-9) as bar,
+    ):
+        for i in range(3):
             bar.update(step=i + 1, loss=0.5, lr=1e-3)
+            bar.advance()
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == "epoch 1/2  batch 1/3 (33%)  step 1/10  loss 0.5000  run ETA 0s"
     assert lines[-1].startswith("epoch 1/2  batch 3/3 (100%)  step 3/10")
-    silent = EpochProgress(range(3), 3, "epoch 1/2", clock, enabled=True, interval_s=0)
     caplog.clear()
-    assert list(silent) == [0, 1, 2] and not caplog.records
+    with EpochProgress(3, "epoch 1/2", clock, enabled=True, interval_s=0) as silent:
+        for _ in range(3):
+            silent.advance()
+    assert silent.count == 3 and not caplog.records
     assert [duration(s) for s in (42, 125, 3725)] == ["42s", "2m 5s", "1h 2m"]
 
 

@@ -250,7 +250,7 @@ def test_channels_last_auto_is_resolved_per_norm_at_build(demo_root, tmp_path, n
 
     run = build_run(tiny_train_cfg(demo_root, f"norm={norm}", "norm.num_groups=4"
                                    if norm == "groupnorm" else "seed=0"), str(tmp_path))  # fmt: skip
-    assert run.trainer["channels_last"] == "auto"
+    assert run.options.channels_last == "auto"
     assert run.channels_last is expected
     conv = next(m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)).weight
     assert conv.is_contiguous(memory_format=torch.channels_last) is expected

@@ -16,6 +16,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from geoseg.config import as_dict  # noqa: F401 -- re-exported: callers that build splits convert configs
 from geoseg.data.band_files import FileEntry, check_grid_rule, check_invalid_rule, parse_files
 from geoseg.data.chip_groups import check_group_cache, chips_per_block, origin_cells
 from geoseg.data.class_balance import (

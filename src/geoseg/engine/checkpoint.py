@@ -18,7 +18,7 @@ import pickle
 import random
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,11 +27,9 @@ from omegaconf import OmegaConf
 
 from geoseg.engine.distributed import DistInfo
 from geoseg.engine.nonfinite import check_weights_finite
+from geoseg.engine.state import Progress, Run
 from geoseg.errors import GeosegError, first_line, unpickling_detail
 from geoseg.io import RESUME_FIX, atomic_write, json_safe
-
-if TYPE_CHECKING:
-    from geoseg.engine.run import Progress, Run
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +190,6 @@ def save_checkpoints(run: Run, best: bool = True) -> None:
 
 def restore(run: Run, path: str) -> Progress:
     """Load model, optimizer, scheduler, scaler and RNG states from ``path``; returns its counters."""
-    from geoseg.engine.run import Progress
-
     # on the CPU: load_state_dict copies onto the model's device
     saved = load_checkpoint(path, missing_fix="check trainer.resume (auto finds RUN/last.pt) or drop it")
     check_same_model(saved["meta"], run.model.meta, path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
@@ -21,28 +21,26 @@ from geoseg.config import as_dict
 from geoseg.data.build import build_split
 from geoseg.data.loader import make_loader
 from geoseg.engine.evaluate import evaluate
+from geoseg.engine.state import Run
 from geoseg.models.recalibrate import bn_layers, recalibrate_bn
-
-if TYPE_CHECKING:
-    from geoseg.engine.run import Run
 
 log = logging.getLogger(__name__)
 
 
 def run_diagnostics(run: Run) -> dict[str, Any]:
     """The ``trainer.diagnostics`` evaluations the config asks for, as summary fields."""
-    cfg = run.trainer.get("diagnostics") or {}
+    wanted = run.options.diagnostics
     out: dict[str, Any] = {}
     val_miou = run.state.last_val.get("miou")
-    if cfg.get("train_max_chips") and val_miou is not None:
-        train = evaluate_train_split(run, int(cfg["train_max_chips"]))
+    if wanted.train_max_chips and val_miou is not None:
+        train = evaluate_train_split(run, wanted.train_max_chips)
         out["train_eval"] = {k: train[k] for k in ("miou", "accuracy", "loss", "pixels")}
         out["generalization_gap"] = train["miou"] - val_miou
         log.info(
             "train-split mIoU %.4f vs val %.4f: gap %+.4f", train["miou"], val_miou, out["generalization_gap"]
         )
-    if cfg.get("bn_statistics") and bn_layers(run.model) and val_miou is not None:
-        out["bn_eval"] = bn_statistics_eval(run, val_miou, int(run.trainer["precise_bn"]["num_batches"]))
+    if wanted.bn_statistics and bn_layers(run.model) and val_miou is not None:
+        out["bn_eval"] = bn_statistics_eval(run, val_miou, run.options.precise_bn.num_batches)
     return out
 
 

@@ -12,34 +12,16 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from geoseg.device import pick_device
+from geoseg.engine.state import DistInfo
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in the job, and the device it trains on."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
 
 
 def env_ranks(env: Mapping[str, str]) -> tuple[int, int, int, str]:

@@ -1,4 +1,4 @@
-"""Rank-0 run logging: ``metrics.jsonl`` rows, TensorBoard scalars, progress bars and peak memory.
+"""Rank-0 run logging: ``metrics.jsonl`` rows, TensorBoard scalars and peak memory, from plain values.
 
 Every rank builds a :class:`RunLogger`, but only rank 0's writes anything, so the training loop
 calls it unconditionally. On resume, rows past the checkpoint's step are dropped from
@@ -14,17 +14,12 @@ import os
 import resource
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from geoseg.engine.metrics import majority_baseline
 from geoseg.io import RESUME_FIX, atomic_write_text, json_safe, write_errors
-
-if TYPE_CHECKING:
-    from geoseg.engine.progress import EpochProgress
-    from geoseg.engine.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -138,70 +133,32 @@ class RunLogger:
 
 
 def log_step(
-    logger: RunLogger, bar: EpochProgress, run: Run, loss: float, grad_norm: Any, tiles_per_s: float
-) -> None:
-    """One ``train`` row: this rank's mean loss over the steps since the last row (not one micro-batch's,
-    which is noisy), the LR, the gradient norm and global tiles/s; the bar and progress lines get it too."""
-    row = {"kind": "train", "step": run.state.step, "epoch": run.state.epoch, "loss": loss,
-           "lr": run.optimizer.param_groups[0]["lr"], "tiles_per_s": tiles_per_s}  # fmt: skip
+    logger: RunLogger, step: int, epoch: int, loss: float, lr: float, tiles_per_s: float,
+    grad_norm: float | None = None, loss_scale: float | None = None,
+) -> None:  # fmt: skip
+    """One ``train`` row: the mean loss over the steps since the last row (not one micro-batch's, which
+    is noisy), the LR, global tiles/s, and the gradient norm and fp16 loss scale when there are any."""
+    row: dict[str, Any] = {"kind": "train", "step": step, "epoch": epoch, "loss": loss, "lr": lr,
+                           "tiles_per_s": tiles_per_s}  # fmt: skip
     if grad_norm is not None:
         row["grad_norm"] = float(grad_norm)
-    if run.scaler.is_enabled():
-        row["loss_scale"] = run.scaler.get_scale()
+    if loss_scale is not None:
+        row["loss_scale"] = loss_scale
     logger.log(row)
-    bar.update(run.state.step, loss, row["lr"])
 
 
-def log_epoch(logger: RunLogger, run: Run, train_loss: float, seconds: float, tiles: int) -> None:
-    """One ``epoch`` row with the train loss and the latest validation, and one line in the log."""
-    state = run.state
-    val = {k: v for k, v in state.last_val.items() if k != "confusion"}
-    memory = peak_memory_mb(run.info.device)
-    logger.log({"kind": "epoch", "step": state.step, "epoch": state.epoch, "train_loss": train_loss,
-                "lr": run.optimizer.param_groups[0]["lr"], "tiles_per_s": tiles / seconds,
-                "epoch_seconds": seconds, "peak_memory_mb": memory, "val": val})  # fmt: skip
+def log_epoch(
+    logger: RunLogger, step: int, epoch: int, max_epochs: int, train_loss: float, lr: float, seconds: float,
+    tiles: int, val: Mapping[str, Any], memory_mb: float,
+) -> None:  # fmt: skip
+    """One ``epoch`` row with the train loss and the latest validation (its confusion matrix left out),
+    and one line in the log."""
+    val = {k: v for k, v in val.items() if k != "confusion"}
+    logger.log({"kind": "epoch", "step": step, "epoch": epoch, "train_loss": train_loss, "lr": lr,
+                "tiles_per_s": tiles / seconds, "epoch_seconds": seconds, "peak_memory_mb": memory_mb,
+                "val": val})  # fmt: skip
     log.info(
         "epoch %d/%d  step %d  train loss %.4f  val loss %.4f  val mIoU %.4f  acc %.4f  %.1f tiles/s  %.0f s",
-        state.epoch, run.max_epochs, state.step, train_loss, val.get("loss", math.nan),
-        val.get("miou", math.nan), val.get("accuracy", math.nan), tiles / seconds, seconds,
+        epoch, max_epochs, step, train_loss, val.get("loss", math.nan), val.get("miou", math.nan),
+        val.get("accuracy", math.nan), tiles / seconds, seconds,
     )  # fmt: skip
-
-
-def sampling(run: Run) -> dict[str, Any]:
-    """``data.sampling`` and the class mix its chips deliver (before augmentation), per class name."""
-    mix = getattr(run.train.sampler, "class_mix", None)
-    data = run.cfg.data
-    out: dict[str, Any] = {"mode": data.get("sampling") or "area"}
-    if out["mode"] == "class_balanced":
-        out["class_power"] = data.get("class_power", 0.5)
-    if mix is not None:
-        out["delivered_class_fraction"] = dict(zip(run.classes, mix, strict=True))
-    return out
-
-
-def write_summary(run: Run, wall_seconds: float, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``summary.json``: final and best val metrics, throughput, memory, batch sizes, the norm summary.
-
-    ``extra`` (the end-of-run diagnostics) is merged in at the top level.
-    """
-    state, info, val = run.state, run.info, run.state.last_val
-    baseline = majority_baseline(torch.tensor(val["confusion"]), run.classes)["miou"] if val else math.nan
-    world = info.world_size
-    summary = json_safe({
-        "val": val, "best_miou": state.best_miou, "best_epoch": state.best_epoch, "epochs": state.epoch,
-        "steps": state.step, "nonfinite_steps": state.nonfinite_steps, "majority_baseline_miou": baseline,
-        "tiles_per_s": state.tiles / state.train_seconds if state.train_seconds else None,
-        "peak_memory_mb": peak_memory_mb(info.device), "wall_seconds": wall_seconds,
-        "train_seconds": state.train_seconds, "device": str(info.device), "world_size": world,
-        "amp": str(run.amp).replace("torch.", "") if run.amp else "fp32",
-        "batch_size_per_gpu": run.batch_size, "global_batch_size": run.batch_size * world,
-        "effective_batch_size": run.batch_size * world * run.accum,
-        "norm": run.model.meta["norm"], "norm_summary": run.model.meta["norm_summary"],
-        "seed": int(run.cfg.seed), "peak_lr": run.optimizer.defaults.get("lr"), "sampling": sampling(run),
-        **(extra or {}),
-    })  # fmt: skip
-    if info.is_main:
-        path = os.path.join(run.run_dir, "summary.json")
-        atomic_write_text(path, json.dumps(summary, indent=2), "run summary")
-        log.info("best val mIoU %.4f (epoch %s) in %s", state.best_miou, state.best_epoch, run.run_dir)
-    return summary

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from geoseg.engine.state import Progress
 from geoseg.errors import GeosegError
-
-if TYPE_CHECKING:
-    from geoseg.engine.run import Progress
 
 log = logging.getLogger(__name__)
 

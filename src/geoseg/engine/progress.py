@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
@@ -46,17 +45,17 @@ class RunClock:
 
 
 class EpochProgress:
-    """Iterate one epoch's batches with a bar (terminal) or timed log lines (anything else).
+    """One epoch's feedback: a bar (terminal) or timed log lines (anything else).
 
-    :meth:`update` is called by the step log with the step and loss; both kinds show it.
+    The loop calls :meth:`advance` after each batch and :meth:`update` with each logged step's loss;
+    :meth:`close` (or leaving the ``with`` block) ends the bar.
     """
 
-    def __init__(
-        self, iterable: Iterable, total: int, desc: str, clock: RunClock, enabled: bool, interval_s: float
-    ) -> None:
-        self.iterable, self.desc, self.clock = iterable, desc, clock
+    def __init__(self, total: int, desc: str, clock: RunClock, enabled: bool, interval_s: float) -> None:
+        self.desc, self.clock = desc, clock
         self.enabled, self.interval_s = enabled, float(interval_s)
         self.total = total
+        self.count = 0
         self.bar = None
         if enabled and sys.stderr.isatty():
             self.bar = tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, unit="batch")
@@ -64,17 +63,24 @@ class EpochProgress:
         self.loss: float | None = None
         self.last_line = time.perf_counter()
 
-    def __iter__(self) -> Iterator[Any]:
-        try:
-            for count, item in enumerate(self.iterable, 1):
-                yield item
-                if self.bar is not None:
-                    self.bar.update(1)
-                elif self.enabled and self.interval_s > 0 and self.due():
-                    self.log_line(count)
-        finally:
-            if self.bar is not None:
-                self.bar.close()
+    def __enter__(self) -> EpochProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def advance(self) -> None:
+        """One more batch done: the bar moves, or a progress line when one is due."""
+        self.count += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.enabled and self.interval_s > 0 and self.due():
+            self.log_line(self.count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def due(self) -> bool:
         """A progress line is due: ``interval_s`` since the last one (or the epoch's start)."""

@@ -1,4 +1,4 @@
-"""Everything a training run holds, built from the config: :func:`build_run` is the loop's set-up half."""
+"""A training run built from the config: :func:`build_run` is the loop's set-up half."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -20,69 +18,17 @@ from geoseg.data.build import SplitData, build_augment, build_split, load_scenes
 from geoseg.data.scenes import Scene
 from geoseg.data.stats import BandStats, save_stats
 from geoseg.device import autocast_dtype
-from geoseg.engine.distributed import DistInfo, broadcast_object, init_distributed, main_process_first
+from geoseg.engine.distributed import broadcast_object, init_distributed, main_process_first
 from geoseg.engine.log import reset_peak_memory
 from geoseg.engine.optim import build_optimizer
 from geoseg.engine.runtime import check_batch_for_batchnorm, check_trainer, seed_everything
+from geoseg.engine.state import DistInfo, Run
 from geoseg.errors import GeosegError
 from geoseg.io import ensure_free_space, ensure_writable_dir
-from geoseg.models.build import SegmentationModel, model_from_config
+from geoseg.models.build import model_from_config
 from geoseg.models.memory_format import channels_last_for
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Progress:
-    """Counters a checkpoint carries so that a resumed run continues exactly."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps taken
-    epoch_step: int = 0  # optimizer steps taken in the unfinished epoch (a preemption checkpoint's position)
-    nonfinite_steps: int = 0  # updates skipped for a NaN/inf loss, in the whole run
-    nonfinite_streak: int = 0  # of which in a row, up to now
-    best_miou: float = -math.inf
-    best_epoch: int | None = None
-    train_seconds: float = 0.0
-    tiles: int = 0  # training chips seen, all ranks
-    last_val: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Run:
-    """The objects of one training run and its resolved options."""
-
-    cfg: DictConfig
-    run_dir: str
-    info: DistInfo
-    amp: torch.dtype | None
-    stats: BandStats
-    classes: list[str]
-    train: SplitData
-    val: SplitData
-    model: SegmentationModel
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    loss_fn: nn.Module
-    accum: int
-    total_steps: int
-    max_epochs: int
-    channels_last: bool = False  # trainer.channels_last resolved for this model (auto -> true/false)
-    state: Progress = field(default_factory=Progress)
-
-    @property
-    def trainer(self) -> dict[str, Any]:
-        return as_dict(self.cfg.trainer)
-
-    @property
-    def batch_size(self) -> int:
-        """Chips per rank per micro-step: the batch BatchNorm sees."""
-        return int(self.cfg.data.batch_size)
-
-    @property
-    def ignore_index(self) -> int:
-        return int(self.cfg.data.ignore_index)
 
 
 def remove_stray_run_dir(own: str, shared: str) -> None:
@@ -167,9 +113,8 @@ def check_checkpoint_space(run_dir: str, model: nn.Module, optimizer: torch.opti
 
 def build_run(cfg: DictConfig, run_dir: str) -> Run:
     """Join the process group, then build data, model, optimizer, LR schedule, scaler and loss."""
-    tr = as_dict(cfg.trainer)
-    check_trainer(tr)
-    info = init_distributed(str(tr["device"]))
+    options = check_trainer(as_dict(cfg.trainer))
+    info = init_distributed(options.device)
     reset_peak_memory(info.device)
     own_dir = os.path.abspath(run_dir)
     run_dir = str(broadcast_object(own_dir, info))
@@ -179,14 +124,14 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     else:
         logging.getLogger().setLevel(logging.WARNING)
         remove_stray_run_dir(own_dir, run_dir)
-    amp = autocast_dtype(str(tr["amp"]), info.device)
+    amp = autocast_dtype(options.amp, info.device)
     seed_everything(int(cfg.seed))
 
     stats, train, val = build_data(cfg, info)
     classes = [str(c["name"]) for c in cfg.data.classes]
     model = model_from_config(cfg, len(stats.bands), len(classes), stats).to(info.device)
     check_batch_for_batchnorm(model, int(cfg.data.batch_size), model.meta["norm"])
-    channels_last = channels_last_for(tr["channels_last"], model)
+    channels_last = channels_last_for(options.channels_last, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     accum, total_steps, max_epochs = step_counts(cfg, len(train.loader))
@@ -196,7 +141,7 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
         check_checkpoint_space(run_dir, model, optimizer)
         save_stats(stats, os.path.join(run_dir, "stats.json"))
     return Run(
-        cfg, run_dir, info, amp, stats, classes, train, val, model, optimizer,
+        cfg, run_dir, info, options, amp, stats, classes, train, val, model, optimizer,
         scheduler=instantiate(cfg.sched)(optimizer, total_steps),
         scaler=torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16),
         loss_fn=instantiate(cfg.loss).to(info.device),

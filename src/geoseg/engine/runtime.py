@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from geoseg.engine.distributed import DistInfo
+from geoseg.engine.state import DistInfo, TrainerOptions
 from geoseg.errors import GeosegError
 from geoseg.models.recalibrate import bn_layers
 
@@ -36,30 +36,9 @@ def check_batch_for_batchnorm(model: nn.Module, batch_size: int, norm: str) -> N
         )
 
 
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_trainer(tr: Mapping[str, Any]) -> None:
-    """Options of ``configs/trainer`` that must be positive whole numbers."""
-    keys = (
-        "max_epochs",
-        "grad_accum_steps",
-        "eval_every",
-        "checkpoint_every",
-        "log_every",
-        "max_nonfinite_steps",
-    )
-    for key in keys:
-        if not _whole(tr[key]) or tr[key] < 1:
-            raise GeosegError(f"trainer.{key}={tr[key]!r} must be a whole number >= 1")
-    if tr.get("max_steps") is not None and (not _whole(tr["max_steps"]) or tr["max_steps"] < 1):
-        raise GeosegError(f"trainer.max_steps={tr['max_steps']!r} must be a whole number >= 1 (or null)")
-    chips = (tr.get("diagnostics") or {}).get("train_max_chips") or 0
-    if isinstance(chips, bool) or not isinstance(chips, int) or chips < 0:
-        raise GeosegError(
-            f"trainer.diagnostics.train_max_chips={chips!r} must be a whole number >= 0 (0 = skip)"
-        )
+def check_trainer(tr: Mapping[str, Any]) -> TrainerOptions:
+    """``configs/trainer`` checked (one line naming a bad option) and parsed: :class:`TrainerOptions`."""
+    return TrainerOptions.from_config(tr)
 
 
 def wrap_model(model: nn.Module, info: DistInfo, compile_model: bool) -> nn.Module:

@@ -10,16 +10,14 @@ Neither draws random numbers or changes the model's mode for long: a resumed run
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from geoseg.classes import ClassInfo
+from geoseg.engine.state import Run
 from geoseg.inference.display import NODATA_RGB, colour_classes, display_bands, stretch
-
-if TYPE_CHECKING:
-    from geoseg.engine.run import Run
 
 MIN_PANEL_PX = 128  # chips smaller than this are enlarged (nearest) so TensorBoard shows them legibly
 
