@@ -26,4 +26,4 @@ else
     rendezvous=(--nnodes "$nnodes" --node-rank "${NODE_RANK:?set NODE_RANK}" --rdzv-backend c10d
                 --rdzv-endpoint "${MASTER_ADDR:?set MASTER_ADDR}:${MASTER_PORT:-29500}" --rdzv-id "${RDZV_ID:-geoseg}")
 fi
-exec torchrun "${rendezvous[@]}" --nproc-per-node "$nproc" -m geoseg.train "hydra.run.dir=$run_dir" "$@"
+exec torchrun "${rendezvous[@]}" --nproc-per-node "$nproc" -m geoseg train "hydra.run.dir=$run_dir" "$@"

@@ -1,4 +1,4 @@
-"""``geoseg <command> [hydra overrides]``: one Hydra app per command, dispatched by name."""
+"""``geoseg <command> [hydra overrides]``: one Hydra app per command of ``geoseg/commands``, by name."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from geoseg.command_help import command_help
+from geoseg.commands import command_table
 from geoseg.config import config_dir
 from geoseg.errors import GeosegError, user_message
 from geoseg.io import ensure_writable_dir
@@ -29,58 +30,7 @@ log = logging.getLogger(__name__)
 
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
-# command -> (module, function, primary config, one-line help)
-COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "train": ("geoseg.commands.train", "run", "train", "train a model (under torchrun: -m geoseg.train)"),
-    "demo-data": ("geoseg.commands.demo_data", "run", "demo_data", "write the deterministic demo scenes"),
-    "init-data": (
-        "geoseg.commands.init_data",
-        "run",
-        "init_data",
-        "write a starter data config for a folder of your GeoTIFFs (geoseg init-data DIR)",
-    ),
-    "convert": (
-        "geoseg.commands.convert",
-        "run",
-        "convert",
-        "rewrite scenes as tiled GeoTIFFs in the layout that trains fastest",
-    ),
-    "stats": ("geoseg.commands.stats", "run", "stats", "per-band statistics of a split -> stats.json"),
-    "index": ("geoseg.commands.index", "run", "index", "inspect the scenes now: the scene index train reads"),
-    "predict": (
-        "geoseg.commands.predict",
-        "run",
-        "predict",
-        "class maps of whole GeoTIFF scenes from a checkpoint",
-    ),
-    "evaluate": (
-        "geoseg.commands.evaluate",
-        "run",
-        "evaluate",
-        "score a predicted class map against a label raster",
-    ),
-    "export": (
-        "geoseg.commands.export",
-        "run",
-        "export",
-        "a checkpoint as ONNX or TorchScript, normalisation inside, with a JSON sidecar",
-    ),
-    "report": (
-        "geoseg.commands.report",
-        "run",
-        "report",
-        "tables and plots of a sweep folder (geoseg report DIR)",
-    ),
-    "model-info": (
-        "geoseg.commands.model_info",
-        "run",
-        "model_info",
-        "build a model and show its norm layers",
-    ),
-}
-
-# command -> the option its first bare argument sets
-POSITIONAL: dict[str, str] = {"report": "dir", "init-data": "root"}
+COMMANDS = command_table()  # read from geoseg/commands/*.py (see geoseg.commands)
 
 USAGE = """usage: geoseg <command> [hydra overrides] [-m] [--cfg job --resolve] [--help] | geoseg --version
 
@@ -100,7 +50,7 @@ COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 def usage() -> str:
     width = max(len(c) for c in COMMANDS)
-    lines = [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
+    lines = [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
     return USAGE.format(commands="\n".join(lines), configs=config_dir())
 
 
@@ -173,7 +123,7 @@ def disk_error(err: OSError) -> OSError | GeosegError:
 
 def positional_args(name: str, args: list[str]) -> list[str]:
     """``geoseg report DIR`` -> ``geoseg report dir=DIR``: a command's first bare argument, if any."""
-    key = POSITIONAL.get(name)
+    key = COMMANDS[name].positional if name in COMMANDS else None
     if key and args and "=" not in args[0] and not args[0].startswith("-"):
         return [f"{key}={args[0]}", *args[1:]]
     return args
@@ -202,11 +152,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if name not in COMMANDS:
         print(unknown_command(name), file=sys.stderr)
         raise SystemExit(2)
-    module, func, config_name, summary = COMMANDS[name]
+    command = COMMANDS[name]
+    config_name = command.config
     overrides = positional_args(name, args[1:])
     if any(a in HELP_FLAGS for a in overrides):
         rest, extra = split_config_dir(overrides)
-        print_paged(command_help(name, summary, config_dir(), config_name, rest, extra))
+        print_paged(command_help(name, command.help, config_dir(), config_name, rest, extra))
         return
     if any(a.split("=")[0] in COMPLETION_FLAGS for a in overrides):
         print(
@@ -215,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    task = getattr(importlib.import_module(module), func)
+    task = importlib.import_module(command.module).run
     sys.argv = [f"geoseg {name}", *overrides]
     try:
         check_overrides(name, config_name, overrides)  # a config typo: one line, not Hydra's several

@@ -105,8 +105,8 @@ def rank_pid(launcher: int, rank: int) -> int | None:
 def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_step(demo_root, tmp_path):
     run_dir = tmp_path / "run"
     torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node=2", "-m",
-                "geoseg.train"]  # fmt: skip
-    args = train_args(demo_root, run_dir, "data.chips_per_epoch=64")[1:]  # 2 ranks x 4 chips: 8 steps/epoch
+                "geoseg"]  # fmt: skip
+    args = train_args(demo_root, run_dir, "data.chips_per_epoch=64")  # 2 ranks x 4 chips: 8 steps/epoch
     proc = subprocess.Popen([*torchrun, *args], cwd=tmp_path, env=ENV, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     wait_for(proc, lambda: len(train_rows(run_dir)) >= 10, "step 10")

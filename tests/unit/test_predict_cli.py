@@ -75,7 +75,7 @@ def test_predict_errors_are_one_line(geoseg, demo_root, trained, tmp_path):
 def test_two_torchrun_ranks_split_the_scenes(demo_root, trained, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-           f"--master-port={free_port()}", "-m", "geoseg.predict", f"checkpoint={trained}",
+           f"--master-port={free_port()}", "-m", "geoseg", "predict", f"checkpoint={trained}",
            f"input={demo_root}/val/images", f"output={tmp_path}/p", "tile=64", "overlap=16",
            "device=cpu"]  # fmt: skip
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)

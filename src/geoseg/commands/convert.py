@@ -1,4 +1,4 @@
-"""``geoseg convert input=FOLDER|GLOB|FILE output=FOLDER``: scenes rewritten in the fastest training layout.
+"""``geoseg convert input=... output=FOLDER``: rewrite scenes as tiled GeoTIFFs that train fastest.
 
 A folder is searched recursively and its tree is mirrored under ``output``; outputs that exist are
 skipped (``existing=skip``, the default), so an interrupted conversion picks up where it stopped.

@@ -1,4 +1,4 @@
-"""``geoseg evaluate prediction=PRED.tif|FOLDER labels=LABELS``: metrics.json and a printed table.
+"""``geoseg evaluate prediction=... labels=...``: score predicted class maps (metrics.json, a table).
 
 A folder or glob of predictions is scored as a set: pooled metrics over all scenes, and per scene.
 """

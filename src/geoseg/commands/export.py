@@ -1,4 +1,4 @@
-"""``geoseg export checkpoint=RUN/best.pt format=onnx|torchscript``: a deployable model and its sidecar."""
+"""``geoseg export checkpoint=... format=onnx|torchscript``: a checkpoint as ONNX or TorchScript + JSON."""
 
 from __future__ import annotations
 

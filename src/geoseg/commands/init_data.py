@@ -16,6 +16,8 @@ from geoseg.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
+POSITIONAL = "root"  # `geoseg init-data X` sets root=X
+
 
 def config_name(root: str, name: str | None) -> str:
     """``name=`` or the folder's name, as a config name (letters, digits, ``_``)."""

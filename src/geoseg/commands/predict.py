@@ -1,6 +1,6 @@
-"""``geoseg predict checkpoint=... input=... output=...``: class maps for whole GeoTIFF scenes.
+"""``geoseg predict checkpoint=... input=... output=...``: class maps of whole scenes from a checkpoint.
 
-Under torchrun (``python -m geoseg.predict``) every rank checks all inputs, then predicts every
+Under torchrun (``torchrun ... -m geoseg predict``) every rank checks all inputs, then predicts every
 world_size-th scene on its own GPU. The ranks wait for each other once after the checks, so that no
 rank sees another's fresh output as an existing file, and once at the end.
 """

@@ -12,6 +12,8 @@ from geoseg.report.sweep import report_sweep
 
 log = logging.getLogger(__name__)
 
+POSITIONAL = "dir"  # `geoseg report X` sets dir=X
+
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("dir"):

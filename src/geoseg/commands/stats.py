@@ -1,4 +1,4 @@
-"""``geoseg stats``: nodata-aware per-band statistics of a split, written to ``stats.json``."""
+"""``geoseg stats``: nodata-aware per-band statistics of a split -> stats.json."""
 
 from __future__ import annotations
 
