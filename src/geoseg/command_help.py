@@ -2,7 +2,8 @@
 
 Hydra's own ``--help`` lists the groups of every command and no descriptions, though the YAML files
 describe each option in a trailing comment. This reads those comments straight from the config files
-(the primary config and the option each group selects), so the help cannot drift from the configs.
+(the primary config and the option each group selects, with what that option inherits from another
+option of its group), so the help cannot drift from the configs.
 """
 
 from __future__ import annotations
@@ -81,6 +82,24 @@ def find_config(roots: list[Path], group: str, option: str) -> Path | None:
     return next((path for path in paths if path.is_file()), None)
 
 
+def group_options(roots: list[Path], group: str, option: str, seen: tuple[str, ...] = ()) -> list[Option]:
+    """The options of ``group/option.yaml`` with those it inherits from configs of its own group (its
+    ``defaults`` list, e.g. ``- demo``): a base's options first, each overridden in place by this file's
+    value (and comment, when it has one), then this file's own new options."""
+    path = find_config(roots, group, option)
+    if path is None or option in seen:
+        return []
+    merged: dict[str, Option] = {}
+    for base in OmegaConf.load(path).get("defaults") or []:
+        if isinstance(base, str) and base != "_self_" and "/" not in base and "@" not in base:
+            merged.update((o.key, o) for o in group_options(roots, group, base, (*seen, option)))
+    for own in parse_options(path.read_text(), prefix=f"{group}."):
+        inherited = merged.get(own.key)
+        comment = own.comment or (inherited.comment if inherited else "")
+        merged[own.key] = Option(own.key, own.value, comment)
+    return list(merged.values())
+
+
 def selected_groups(root: Path, config_name: str, overrides: list[str]) -> list[tuple[str, str | None]]:
     """``(group, option)`` from the primary config's defaults list, with ``group=option`` overrides."""
     defaults = OmegaConf.load(root / f"{config_name}.yaml").get("defaults") or []
@@ -142,5 +161,5 @@ def command_help(
             continue
         where = f"{group}/{option}.yaml" if path.parent.parent == root else str(path)
         out += ["", f"{group}={option} ({where}):"]
-        out += format_options(parse_options(path.read_text(), prefix=f"{group}."))
+        out += format_options(group_options(roots, group, option))
     return "\n".join(out)

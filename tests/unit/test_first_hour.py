@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
 from geoseg.cli import main
 from geoseg.command_help import parse_options
@@ -43,6 +44,19 @@ def test_command_help_lists_its_groups_and_every_option_with_its_yaml_comment(ca
     assert "norm.channels_per_group: 16" in out and "norm.max_groups: 32" in out
     assert "trainer.max_epochs" not in run_cli(capsys, "predict", "--help")[1]  # that command's options only
     assert re.search(r"^  checkpoint: null +a geoseg checkpoint", run_cli(capsys, "predict", "-h")[1], re.M)
+
+
+def test_a_data_config_that_inherits_another_lists_every_option_it_ends_up_with(capsys):
+    """data/sen1floods11.yaml states what differs from data/demo.yaml; its help shows both, as composed."""
+    _, out, _ = run_cli(capsys, "train", "data=sen1floods11", "--help")
+    section = out.split("data=sen1floods11 (data/sen1floods11.yaml):")[1].split("\n\n")[0]
+    keys = re.findall(r"^  (data\.[\w.]+):", section, re.M)
+    assert keys.count("data.chip_size") == 1 and "data.batch_size" in keys and "data.num_workers" in keys
+    assert re.search(r"^  data\.chip_size: 128 +px, square chips", section, re.M)  # its value, demo's comment
+    assert re.search(r"^  data\.label_nodata: -1 +the label uses -1", section, re.M)  # its own comment
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        composed = compose("train", overrides=["data=sen1floods11"]).data
+    assert set(composed) == {k.split(".")[1] for k in keys}  # every composed option is listed
 
 
 def test_yaml_comments_parse_into_dotted_options_with_continuation_lines():

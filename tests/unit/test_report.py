@@ -8,10 +8,12 @@ import logging
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
+from geoseg.config import config_dir
 from geoseg.errors import GeosegError
-from geoseg.report.collect import collect, expected_params, parse_overrides
+from geoseg.report.collect import collect, expected_params, not_params, parse_overrides
 from geoseg.report.sweep import report_sweep
 
 CLASSES = ["dry", "water"]
@@ -164,3 +166,11 @@ def test_the_miou_plot_has_the_majority_baseline_on_a_0_to_1_axis_and_no_legend_
     assert "majority class everywhere (0.280)" in [t.get_text() for t in miou_ax.get_legend().get_texts()]
     speed = figures[1]
     assert all(ax.get_legend() is None for ax in speed.axes) and len(speed.legends) == 1  # below the panels
+
+
+def test_the_keys_that_are_not_job_parameters_come_from_the_hydra_config():
+    """One list: configs/hydra/train.yaml's folder-name exclusions, but seed (a parameter averaged over)."""
+    listed = OmegaConf.load(config_dir() / "hydra" / "train.yaml").job.config.override_dirname.exclude_keys
+    assert not_params() == set(listed) - {"seed"} and {"sweep", "trainer.resume"} <= not_params()
+    overrides = ["norm=frn", "seed=2", "sweep=smoke", "trainer.progress=false", "hydra.run.dir=x"]
+    assert parse_overrides(overrides) == {"norm": "frn", "seed": "2"}

@@ -8,6 +8,7 @@ started are reported as **missing**.
 
 from __future__ import annotations
 
+import functools
 import glob
 import itertools
 import json
@@ -21,12 +22,18 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from geoseg.config import config_dir
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)
 
-# Overrides that choose where and how a sweep runs, not what a job trains: never part of a job's identity.
-NOT_PARAMS = frozenset({"sweep", "launcher", "trainer.resume", "trainer.progress"})
+
+@functools.cache
+def not_params() -> frozenset[str]:
+    """Overrides that choose where and how a job runs, not what it trains: the folder-name exclusions of
+    ``configs/hydra/train.yaml`` (their one source), but for ``seed``, a parameter the report averages."""
+    hydra_cfg = OmegaConf.load(config_dir() / "hydra" / "train.yaml")
+    return frozenset(str(k) for k in hydra_cfg.job.config.override_dirname.exclude_keys if k != "seed")
 
 
 @dataclass
@@ -62,7 +69,7 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     for item in overrides:
         key, sep, value = str(item).partition("=")
         key = key.lstrip("+~")
-        if sep and key not in NOT_PARAMS and not key.startswith("hydra."):
+        if sep and key not in not_params() and not key.startswith("hydra."):
             params[key] = value
     return params
 
@@ -109,7 +116,7 @@ def expected_params(multirun_yaml: str) -> list[dict[str, str]]:
     axes = []
     for override in OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in spec.items()]):
         key = override.get_key_element().lstrip("+~")
-        if key in NOT_PARAMS or key.startswith("hydra."):
+        if key in not_params() or key.startswith("hydra."):
             continue
         values = (
             list(override.sweep_string_iterator())
