@@ -90,20 +90,37 @@ def demo_root(tmp_path_factory) -> Path:
     return make_demo_data(tmp_path_factory.mktemp("demo") / "demo", size=128)
 
 
-def tiny_train_cfg(root: Path, *overrides: str):
-    """The shipped ``train`` config shrunk to a few 32-px chips on a small U-Net/ResNet-18, on CPU."""
+def compose_config(config_name: str, *overrides: str, hydra: bool = False):
+    """The shipped ``configs/<config_name>.yaml`` composed with ``overrides`` (Hydra's section too when
+    ``hydra``), as ``geoseg <command>`` composes it."""
     from hydra import compose, initialize_config_dir
 
     from geoseg.config import config_dir
 
-    base = [
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides), return_hydra_config=hydra)
+
+
+@pytest.fixture(name="compose_config")
+def compose_config_fixture():
+    """:func:`compose_config` for a test: ``compose_config("stats", "data.chip_size=32")``."""
+    return compose_config
+
+
+def tiny_run(root: Path, *overrides: str) -> list[str]:
+    """The ``geoseg train`` overrides of every tiny test run: the demo-layout scenes under ``root``, a few
+    32-px chips, a small U-Net/ResNet-18, CPU, no bar, TensorBoard or latest link; ``overrides`` win."""
+    return [
         f"data.root={root}", "data.demo=null", f"data.stats_path={root}/stats.json", "data.chip_size=32",
         "data.batch_size=4", "data.chips_per_epoch=16", "data.num_workers=0", "data.val_stride=64",
         "model.decoder_channels=[32,16,16,8,8]", "trainer.device=cpu", "trainer.progress=false",
-        "trainer.tensorboard=false", "trainer.log_every=1",
+        "trainer.tensorboard=false", "trainer.latest_link=null", "trainer.log_every=1", *overrides,
     ]  # fmt: skip
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=[*base, *overrides])
+
+
+def tiny_train_cfg(root: Path, *overrides: str):
+    """The shipped ``train`` config shrunk by :func:`tiny_run` (for in-process ``fit``)."""
+    return compose_config("train", *tiny_run(root, *overrides))
 
 
 def save_tiny_checkpoint(

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from hydra import compose, initialize_config_dir
 
-from conftest import SHARED_DATA
-from geoseg.config import as_dict, config_dir
+from conftest import SHARED_DATA, compose_config
+from geoseg.config import as_dict
 from geoseg.data.build import build_split, load_scenes, stats_path, train_stats
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.labels import ClassMap
@@ -345,8 +344,7 @@ def test_data_config_composes_and_loads(
     name: str, n_scenes: int, n_bands: int, chip_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(REPO_ROOT)  # data.root is relative to the repo root
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("stats", overrides=[f"data={name}"])
+    cfg = compose_config("stats", f"data={name}")
     data = as_dict(cfg.data)
     assert data["demo"] is None
     assert data["chip_size"] == chip_size

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from geoseg.config import as_dict, config_dir
+from conftest import compose_config
+from geoseg.config import as_dict
 from geoseg.data.build import build_augment, build_split, load_scenes, train_stats
 from geoseg.data.demo import make_demo_data
 from geoseg.errors import GeosegError
@@ -19,11 +19,9 @@ def demo_root(tmp_path_factory):
 
 
 def data_cfg(root, tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(
-            "stats", overrides=[f"data.root={root}", f"data.stats_path={tmp_path}/s.json", *overrides]
-        )
-    return as_dict(cfg.data)
+    return as_dict(
+        compose_config("stats", f"data.root={root}", f"data.stats_path={tmp_path}/s.json", *overrides).data
+    )
 
 
 def test_manifest_and_glob_find_the_same_scenes(demo_root, tmp_path):
@@ -69,9 +67,8 @@ def test_band_count_must_match_the_stats(demo_root, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["none", "flips", "geometric"])
-def test_every_aug_config_builds_an_n_band_safe_pipeline(name):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("stats", overrides=[f"+aug={name}"])
+def test_every_aug_config_builds_an_n_band_safe_pipeline(name, compose_config):
+    cfg = compose_config("stats", f"+aug={name}")
     aug = build_augment(OmegaConf.to_container(cfg.aug, resolve=True) if cfg.aug else None)
     if name == "none":
         assert aug is None

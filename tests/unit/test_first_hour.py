@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
+from conftest import tiny_run
 from geoseg.cli import main
 from geoseg.command_help import parse_options
 from geoseg.config import config_dir
@@ -46,7 +46,7 @@ def test_command_help_lists_its_groups_and_every_option_with_its_yaml_comment(ca
     assert re.search(r"^  checkpoint: null +a geoseg checkpoint", run_cli(capsys, "predict", "-h")[1], re.M)
 
 
-def test_a_data_config_that_inherits_another_lists_every_option_it_ends_up_with(capsys):
+def test_a_data_config_that_inherits_another_lists_every_option_it_ends_up_with(capsys, compose_config):
     """data/sen1floods11.yaml states what differs from data/demo.yaml; its help shows both, as composed."""
     _, out, _ = run_cli(capsys, "train", "data=sen1floods11", "--help")
     section = out.split("data=sen1floods11 (data/sen1floods11.yaml):")[1].split("\n\n")[0]
@@ -54,8 +54,7 @@ def test_a_data_config_that_inherits_another_lists_every_option_it_ends_up_with(
     assert keys.count("data.chip_size") == 1 and "data.batch_size" in keys and "data.num_workers" in keys
     assert re.search(r"^  data\.chip_size: 128 +px, square chips", section, re.M)  # its value, demo's comment
     assert re.search(r"^  data\.label_nodata: -1 +the label uses -1", section, re.M)  # its own comment
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        composed = compose("train", overrides=["data=sen1floods11"]).data
+    composed = compose_config("train", "data=sen1floods11").data
     assert set(composed) == {k.split(".")[1] for k in keys}  # every composed option is listed
 
 
@@ -120,11 +119,8 @@ def test_keep_checkpoints_deletes_what_it_does_not_keep(tmp_path, keep, left):
 @pytest.mark.usefixtures("release_hydra_logging")  # an in-process CLI run (conftest.py)
 def test_a_finished_cli_run_links_latest_keeps_best_and_names_the_next_command(demo_root, tmp_path, capsys):
     link, run = tmp_path / "latest", tmp_path / "run"
-    base = [f"data.root={demo_root}", "data.demo=null", f"data.stats_path={demo_root}/stats.json",
-            "data.chip_size=32", "data.batch_size=4", "data.chips_per_epoch=8", "data.num_workers=0",
-            "model.decoder_channels=[32,16,16,8,8]", "trainer.device=cpu", "trainer.progress=false",
-            "trainer.tensorboard=false", "trainer.max_epochs=1", "trainer.diagnostics.train_max_chips=0",
-            f"trainer.latest_link={link}"]  # fmt: skip
+    base = tiny_run(demo_root, "data.chips_per_epoch=8", "trainer.max_epochs=1",
+                    "trainer.diagnostics.train_max_chips=0", f"trainer.latest_link={link}")  # fmt: skip
     code, _, _ = run_cli(capsys, "train", f"hydra.run.dir={run}", "trainer.keep_checkpoints=best", *base)
     assert code == 0 and link.resolve() == run.resolve()
     assert (run / "best.pt").exists() and not (run / "last.pt").exists() and (run / "summary.json").exists()

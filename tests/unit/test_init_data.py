@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import write_tif
+from conftest import compose_config, write_tif
 from geoseg.cli import main
-from geoseg.config import as_dict, config_dir
+from geoseg.config import as_dict
 from geoseg.data.build import load_scenes
 
 pytestmark = pytest.mark.usefixtures("release_hydra_logging")  # in-process CLI runs (conftest.py)
@@ -51,8 +50,7 @@ def test_a_folder_of_images_and_masks_gets_a_config_that_trains(tmp_path, capsys
     assert [line.split(",")[0].strip() for line in text.splitlines() if "{code:" in line] == [
         "- {code: 1", "- {code: 2", "- {code: 5"]  # fmt: skip
     assert "chip_size: 64" in text  # the largest that fits the 64-px val strip (0.2 x 320 px)
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=["data=my_scenes", f"hydra.searchpath=[file://{conf}]"])
+    cfg = compose_config("train", "data=my_scenes", f"hydra.searchpath=[file://{conf}]")
     data = as_dict(cfg.data)
     assert data["num_workers"] == "auto" and data["demo"] is None  # the rest comes from data/demo.yaml
     assert [s.name for s in load_scenes(data, "val")] == ["tile_0", "tile_1", "tile_2"]

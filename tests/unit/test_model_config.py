@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from conftest import compose_config
 from geoseg.config import config_dir
 from geoseg.data.stats import BandStats
 from geoseg.errors import GeosegError
@@ -18,8 +18,7 @@ NORMS = sorted(p.stem for p in (config_dir() / "norm").glob("*.yaml"))
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("model_info", overrides=list(overrides))
+    return compose_config("model_info", *overrides)
 
 
 def test_the_issue_config_groups_are_all_shipped():

@@ -86,12 +86,11 @@ def test_two_torchrun_ranks_split_the_scenes(demo_root, trained, tmp_path):
     assert "rank 0 predicts 1 of 2 scenes" in log and "rank 1 predicts 1 of 2 scenes" in log
 
 
-def test_ranks_check_every_output_before_any_rank_writes(demo_root, trained, tmp_path, monkeypatch):
+def test_ranks_check_every_output_before_any_rank_writes(
+    demo_root, trained, tmp_path, monkeypatch, compose_config
+):
     """Rank 0 must not write a scene before rank 1 has checked it (it would find it as 'existing')."""
-    from hydra import compose, initialize_config_dir
-
     from geoseg.commands import predict as command
-    from geoseg.config import config_dir
     from geoseg.engine.distributed import DistInfo
 
     calls: list[str] = []
@@ -100,8 +99,7 @@ def test_ranks_check_every_output_before_any_rank_writes(demo_root, trained, tmp
     monkeypatch.setattr(command, "prepare", lambda *a: calls.append("prepare") or prepare(*a))
     monkeypatch.setattr(command, "barrier", lambda info: calls.append("barrier"))
     monkeypatch.setattr(command, "predict_scene", lambda *a: calls.append("predict") or {})
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("predict", overrides=[f"checkpoint={trained}", f"input={demo_root}/val/images",
-                                            f"output={tmp_path}/p", "device=cpu"])  # fmt: skip
+    cfg = compose_config("predict", f"checkpoint={trained}", f"input={demo_root}/val/images",
+                         f"output={tmp_path}/p", "device=cpu")  # fmt: skip
     command.run(cfg)
     assert calls == ["prepare", "barrier", "predict", "barrier"]  # rank 1 of 2 predicts 1 of 2 scenes

@@ -6,17 +6,15 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from geoseg.config import config_dir
+from conftest import compose_config
 
 
 def compose_train(*overrides: str):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
+    return compose_config("train", *overrides, hydra=True)
 
 
 def test_norm_ablation_sweeps_norm_batch_and_seed_from_scratch_with_linear_lr():

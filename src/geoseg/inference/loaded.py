@@ -4,41 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 
 from geoseg.classes import ClassInfo
-from geoseg.data.band_files import FileEntry, check_grid_rule, check_invalid_rule, parse_files
+from geoseg.data.band_files import check_grid_rule, check_invalid_rule, parse_files
 from geoseg.data.stats import BandStats
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.errors import GeosegError
+from geoseg.inference.loaded_model import LoadedModel
+from geoseg.inference.onnx_model import is_exported, load_exported
 from geoseg.models.build import SegmentationModel, build_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedModel:
-    """An eval-mode model plus the band selection, statistics, nodata and classes it was trained with."""
-
-    model: SegmentationModel  # or an OnnxSegmenter (geoseg.inference.onnx_model), which acts like one
-    path: str
-    bands: list[int | str] | None  # data.bands as configured (None = all bands)
-    stats: BandStats
-    nodata: float | None  # data.nodata override of the training config (None = each file's own)
-    classes: ClassInfo
-    files: tuple[FileEntry, ...] | None = None  # data.files of the training config (multi-file scenes)
-    grid: str = "finest"  # data.grid of the training config
-    invalid: str = "any"  # data.invalid of the training config ("all" for checkpoints made before it)
-    tile: int | None = None  # tile/overlap defaults an exported model carries (None: predict's own)
-    overlap: int | None = None
-
-    @property
-    def num_bands(self) -> int:
-        return self.model.in_channels
 
 
 def rebuild_model(saved: Mapping[str, Any], path: str) -> SegmentationModel:
@@ -93,7 +73,6 @@ def state_dict_mismatch(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any
 def load_model(path: str, device: torch.device) -> LoadedModel:
     """Read ``path`` weights-only and rebuild its model on ``device`` (an ``.onnx`` export runs in
     onnxruntime instead); every failure is one line."""
-    from geoseg.inference.onnx_model import is_exported, load_exported
 
     if is_exported(path):
         return load_exported(path, device)

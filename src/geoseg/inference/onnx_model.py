@@ -1,7 +1,7 @@
 """Run an exported ONNX model (``geoseg export format=onnx``) through onnxruntime in ``geoseg predict``.
 
 :func:`load_exported` reads ``model.onnx`` and its ``model.onnx.json`` sidecar into the same
-:class:`~geoseg.inference.loaded.LoadedModel` a checkpoint gives, so every input check (bands, CRS,
+:class:`~geoseg.inference.loaded_model.LoadedModel` a checkpoint gives, so every input check (bands, CRS,
 statistics, nodata) and every output is the same; only the forward pass runs in onnxruntime.
 """
 
@@ -19,7 +19,7 @@ from geoseg.classes import ClassInfo
 from geoseg.data.band_files import check_grid_rule, check_invalid_rule, parse_files
 from geoseg.data.stats import BandStats
 from geoseg.errors import GeosegError, first_line
-from geoseg.inference.loaded import LoadedModel
+from geoseg.inference.loaded_model import LoadedModel
 
 log = logging.getLogger(__name__)
 
