@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from conftest import tiny_run
 from geoseg.engine.checkpoint import load_checkpoint
 
 # A ``start``/``run`` prelude: 50 ms more per optimizer step, so a test's signal or kill lands well inside
@@ -31,15 +32,10 @@ ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", "PYTHONUNB
 
 def train_args(root: Path, run: Path, *overrides: str) -> list[str]:
     """``geoseg train`` arguments for a tiny CPU run of 3 epochs x 8 steps on the 128-px demo scenes."""
-    return [
-        "train", f"hydra.run.dir={run}", f"data.root={root}", "data.demo=null",
-        f"data.stats_path={root}/stats.json", "data.chip_size=32", "data.batch_size=4",
-        "data.chips_per_epoch=32", "data.num_workers=0", "data.val_stride=64",
-        "model.decoder_channels=[32,16,16,8,8]", "trainer.device=cpu", "trainer.progress=false",
-        "trainer.latest_link=null", "trainer.tensorboard=false", "trainer.log_every=1",
-        "trainer.max_epochs=3",
-        "trainer.diagnostics.train_max_chips=0", "trainer.diagnostics.bn_statistics=false", *overrides,
-    ]  # fmt: skip
+    return ["train", f"hydra.run.dir={run}", *tiny_run(
+        root, "data.chips_per_epoch=32", "trainer.max_epochs=3", "trainer.diagnostics.train_max_chips=0",
+        "trainer.diagnostics.bn_statistics=false", *overrides,
+    )]  # fmt: skip
 
 
 def start(args: list[str], cwd: Path, prelude: str = "") -> subprocess.Popen:
