@@ -546,11 +546,17 @@ def test_invalid_pixels_matches_its_per_pixel_definition(case: tuple) -> None:
 
 @functools.cache
 def _load(path: Path) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # type: ignore[return-value]
+    """``path`` merged over the configs of its own group it inherits (its ``defaults`` list, as Hydra
+    composes a group option: mappings merge, lists are replaced)."""
+    own = OmegaConf.load(path)
+    bases = [b for b in own.pop("defaults", []) or [] if isinstance(b, str) and b != "_self_"]
+    merged = OmegaConf.merge(*(OmegaConf.create(_load(path.parent / f"{b}.yaml")) for b in bases), own)
+    return OmegaConf.to_container(merged, resolve=False)  # type: ignore[return-value]
 
 
 def base_config(path: Path) -> dict[str, Any]:
-    """A config group YAML as a plain dict (interpolations left as strings; the checks ignore them)."""
+    """A config group YAML as the plain dict it composes to (interpolations left as strings; the checks
+    ignore them)."""
     return copy.deepcopy(_load(path))
 
 
