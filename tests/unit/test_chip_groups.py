@@ -136,19 +136,22 @@ def test_grouped_batches_equal_plain_rasterio_reads(tmp_path):
     assert batches == 8
 
 
-def test_grouped_chips_are_identical_for_zero_and_two_workers(tmp_path):
+def test_grouped_chips_are_identical_for_zero_and_two_workers_and_after_a_mid_epoch_resume(tmp_path):
     scene, cmap = _stack_scene(tmp_path)
     aug = Augment(A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]))
     runs = []
-    for workers in (0, 2):
+    for workers, start in ((0, 0), (2, 0), (2, 16)):  # the last resumes epoch 1 after its 2nd batch
         cfg = {"chip_size": 24, "max_nodata_fraction": 0.5, "chips_per_epoch": 48, "align_chips": False,
                "batch_size": 8, "chips_per_block": 2, "num_workers": workers,
                "persistent_workers": False}  # fmt: skip
         ds = ChipDataset([scene], 24, cmap, fill=[1.0, 2.0, 3.0], augment=aug)
-        runs.append([(b["image"], b["mask"], b["chip"]) for b in make_loader(ds, random_sampler(
-            [scene], cfg, cmap, 0, 0, 1), cfg)])  # fmt: skip
-    assert len(runs[0]) == len(runs[1]) == 6
-    for a, b in zip(*runs, strict=True):
+        sampler = random_sampler([scene], cfg, cmap, 0, 0, 1)
+        sampler.set_epoch(1, start=start)
+        runs.append([(b["image"], b["mask"], b["chip"]) for b in make_loader(ds, sampler, cfg)])
+    assert [len(r) for r in runs] == [6, 6, 4]
+    for a, b in zip(runs[0], runs[1], strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    for a, b in zip(runs[0][2:], runs[2], strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
