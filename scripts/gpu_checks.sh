@@ -4,7 +4,8 @@
 #   1. the CUDA tests (cuDNN BatchNorm train/eval, channels_last, bf16 and fp16 in the real loop, the
 #      fp16 GradScaler overflow skip, CUDA RNG state in checkpoints);
 #   2. fp16 training on the demo data stopped by SIGTERM mid-epoch, then resumed (GradScaler state);
-#   3. the GPU benchmark rows of BENCHMARKS.md (scene inference, model matrix at batch 8 and 32, compile).
+#   3. the GPU benchmark rows of BENCHMARKS.md (the loader's share of a 512-px step, scene inference,
+#      model matrix at batch 8 and 32, compile).
 set -uo pipefail
 OUT=${1:-outputs/gpu_checks}
 mkdir -p "$OUT"
@@ -49,6 +50,10 @@ print("steps logged", [r["step"] for r in train] == list(range(1, len(train) + 1
       "| nonfinite", summary["nonfinite_steps"], "| val mIoU", round(summary["val"]["miou"], 4),
       "| tiles/s", round(summary["tiles_per_s"], 1))
 EOF
+
+step "the loader's share of a U-Net/ResNet-34 512-px bf16 step at default workers, 4096^2 deflate COG"
+timeout 300 python scripts/bench_train_input.py --cog 4096 --workers auto --steps 30 -- data.chip_size=512 \
+    data.batch_size=32 encoder=resnet34 trainer.amp=bf16 trainer.device=cuda | tee "$OUT/train_input_share.md"
 
 step inference on a 10240 x 10240 scene: U-Net/ResNet-18 bf16 and the trivial model, overlap 0 and 64
 timeout 240 python scripts/bench_infer.py --sizes 10240 --device cuda --amp bf16 --batch 16 \
