@@ -164,8 +164,23 @@ def test_the_miou_plot_has_the_majority_baseline_on_a_0_to_1_axis_and_no_legend_
     baseline = [line for line in miou_ax.get_lines() if line.get_linestyle() == "--"]
     assert len(baseline) == 1 and baseline[0].get_ydata()[0] == pytest.approx(0.28)
     assert "majority class everywhere (0.280)" in [t.get_text() for t in miou_ax.get_legend().get_texts()]
+    zoom = figures[0].axes[1]  # the same lines framed by their error bars
+    lows = [y for line in miou_ax.get_lines() if line.get_linestyle() != "--" for y in line.get_ydata()]
+    assert 0.0 < zoom.get_ylim()[0] <= min(lows) and zoom.get_ylim()[1] < 1.0
     speed = figures[1]
     assert all(ax.get_legend() is None for ax in speed.axes) and len(speed.legends) == 1  # below the panels
+
+
+@pytest.mark.parametrize(
+    ("lows", "highs", "expected"),
+    [([0.84, 0.838], [0.85, 0.849], (0.834, 0.854)),  # 12 thousandths: at least 0.02 tall, centred
+     ([0.2, 0.5], [0.3, 0.6], (0.14, 0.66)),  # a wide range: 15% margins
+     ([0.0], [0.99], (0.0, 1.0))],  # clipped to 0-1
+)  # fmt: skip
+def test_the_zoomed_miou_panel_frames_every_error_bar(lows, highs, expected):
+    from geoseg.report.plots import zoom_limits
+
+    assert zoom_limits(lows, highs) == pytest.approx(expected)
 
 
 def test_the_keys_that_are_not_job_parameters_come_from_the_hydra_config():

@@ -62,23 +62,44 @@ def majority_baseline(rows: Sequence[Mapping[str, Any]]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def zoom_limits(lows: Sequence[float], highs: Sequence[float], floor: float = 0.02) -> tuple[float, float]:
+    """Y limits that frame every error bar (``lows``/``highs``) with 15% margins, at least ``floor``
+    tall, inside 0-1: the zoomed panel where gaps of a hundredth are visible."""
+    lo, hi = min(lows), max(highs)
+    pad = max(0.15 * (hi - lo), (floor - (hi - lo)) / 2, 1e-3)
+    return max(0.0, lo - pad), min(1.0, hi + pad)
+
+
 def plot_miou_vs_batch(rows: Sequence[Mapping[str, Any]], path: str, title: str) -> bool:
-    """Val mIoU vs per-GPU batch, one line per variant with ± std error bars, the majority-class
-    baseline as a dashed line, on a 0-1 axis (so gaps are in proportion); False when nothing to plot."""
+    """Val mIoU vs per-GPU batch, one line per variant with ± std error bars: on a 0-1 axis with the
+    majority-class baseline dashed (so gaps are in proportion), and beside it the same lines zoomed to
+    their range, each variant nudged sideways so error bars do not hide each other; False when nothing
+    to plot."""
     cells = aggregate(rows, "val_miou")
     if not cells:
         return False
-    fig = Figure(figsize=(6.4, 4.2))
-    ax = fig.subplots()
-    for variant in sorted({v for v, _ in cells}):
+    fig = Figure(figsize=(11.0, 4.2))
+    full, zoom = fig.subplots(1, 2)
+    variants = sorted({v for v, _ in cells})
+    lows, highs = [], []
+    for i, variant in enumerate(variants):
         xs, ys, es = series(cells, variant)
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=variant)
+        nudge = 2 ** (0.05 * (i - (len(variants) - 1) / 2))  # on the log2 batch axis
+        full.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=variant)
+        zoom.errorbar([x * nudge for x in xs], ys, yerr=es, marker="o", capsize=3, label=variant)
+        lows += [y - e for y, e in zip(ys, es, strict=True)]
+        highs += [y + e for y, e in zip(ys, es, strict=True)]
     baseline = majority_baseline(rows)
     if baseline is not None:
-        ax.axhline(baseline, color="grey", linestyle="--", linewidth=1,
-                   label=f"majority class everywhere ({baseline:.3f})")  # fmt: skip
-    ax.set_ylim(0, 1)
-    finish_batch_plot(fig, ax, sorted({b for _, b in cells}), "val mIoU (mean ± std over seeds)", title, path)
+        full.axhline(baseline, color="grey", linestyle="--", linewidth=1,
+                     label=f"majority class everywhere ({baseline:.3f})")  # fmt: skip
+    full.set_ylim(0, 1)
+    zoom.set_ylim(*zoom_limits(lows, highs))
+    batches = sorted({b for _, b in cells})
+    batch_axis(zoom, batches)
+    zoom.set_title("zoomed to the variants (mean ± std over seeds)", fontsize=9)
+    zoom.grid(alpha=0.3)
+    finish_batch_plot(fig, full, batches, "val mIoU (mean ± std over seeds)", title, path)
     return True
 
 
