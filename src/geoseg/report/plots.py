@@ -99,7 +99,8 @@ def plot_miou_vs_batch(rows: Sequence[Mapping[str, Any]], path: str, title: str)
     batch_axis(zoom, batches)
     zoom.set_title("zoomed to the variants (mean ± std over seeds)", fontsize=9)
     zoom.grid(alpha=0.3)
-    finish_batch_plot(fig, full, batches, "val mIoU (mean ± std over seeds)", title, path)
+    fig.suptitle(title, fontsize=10)  # over both panels: a long title never runs into the zoomed one's
+    finish_batch_plot(fig, full, batches, "val mIoU (mean ± std over seeds)", "0-1 axis", path)
     return True
 
 
