@@ -271,7 +271,8 @@ def random_sampler(
                         "nodata; it is skipped", scene.image, size, cfg["max_nodata_fraction"])  # fmt: skip
         candidates.append(origins)
         weights.append(frac)
-        cells.append(origin_cells(scene, size, origins))
+        if group > 1:  # each candidate's file block, for groups of chips read once
+            cells.append(origin_cells(scene, size, origins))
         if cmap is not None:  # the exact class mix of every candidate, from full-resolution label counts
             counts = cached_class_counts(scene, step, cmap, index)
             classes.append(candidate_class_fractions(counts, origins, (i0 * step, j0 * step), size, step))
