@@ -27,7 +27,8 @@ class Command:
 
 def _describe(path: Path) -> Command:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    first = (ast.get_docstring(tree) or "").splitlines()[0] if ast.get_docstring(tree) else ""
+    doc = ast.get_docstring(tree) or ""
+    first = doc.splitlines()[0] if doc else ""
     usage, _, what = first.partition("``: ")
     positional = next(
         (node.value.value for node in tree.body if isinstance(node, ast.Assign)
