@@ -185,3 +185,25 @@ def test_an_unknown_norm_preset_lists_the_shipped_ones():
     ):
         norm_preset("batchnrom")
     assert norm_preset("groupnorm", num_groups=4)(12).num_groups == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "message"),
+    [
+        ("batchnorm", {"eps": 0}, r"^norm.eps=0 must be a positive number"),  # torch raises in forward
+        ("groupnorm", {"eps": -1e-5}, r"^norm.eps=-1e-05 must be a positive number"),
+        ("frn", {"eps": "abc"}, r"^norm.eps='abc' must be a positive number"),
+        ("batchnorm", {"momentum": 1.5}, r"^norm.momentum=1.5 must be a number in \[0, 1\]"),
+        ("syncbatchnorm", {"momentum": -0.1}, r"^norm.momentum=-0.1 must be a number in \[0, 1\]"),
+    ],
+)
+def test_bad_eps_or_momentum_is_one_line_naming_the_option(name, option, message):
+    with pytest.raises(GeosegError, match=message) as caught:
+        build_model("unet", "resnet18", 4, 3, norm_preset(name, **option), decoder=TINY["unet"])
+    assert "\n" not in str(caught.value)
+
+
+def test_null_momentum_is_batchnorms_cumulative_average():
+    norm = norm_preset("batchnorm", momentum=None)
+    model = build_model("unet", "resnet18", 4, 3, norm, decoder=TINY["unet"])
+    assert {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {None}

@@ -10,8 +10,8 @@ The classes here exist where torch's own does not fit that rule or is wrong on c
 - :class:`InstanceNorm2d` keeps working on 1×1 maps (DeepLabV3+'s image-pooling branch), where
   torch raises.
 
-:func:`resolve_norm` turns a ``syncbatchnorm`` choice into plain BatchNorm when there is no
-process group on a GPU to synchronise over.
+:func:`resolve_norm` checks ``eps`` and ``momentum`` (one line naming the option) and turns a
+``syncbatchnorm`` choice into plain BatchNorm when there is no process group on a GPU to synchronise over.
 """
 
 from __future__ import annotations
@@ -186,8 +186,25 @@ def sync_available() -> bool:
     return dist.is_available() and dist.is_initialized() and torch.cuda.is_available()
 
 
+def check_norm_options(norm: NormFactory) -> None:
+    """``norm.eps`` must be a positive number and ``norm.momentum`` one in [0, 1] (or null, BatchNorm's
+    cumulative average): torch raises deep inside the first forward pass, or divides by zero, otherwise."""
+    kwargs = norm.keywords if isinstance(norm, functools.partial) else {}
+    eps, momentum = kwargs.get("eps", 1.0), kwargs.get("momentum")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+        raise GeosegError(f"norm.eps={eps!r} must be a positive number, e.g. norm.eps=1e-5")
+    valid = isinstance(momentum, numbers.Real) and not isinstance(momentum, bool) and 0 <= momentum <= 1
+    if momentum is not None and not valid:
+        raise GeosegError(
+            f"norm.momentum={momentum!r} must be a number in [0, 1] (0.1 is torch's default) or null "
+            "for a cumulative average"
+        )
+
+
 def resolve_norm(norm: NormFactory) -> NormFactory:
-    """``norm`` itself, except SyncBatchNorm without a GPU process group, which becomes BatchNorm."""
+    """``norm`` checked (:func:`check_norm_options`), except SyncBatchNorm without a GPU process group,
+    which becomes BatchNorm."""
+    check_norm_options(norm)
     if factory_target(norm) is not nn.SyncBatchNorm or sync_available():
         return norm
     warnings.warn(
