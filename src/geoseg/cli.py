@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -101,6 +101,10 @@ def hydra_app(config_name: str, task: Callable[[DictConfig], object]) -> Callabl
                 return task(cfg)
             except OSError as os_err:  # a write no geoseg writer wrapped (a library's): still one line
                 raise disk_error(os_err) from None
+            except InstantiationException as inst_err:  # a config object's own check, wrapped by Hydra
+                if isinstance(inst_err.__cause__, GeosegError):
+                    raise inst_err.__cause__ from None
+                raise
         except GeosegError as err:
             hydra_cfg = HydraConfig.get()
             if hydra_cfg.mode == RunMode.MULTIRUN:

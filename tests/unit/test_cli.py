@@ -269,3 +269,19 @@ def test_a_disk_full_error_from_outside_geosegs_writers_becomes_one_line():
     )
     other = OSError(errno.ENOENT, "No such file or directory", "/nope")
     assert disk_error(other) is other  # not a disk problem: left as it is
+
+
+def test_a_check_inside_a_config_target_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, demo_root: Path
+) -> None:
+    """A GeosegError raised while Hydra instantiates a ``_target_`` (here the loss's own check) is shown
+    as its one line, not as Hydra's "Error in call to target ..." block."""
+    try:
+        line = run_error(capsys, "train", f"data.root={demo_root}", "data.demo=null",
+                         "loss.label_smoothing=2", f"hydra.run.dir={tmp_path}/run")  # fmt: skip
+    finally:
+        root = logging.getLogger()  # the handlers Hydra's job logging installed hold captured streams
+        for handler in [h for h in root.handlers if not type(h).__module__.startswith("_pytest")]:
+            root.removeHandler(handler)
+            handler.close()
+    assert line == "geoseg: error: loss.label_smoothing=2 must be a number in [0, 1], e.g. 0.1"

@@ -112,12 +112,29 @@ def test_dice_counts_absent_classes_as_zero_as_documented():
     assert float(Dice()(logits, target)) == pytest.approx(2 / 3, abs=1e-3)  # (1 + 1 + 0) / 3 classes
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"label_smoothing": 2}, r"^loss.label_smoothing=2 must be a number in \[0, 1\], e.g. 0.1$"),
+     ({"label_smoothing": -0.1}, r"^loss.label_smoothing=-0.1 must be"),
+     ({"class_weights": [1, -1, 1]}, r"^loss.class_weights=\[1, -1, 1\] must be numbers >= 0, not all 0"),
+     ({"class_weights": [0, 0, 0]}, r"^loss.class_weights=\[0, 0, 0\] must be"),
+     ({"class_weights": [1, float("nan"), 1]}, r"^loss.class_weights=\[1, nan, 1\] must be")],
+)  # fmt: skip
+def test_bad_cross_entropy_options_are_refused_when_built(options, message):
+    """Caught when the loss is built, before a step: torch would raise mid-step (smoothing) or train on
+    a loss that rewards a class (negative weight) or is 0/0 (all weights 0)."""
+    with pytest.raises(GeosegError, match=message):
+        CrossEntropy(**options)
+    logits, target = batch()
+    assert torch.isfinite(CrossEntropy(class_weights=[0, 1, 1], label_smoothing=1.0)(logits, target))
+
+
 def test_weighted_sum_and_bf16_logits_give_float32():
     logits, target = batch()
     ce, dice = CrossEntropy(), Dice()
     total = WeightedSum([ce, dice], [0.7, 0.3])(logits, target)
     assert torch.allclose(total, 0.7 * ce(logits, target) + 0.3 * dice(logits, target))
-    with pytest.raises(GeosegError):
+    with pytest.raises(GeosegError, match=r"^loss.weights has 1 value\(s\) for 2 loss.losses; one weight"):
         WeightedSum([ce, dice], [1.0])
     for loss in (ce, dice, WeightedSum([ce, dice], [1.0, 1.0])):
         assert loss(logits.bfloat16(), target).dtype == torch.float32
@@ -144,6 +161,22 @@ def test_warmup_schedule_shapes():
         WarmupSchedule(10, "linear")
     with pytest.raises(GeosegError):
         WarmupSchedule(0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"warmup_fraction": 1.5}, r"^sched.warmup_fraction=1.5 must be a fraction of the run, in \[0, 1\)$"),
+     ({"warmup_fraction": -0.1}, r"^sched.warmup_fraction=-0.1 must be"),
+     ({"warmup_steps": -3}, r"^sched.warmup_steps=-3 must be a whole number >= 0, or null$"),
+     ({"warmup_steps": 2.5}, r"^sched.warmup_steps=2.5 must be"),
+     ({"min_lr_ratio": 2}, r"^sched.min_lr_ratio=2 must be in \[0, 1\]: the final LR over the peak LR$"),
+     ({"kind": "poly", "power": 0}, r"^sched.power=0 must be a positive number")],
+)  # fmt: skip
+def test_bad_schedule_options_name_the_option(options, message):
+    """Out of range they would bend the LR curve silently (a warmup past the run's end, an LR that rises)."""
+    with pytest.raises(GeosegError, match=message):
+        build_scheduler(sgd(), 20, **options)
+    assert build_scheduler(sgd(), 20, warmup_fraction=0.0, warmup_steps=0, min_lr_ratio=1.0) is not None
 
 
 def sgd(lr: float = 0.1) -> torch.optim.SGD:

@@ -94,3 +94,17 @@ def test_bad_lr_scaling_options_name_the_option(rule, base, message):
     with pytest.raises(GeosegError) as err:
         build_optimizer(cfg, tiny_model(), 8)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "value", "refusal"),
+    [("adamw", "lr", -1.0, "AdamW): Invalid learning rate: -1.0"),
+     ("adamw", "betas", [0.9, 2.0], "AdamW): Invalid beta parameter at index 1: 2.0"),
+     ("sgd", "momentum", -1, "SGD): Invalid momentum value: -1")],
+)  # fmt: skip
+def test_an_option_the_optimizer_refuses_is_one_line_naming_it(name, option, value, refusal):
+    cfg = OmegaConf.load(config_dir() / "optim" / f"{name}.yaml")
+    cfg.optimizer[option] = value
+    with pytest.raises(GeosegError) as err:
+        build_optimizer(cfg, tiny_model(), 8)
+    assert str(err.value) == f"optim.optimizer ({refusal}; fix it in optim.optimizer.*"

@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, first_line
 from geoseg.models.convert import is_norm
 
 SCALE_RULES = {"none": lambda ratio: 1.0, "linear": lambda ratio: ratio, "sqrt": lambda ratio: ratio**0.5}
@@ -64,4 +64,9 @@ def build_optimizer(
     weight_decay = float(keywords.get("weight_decay", 0.0))
     groups = param_groups(model, weight_decay, bool(optim_cfg.get("decay_norm_and_bias", False)))
     lr = scaled_lr(optim_cfg, effective_batch) if effective_batch is not None else None
-    return factory(groups, lr=lr) if lr is not None else factory(groups)
+    try:
+        return factory(groups, lr=lr) if lr is not None else factory(groups)
+    except (ValueError, TypeError) as err:  # torch's own checks: "Invalid learning rate: -1.0", ...
+        name = getattr(getattr(factory, "func", factory), "__name__", "the optimizer")
+        message = f"optim.optimizer ({name}): {first_line(err)}; fix it in optim.optimizer.*"
+        raise GeosegError(message) from None

@@ -7,6 +7,7 @@ stores it as numbers and a resumed run continues the same curve.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -50,6 +51,29 @@ class WarmupSchedule:
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape
 
 
+def check_schedule_options(
+    warmup_fraction: float, warmup_steps: int | None, min_lr_ratio: float, power: float
+) -> None:
+    """One line naming a ``sched`` option outside its range (they would bend the LR curve silently)."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    if not number(warmup_fraction) or not 0 <= warmup_fraction < 1:
+        raise GeosegError(
+            f"sched.warmup_fraction={warmup_fraction!r} must be a fraction of the run, in [0, 1)"
+        )
+    if warmup_steps is not None and (not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool)
+                                     or warmup_steps < 0):  # fmt: skip
+        raise GeosegError(f"sched.warmup_steps={warmup_steps!r} must be a whole number >= 0, or null")
+    if not number(min_lr_ratio) or not 0 <= min_lr_ratio <= 1:
+        raise GeosegError(
+            f"sched.min_lr_ratio={min_lr_ratio!r} must be in [0, 1]: the final LR over the peak LR"
+        )
+    if not number(power) or not power > 0:
+        raise GeosegError(f"sched.power={power!r} must be a positive number (0.9 is the usual poly power)")
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     total_steps: int,
@@ -60,5 +84,6 @@ def build_scheduler(
     power: float = 0.9,
 ) -> LambdaLR:
     """``configs/sched``: warmup for ``warmup_steps`` (or ``warmup_fraction`` of the run), then ``kind``."""
+    check_schedule_options(warmup_fraction, warmup_steps, min_lr_ratio, power)
     warmup = int(warmup_steps) if warmup_steps is not None else round(warmup_fraction * total_steps)
     return LambdaLR(optimizer, WarmupSchedule(total_steps, kind, warmup, min_lr_ratio, power))
