@@ -373,6 +373,24 @@ def test_resume_path_and_check_trainer(tmp_path):
     assert str(err.value) == "trainer.diagnostics.train_max_chips=-5 must be a whole number >= 0 (0 = skip)"
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("grad_clip", -1.0, r"^trainer.grad_clip=-1.0 must be a positive max gradient norm, or null"),
+     ("grad_clip", "inf", r"^trainer.grad_clip='inf' must be"),
+     ("tensorboard_images", -1, r"^trainer.tensorboard_images=-1 must be a whole number >= 0 \(0 = none\)$"),
+     ("progress_interval_s", -5, r"^trainer.progress_interval_s=-5 must be a number of seconds >= 0")],
+)  # fmt: skip
+def test_check_trainer_refuses_a_negative_clip_image_count_or_interval(key, value, message):
+    """A negative grad_clip would not fail anywhere: torch scales the gradients by it (gradient ascent)."""
+    ok = {"max_epochs": 2, "grad_accum_steps": 1, "eval_every": 1, "checkpoint_every": 1, "log_every": 10,
+          "max_nonfinite_steps": 10}  # fmt: skip
+    with pytest.raises(GeosegError, match=message):
+        check_trainer({**ok, key: value})
+    options = check_trainer({**ok, "grad_clip": None, "tensorboard_images": 0, "progress_interval_s": 0})
+    assert (options.grad_clip, options.tensorboard_images, options.progress_interval_s) == (None, 0, 0.0)
+    assert check_trainer(ok).progress_interval_s == 60.0  # the default when the key is absent
+
+
 def test_flatten_and_json_safe():
     row = {"step": 3, "ok": True, "val": {"miou": 0.5, "name": "x", "iou": {"water": 1}, "none": None}}
     assert flatten(row, "epoch/") == {"epoch/step": 3.0, "epoch/val/miou": 0.5, "epoch/val/iou/water": 1.0}

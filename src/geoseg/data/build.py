@@ -29,7 +29,7 @@ from geoseg.data.class_balance import (
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.demo import make_demo_data
 from geoseg.data.labels import ClassMap, check_classes
-from geoseg.data.loader import make_loader, num_workers, pin_memory, read_threads
+from geoseg.data.loader import check_loader_options, make_loader, num_workers, whole_number
 from geoseg.data.masks import coarse_valid_mask, label_codes
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scene_index import SceneIndex, cached_array, entry_key
@@ -86,9 +86,7 @@ def check_data_config(cfg: Mapping[str, Any]) -> None:
         raise GeosegError(f"data.val_stride must be >= 1 px (or null = chip_size), got {cfg['val_stride']}.")
     if "chips_per_epoch" in cfg and _number(cfg, "chips_per_epoch") < 1:
         raise GeosegError(f"data.chips_per_epoch must be >= 1, got {cfg['chips_per_epoch']}.")
-    num_workers(cfg)
-    read_threads(cfg)
-    pin_memory(cfg)
+    check_loader_options(cfg)
     check_sampling(cfg)
     bands = cfg.get("bands")
     if bands is not None and (isinstance(bands, str) or not isinstance(bands, Iterable) or not list(bands)):
@@ -228,7 +226,7 @@ def build_split(
     size = int(cfg["chip_size"])
     dataset = ChipDataset(
         scenes, size, cmap, fill=stats.mean,
-        augment=None if grid else augment, max_open_files=int(cfg.get("max_open_files", 64)),
+        augment=None if grid else augment, max_open_files=whole_number(cfg, "max_open_files", 64),
     )  # fmt: skip
     if not grid:
         sampler = random_sampler(scenes, cfg, cmap, seed, rank, world_size)

@@ -27,8 +27,8 @@ def make_loader(
     extra = {}
     if workers > 0:
         extra = {
-            "prefetch_factor": int(cfg.get("prefetch_factor", 2)),
-            "persistent_workers": bool(cfg.get("persistent_workers", True)),
+            "prefetch_factor": whole_number(cfg, "prefetch_factor", 2),
+            "persistent_workers": flag(cfg, "persistent_workers", True),
             "worker_init_fn": functools.partial(configure_gdal_worker, threads=read_threads(cfg)),
         }
     return DataLoader(
@@ -41,6 +41,32 @@ def make_loader(
         collate_fn=collate_batch,
         **extra,
     )
+
+
+def check_loader_options(cfg: Mapping[str, Any]) -> None:
+    """The DataLoader options of ``data`` checked before any file is opened (one line naming a bad one)."""
+    num_workers(cfg)
+    read_threads(cfg)
+    pin_memory(cfg)
+    whole_number(cfg, "prefetch_factor", 2)
+    whole_number(cfg, "max_open_files", 64)
+    flag(cfg, "persistent_workers", True)
+
+
+def whole_number(cfg: Mapping[str, Any], key: str, default: int) -> int:
+    """``data.<key>``, a whole number >= 1."""
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GeosegError(f"data.{key} must be a whole number >= 1 (default {default}), got {value!r}.")
+    return value
+
+
+def flag(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
+    """``data.<key>``, true or false."""
+    value = cfg.get(key, default)
+    if not isinstance(value, bool):
+        raise GeosegError(f"data.{key} must be true or false, got {value!r}.")
+    return value
 
 
 def num_workers(cfg: Mapping[str, Any]) -> int:

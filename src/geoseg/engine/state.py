@@ -45,6 +45,10 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class PreciseBN:
     """``trainer.precise_bn``: recompute BatchNorm running statistics before each eval."""
@@ -106,7 +110,18 @@ class TrainerOptions:
                 f"trainer.diagnostics.train_max_chips={chips!r} must be a whole number >= 0 (0 = skip)"
             )
         precise = dict(tr.get("precise_bn") or {})
-        clip = tr.get("grad_clip")
+        clip, images = tr.get("grad_clip"), tr.get("tensorboard_images")
+        interval = tr.get("progress_interval_s", 60)
+        if clip is not None and (not _real(clip) or clip < 0):  # torch flips gradients for a negative norm
+            raise GeosegError(
+                f"trainer.grad_clip={clip!r} must be a positive max gradient norm, or null (no clipping)"
+            )
+        if images is not None and (not _whole(images) or images < 0):
+            raise GeosegError(f"trainer.tensorboard_images={images!r} must be a whole number >= 0 (0 = none)")
+        if interval is not None and (not _real(interval) or interval < 0):
+            raise GeosegError(
+                f"trainer.progress_interval_s={interval!r} must be a number of seconds >= 0 (0 = none)"
+            )
         return cls(
             max_epochs=tr["max_epochs"], max_steps=tr.get("max_steps"), device=str(tr.get("device", "auto")),
             amp=str(tr.get("amp", "auto")), grad_accum_steps=tr["grad_accum_steps"],
@@ -115,9 +130,9 @@ class TrainerOptions:
             eval_every=tr["eval_every"], checkpoint_every=tr["checkpoint_every"], log_every=tr["log_every"],
             keep_checkpoints=str(tr.get("keep_checkpoints", "all")), latest_link=tr.get("latest_link"),
             resume=tr.get("resume"), tensorboard=bool(tr.get("tensorboard", True)),
-            tensorboard_images=int(tr.get("tensorboard_images", 0) or 0),
+            tensorboard_images=int(images or 0),
             progress=bool(tr.get("progress", True)),
-            progress_interval_s=float(tr.get("progress_interval_s", 60) or 0),
+            progress_interval_s=float(interval or 0),
             precise_bn=PreciseBN(bool(precise.get("enabled", False)), int(precise.get("num_batches", 50))),
             diagnostics=Diagnostics(chips, bool(diagnostics.get("bn_statistics", False))),
         )  # fmt: skip
