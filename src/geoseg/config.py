@@ -26,3 +26,12 @@ def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
+
+
+def flag(cfg: Mapping[str, Any], key: str, default: bool = False, prefix: str = "") -> bool:
+    """``cfg[key]`` as a bool; anything but true/false (``tta=no``, ``1``) is a one-line error naming
+    ``<prefix><key>``, since a non-empty string would otherwise read as true."""
+    value = cfg.get(key, default)
+    if not isinstance(value, bool):
+        raise GeosegError(f"{prefix}{key}={value!r} must be true or false")
+    return value

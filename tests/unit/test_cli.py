@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from conftest import compose_config
 from geoseg.cli import COMMANDS, main, positional_args
-from geoseg.config import config_dir
+from geoseg.config import config_dir, flag
 from geoseg.errors import GeosegError
 from geoseg.overrides import check_overrides
 
@@ -61,6 +61,15 @@ NORMS = (
     "layernorm, syncbatchnorm)"
 )
 GRAMMAR = "(see https://hydra.cc/docs/advanced/override_grammar/basic)"
+
+
+def drop_hydra_log_handlers() -> None:
+    """Remove the handlers Hydra's job logging installed after an in-process run: they hold pytest's
+    captured streams, which later tests close."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if not type(h).__module__.startswith("_pytest")]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def run_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -223,10 +232,7 @@ def test_a_run_after_a_typo_with_tricky_overrides(
               f"+out_dir='{tmp_path}'", "output=${out_dir}/stats.json",
               f"hydra.run.dir={tmp_path}/run"])  # fmt: skip
     finally:
-        root = logging.getLogger()  # the handlers Hydra's stdout job logging installed hold captured stdout
-        for handler in [h for h in root.handlers if not type(h).__module__.startswith("_pytest")]:
-            root.removeHandler(handler)
-            handler.close()
+        drop_hydra_log_handlers()
     assert json.loads((tmp_path / "stats.json").read_text())["bands"] == [1, 4]
 
 
@@ -280,8 +286,21 @@ def test_a_check_inside_a_config_target_is_one_line(
         line = run_error(capsys, "train", f"data.root={demo_root}", "data.demo=null",
                          "loss.label_smoothing=2", f"hydra.run.dir={tmp_path}/run")  # fmt: skip
     finally:
-        root = logging.getLogger()  # the handlers Hydra's job logging installed hold captured streams
-        for handler in [h for h in root.handlers if not type(h).__module__.startswith("_pytest")]:
-            root.removeHandler(handler)
-            handler.close()
+        drop_hydra_log_handlers()
     assert line == "geoseg: error: loss.label_smoothing=2 must be a number in [0, 1], e.g. 0.1"
+
+
+def test_a_yes_no_option_given_as_a_word_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, demo_root: Path
+) -> None:
+    """``progress=no`` is the string 'no', which reads as true: refused, naming the option."""
+    try:
+        line = run_error(capsys, "stats", f"data.root={demo_root}", "data.demo=null", "progress=no",
+                         f"output={tmp_path}/stats.json", f"hydra.run.dir={tmp_path}/run")  # fmt: skip
+    finally:
+        drop_hydra_log_handlers()
+    assert line == "geoseg: error: progress='no' must be true or false"
+    assert not (tmp_path / "stats.json").exists()
+    assert flag({"strict": True}, "strict") is True and flag({}, "overviews", True) is True
+    with pytest.raises(GeosegError, match=r"^data.persistent_workers=1 must be true or false$"):
+        flag({"persistent_workers": 1}, "persistent_workers", True, "data.")

@@ -195,7 +195,7 @@ def test_bad_num_workers_is_a_one_line_error(value):
     [("prefetch_factor", 0, r"^data\.prefetch_factor must be a whole number >= 1 \(default 2\), got 0\.$"),
      ("prefetch_factor", 1.5, r"^data\.prefetch_factor must be a whole number >= 1"),
      ("max_open_files", -4, r"^data\.max_open_files must be a whole number >= 1 \(default 64\), got -4\.$"),
-     ("persistent_workers", "yes", r"^data\.persistent_workers must be true or false, got 'yes'\.$")],
+     ("persistent_workers", "yes", r"^data\.persistent_workers='yes' must be true or false$")],
 )  # fmt: skip
 def test_bad_loader_options_are_one_line_errors_before_any_file_is_opened(option, value, message):
     """torch would assert inside the first epoch's iterator (prefetch_factor=0), and LRU size or a

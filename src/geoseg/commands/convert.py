@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from geoseg.config import flag
 from geoseg.data.convert import convert_file, output_profile
 from geoseg.data.rasters import open_raster
 from geoseg.errors import GeosegError
@@ -73,11 +74,11 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             todo.append((source, target, src.height))
     skipped = len(found) - len(todo)
     bar = tqdm(total=sum(h for *_, h in todo), unit="row", desc="convert",
-               disable=not (cfg.progress and sys.stderr.isatty()))  # fmt: skip
+               disable=not (flag(cfg, "progress", True) and sys.stderr.isatty()))  # fmt: skip
     results = []
     for k, (source, target, _) in enumerate(todo, 1):
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        result = convert_file(source, target, block, compress, bool(cfg.overviews), bar.update)
+        result = convert_file(source, target, block, compress, flag(cfg, "overviews", True), bar.update)
         log.info("%d/%d %s -> %s (%.1f -> %.1f MB)", k, len(todo), source, target,
                  result["bytes_in"] / 1e6, result["bytes_out"] / 1e6)  # fmt: skip
         results.append(result)

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from geoseg.config import flag
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.errors import GeosegError
 from geoseg.inference.quicklook import write_quicklook
@@ -51,7 +52,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise GeosegError(f"region={region} must be a list [left, top, right, bottom] of fractions, e.g. "
                           "region=[0,0.5,1,1] for the bottom half of each scene")  # fmt: skip
     region = None if region is None else list(region)
-    progress = bool(cfg.progress) and sys.stderr.isatty()
+    progress = flag(cfg, "progress", True) and sys.stderr.isatty()
     if is_set(prediction):
         files = prediction_files(prediction)
         classes = set_classes(files, override)  # type: ignore[arg-type]
@@ -65,7 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         table, title = format_table(result), f"{prediction} against {labels}"
     path = metrics_path(prediction, cfg.get("output"))
     write_metrics(path, result)
-    if cfg.get("quicklook"):
+    if flag(cfg, "quicklook"):
         for scene in result.get("scenes") or [result]:
             picture = f"{os.path.splitext(scene['prediction'])[0]}_errors.png"
             write_quicklook(None, scene["prediction"], classes, picture, labels=scene["labels"],

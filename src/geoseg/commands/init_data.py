@@ -8,7 +8,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from geoseg.config import as_dict, config_dir
+from geoseg.config import as_dict, config_dir, flag
 from geoseg.data.build import load_scenes
 from geoseg.data.init_data import chip_size_for, draft, render
 from geoseg.errors import GeosegError
@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> str:
     name = config_name(root, cfg.get("name"))
     conf = os.path.abspath(str(cfg.conf))
     path = os.path.join(conf, "data", f"{name}.yaml")
-    if os.path.exists(path) and not cfg.overwrite:
+    if os.path.exists(path) and not flag(cfg, "overwrite"):
         raise GeosegError(f"init-data: '{path}' exists; pass overwrite=true to replace it or name=OTHER")
     found = draft(root, float(val_fraction), cfg.get("images"))
     chip = cfg.get("chip_size") or chip_size_for(found.min_size, float(val_fraction))

@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from geoseg.config import flag
 from geoseg.errors import GeosegError
 from geoseg.report.sweep import report_sweep
 
@@ -24,6 +25,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "%d finished jobs, %d failed or missing; wrote\n  %s", ok, len(result["problems"]),
         "\n  ".join(result["written"]),
     )  # fmt: skip
-    if cfg.get("strict") and result["problems"]:
+    if flag(cfg, "strict") and result["problems"]:
         raise GeosegError(f"{len(result['problems'])} sweep jobs failed or are missing (strict=true)")
     return result

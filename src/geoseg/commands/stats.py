@@ -7,7 +7,7 @@ import os
 
 from omegaconf import DictConfig
 
-from geoseg.config import as_dict
+from geoseg.config import as_dict, flag
 from geoseg.data.build import load_scenes, stats_path
 from geoseg.data.stats import BandStats, compute_stats, save_stats
 from geoseg.errors import GeosegError
@@ -38,7 +38,7 @@ def run(cfg: DictConfig) -> BandStats:
         raise GeosegError(f"workers={workers!r} must be a whole number of processes, at least 1")
     if isinstance(sample, bool) or not isinstance(sample, (int, float)):
         raise GeosegError(f"sample={sample!r} must be a fraction of the blocks in (0, 1]; 1 reads them all.")
-    stats = compute_stats(scenes, progress=bool(cfg.progress), workers=workers, sample=float(sample))
+    stats = compute_stats(scenes, progress=flag(cfg, "progress", True), workers=workers, sample=float(sample))
     output = os.path.abspath(str(cfg.output)) if cfg.output else stats_path(data, stats.key)
     save_stats(stats, output)
     log.info("%d scenes, %d valid pixels\n%s", len(scenes), stats.count, format_table(stats))

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from geoseg.config import flag
 from geoseg.data.dataset import ChipDataset, collate_batch
 from geoseg.data.gdal_env import auto_workers, configure_gdal
 from geoseg.errors import GeosegError
@@ -28,7 +29,7 @@ def make_loader(
     if workers > 0:
         extra = {
             "prefetch_factor": whole_number(cfg, "prefetch_factor", 2),
-            "persistent_workers": flag(cfg, "persistent_workers", True),
+            "persistent_workers": flag(cfg, "persistent_workers", True, "data."),
             "worker_init_fn": functools.partial(configure_gdal_worker, threads=read_threads(cfg)),
         }
     return DataLoader(
@@ -50,7 +51,7 @@ def check_loader_options(cfg: Mapping[str, Any]) -> None:
     pin_memory(cfg)
     whole_number(cfg, "prefetch_factor", 2)
     whole_number(cfg, "max_open_files", 64)
-    flag(cfg, "persistent_workers", True)
+    flag(cfg, "persistent_workers", True, "data.")
 
 
 def whole_number(cfg: Mapping[str, Any], key: str, default: int) -> int:
@@ -58,14 +59,6 @@ def whole_number(cfg: Mapping[str, Any], key: str, default: int) -> int:
     value = cfg.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise GeosegError(f"data.{key} must be a whole number >= 1 (default {default}), got {value!r}.")
-    return value
-
-
-def flag(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
-    """``data.<key>``, true or false."""
-    value = cfg.get(key, default)
-    if not isinstance(value, bool):
-        raise GeosegError(f"data.{key} must be true or false, got {value!r}.")
     return value
 
 

@@ -101,6 +101,9 @@ def prepare(
     check_tiling(opts.tile, opts.overlap, loaded.model.size_divisor, opts.panel, BLOCK)
     if opts.batch_size < 1:
         raise GeosegError(f"batch_size={opts.batch_size} must be at least 1")
+    for key in ("tta", "probabilities", "cog", "quicklook", "vectorize", "check_stats", "progress"):
+        if not isinstance(getattr(opts, key), bool):  # tta=no would be a truthy string
+            raise GeosegError(f"{key}={getattr(opts, key)!r} must be true or false")
     if not _is_nodata(opts.nodata) and not (
         isinstance(opts.nodata, (list, tuple)) and opts.nodata and all(_is_nodata(v) for v in opts.nodata)
     ):
