@@ -378,9 +378,11 @@ def test_resume_path_and_check_trainer(tmp_path):
     [("grad_clip", -1.0, r"^trainer.grad_clip=-1.0 must be a positive max gradient norm, or null"),
      ("grad_clip", "inf", r"^trainer.grad_clip='inf' must be"),
      ("tensorboard_images", -1, r"^trainer.tensorboard_images=-1 must be a whole number >= 0 \(0 = none\)$"),
-     ("progress_interval_s", -5, r"^trainer.progress_interval_s=-5 must be a number of seconds >= 0")],
+     ("progress_interval_s", -5, r"^trainer.progress_interval_s=-5 must be a number of seconds >= 0"),
+     ("compile", "no", r"^trainer.compile='no' must be true or false$"),  # a truthy string: it would compile
+     ("precise_bn", {"enabled": "off"}, r"^trainer.precise_bn.enabled='off' must be true or false$")],
 )  # fmt: skip
-def test_check_trainer_refuses_a_negative_clip_image_count_or_interval(key, value, message):
+def test_check_trainer_refuses_bad_clip_image_count_interval_or_flag(key, value, message):
     """A negative grad_clip would not fail anywhere: torch scales the gradients by it (gradient ascent)."""
     ok = {"max_epochs": 2, "grad_accum_steps": 1, "eval_every": 1, "checkpoint_every": 1, "log_every": 10,
           "max_nonfinite_steps": 10}  # fmt: skip

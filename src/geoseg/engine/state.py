@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from geoseg.config import flag
 from geoseg.data.build import SplitData
 from geoseg.data.stats import BandStats
 from geoseg.errors import GeosegError
@@ -126,15 +127,17 @@ class TrainerOptions:
             max_epochs=tr["max_epochs"], max_steps=tr.get("max_steps"), device=str(tr.get("device", "auto")),
             amp=str(tr.get("amp", "auto")), grad_accum_steps=tr["grad_accum_steps"],
             grad_clip=float(clip) if clip else None, max_nonfinite_steps=tr["max_nonfinite_steps"],
-            channels_last=tr.get("channels_last", "auto"), compile=bool(tr.get("compile", False)),
+            channels_last=tr.get("channels_last", "auto"), compile=flag(tr, "compile", False, "trainer."),
             eval_every=tr["eval_every"], checkpoint_every=tr["checkpoint_every"], log_every=tr["log_every"],
             keep_checkpoints=str(tr.get("keep_checkpoints", "all")), latest_link=tr.get("latest_link"),
-            resume=tr.get("resume"), tensorboard=bool(tr.get("tensorboard", True)),
+            resume=tr.get("resume"), tensorboard=flag(tr, "tensorboard", True, "trainer."),
             tensorboard_images=int(images or 0),
-            progress=bool(tr.get("progress", True)),
+            progress=flag(tr, "progress", True, "trainer."),
             progress_interval_s=float(interval or 0),
-            precise_bn=PreciseBN(bool(precise.get("enabled", False)), int(precise.get("num_batches", 50))),
-            diagnostics=Diagnostics(chips, bool(diagnostics.get("bn_statistics", False))),
+            precise_bn=PreciseBN(
+                flag(precise, "enabled", False, "trainer.precise_bn."), int(precise.get("num_batches", 50))
+            ),
+            diagnostics=Diagnostics(chips, flag(diagnostics, "bn_statistics", False, "trainer.diagnostics.")),
         )  # fmt: skip
 
 
