@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from geoseg.config import flag
 from geoseg.data.normalize import batch_dtype, raw_fill_values
 from geoseg.data.scenes import Scene, scene_grid
 from geoseg.errors import GeosegError
@@ -102,8 +103,7 @@ def prepare(
     if opts.batch_size < 1:
         raise GeosegError(f"batch_size={opts.batch_size} must be at least 1")
     for key in ("tta", "probabilities", "cog", "quicklook", "vectorize", "check_stats", "progress"):
-        if not isinstance(getattr(opts, key), bool):  # tta=no would be a truthy string
-            raise GeosegError(f"{key}={getattr(opts, key)!r} must be true or false")
+        flag(vars(opts), key)  # tta=no would be a truthy string
     if not _is_nodata(opts.nodata) and not (
         isinstance(opts.nodata, (list, tuple)) and opts.nodata and all(_is_nodata(v) for v in opts.nodata)
     ):
