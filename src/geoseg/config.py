@@ -3,6 +3,8 @@ config nodes as plain values."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,3 +37,13 @@ def flag(cfg: Mapping[str, Any], key: str, default: bool = False, prefix: str = 
     if not isinstance(value, bool):
         raise GeosegError(f"{prefix}{key}={value!r} must be true or false")
     return value
+
+
+def is_whole(value: Any) -> bool:
+    """Whether an option's ``value`` is a whole number (``True`` is not: YAML's ``yes`` is a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """Whether an option's ``value`` is a finite real number (not a bool, NaN or infinity)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

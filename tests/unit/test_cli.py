@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from conftest import compose_config
 from geoseg.cli import COMMANDS, main, positional_args
-from geoseg.config import config_dir, flag
+from geoseg.config import config_dir, flag, is_real, is_whole
 from geoseg.errors import GeosegError
 from geoseg.overrides import check_overrides
 
@@ -304,3 +304,22 @@ def test_a_yes_no_option_given_as_a_word_is_one_line(
     assert flag({"strict": True}, "strict") is True and flag({}, "overviews", True) is True
     with pytest.raises(GeosegError, match=r"^data.persistent_workers=1 must be true or false$"):
         flag({"persistent_workers": 1}, "persistent_workers", True, "data.")
+
+
+@pytest.mark.parametrize(
+    ("value", "whole", "real"),
+    [
+        (3, True, True),
+        (0, True, True),
+        (2.5, False, True),
+        (True, False, False),
+        ("3", False, False),
+        (float("nan"), False, False),
+        (float("inf"), False, False),
+        (None, False, False),
+    ],
+)
+def test_number_options_refuse_bools_strings_and_non_finite_values(value, whole, real):
+    """YAML's ``yes`` is a bool and ``.inf``/``.nan`` are floats: neither may pass as a count or a rate."""
+    assert is_whole(value) is whole
+    assert is_real(value) is real

@@ -193,6 +193,8 @@ def test_an_unknown_norm_preset_lists_the_shipped_ones():
         ("batchnorm", {"eps": 0}, r"^norm.eps=0 must be a positive number"),  # torch raises in forward
         ("groupnorm", {"eps": -1e-5}, r"^norm.eps=-1e-05 must be a positive number"),
         ("frn", {"eps": "abc"}, r"^norm.eps='abc' must be a positive number"),
+        ("groupnorm", {"eps": float("inf")}, r"^norm.eps=inf must be a positive number"),  # x / inf = 0
+        ("batchnorm", {"eps": True}, r"^norm.eps=True must be a positive number"),
         ("batchnorm", {"momentum": 1.5}, r"^norm.momentum=1.5 must be a number in \[0, 1\]"),
         ("syncbatchnorm", {"momentum": -0.1}, r"^norm.momentum=-0.1 must be a number in \[0, 1\]"),
     ],

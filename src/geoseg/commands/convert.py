@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from geoseg.config import flag
+from geoseg.config import flag, is_whole
 from geoseg.data.convert import convert_file, output_profile
 from geoseg.data.rasters import open_raster
 from geoseg.errors import GeosegError
@@ -49,7 +49,7 @@ def pairs(spec: str, output: str) -> list[tuple[str, str]]:
 
 def whole_number(value: Any, option: str) -> int:
     """``value`` as an int, or a one-line error naming ``option``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_whole(value):
         raise GeosegError(f"{option}={value!r} must be a whole number of pixels, e.g. {option}=512")
     return value
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from geoseg.config import flag
+from geoseg.config import flag, is_whole
 from geoseg.data.dataset import ChipDataset, collate_batch
 from geoseg.data.gdal_env import auto_workers, configure_gdal
 from geoseg.errors import GeosegError
@@ -57,7 +57,7 @@ def check_loader_options(cfg: Mapping[str, Any]) -> None:
 def whole_number(cfg: Mapping[str, Any], key: str, default: int) -> int:
     """``data.<key>``, a whole number >= 1."""
     value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_whole(value) or value < 1:
         raise GeosegError(f"data.{key} must be a whole number >= 1 (default {default}), got {value!r}.")
     return value
 
@@ -67,7 +67,7 @@ def num_workers(cfg: Mapping[str, Any]) -> int:
     value = cfg.get("num_workers", 0)
     if value == "auto":
         return auto_workers()
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_whole(value) or value < 0:
         raise GeosegError(f"data.num_workers must be a whole number >= 0 or 'auto', got {value!r}.")
     return value
 

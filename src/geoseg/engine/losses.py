@@ -6,8 +6,6 @@ Each takes raw logits (N, C, H, W) and class indices (N, H, W) in any integer dt
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -15,23 +13,19 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss as SmpDiceLoss
 from torch import nn
 
+from geoseg.config import is_real
 from geoseg.errors import GeosegError
 
 
 def check_loss_options(class_weights: Sequence[float] | None, label_smoothing: float) -> None:
     """``loss.label_smoothing`` in [0, 1]; ``loss.class_weights`` finite, >= 0 and not all 0 (a negative
     weight rewards the wrong class; all 0 makes the loss 0/0)."""
-    if (
-        isinstance(label_smoothing, bool)
-        or not isinstance(label_smoothing, numbers.Real)
-        or not (0 <= label_smoothing <= 1)
-    ):
+    if not is_real(label_smoothing) or not 0 <= label_smoothing <= 1:
         raise GeosegError(f"loss.label_smoothing={label_smoothing!r} must be a number in [0, 1], e.g. 0.1")
     if not class_weights:
         return
     weights = list(class_weights)
-    numeric = all(isinstance(w, numbers.Real) and not isinstance(w, bool) for w in weights)
-    if not numeric or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+    if not all(is_real(w) and w >= 0 for w in weights) or not any(weights):
         raise GeosegError(
             f"loss.class_weights={weights} must be numbers >= 0, not all 0, one per entry of data.classes"
         )

@@ -7,11 +7,11 @@ stores it as numbers and a resumed run continues the same curve.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from geoseg.config import is_real, is_whole
 from geoseg.errors import GeosegError
 
 KINDS = ("cosine", "poly", "constant")
@@ -55,22 +55,17 @@ def check_schedule_options(
     warmup_fraction: float, warmup_steps: int | None, min_lr_ratio: float, power: float
 ) -> None:
     """One line naming a ``sched`` option outside its range (they would bend the LR curve silently)."""
-
-    def number(value: object) -> bool:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-    if not number(warmup_fraction) or not 0 <= warmup_fraction < 1:
+    if not is_real(warmup_fraction) or not 0 <= warmup_fraction < 1:
         raise GeosegError(
             f"sched.warmup_fraction={warmup_fraction!r} must be a fraction of the run, in [0, 1)"
         )
-    if warmup_steps is not None and (not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool)
-                                     or warmup_steps < 0):  # fmt: skip
+    if warmup_steps is not None and (not is_whole(warmup_steps) or warmup_steps < 0):
         raise GeosegError(f"sched.warmup_steps={warmup_steps!r} must be a whole number >= 0, or null")
-    if not number(min_lr_ratio) or not 0 <= min_lr_ratio <= 1:
+    if not is_real(min_lr_ratio) or not 0 <= min_lr_ratio <= 1:
         raise GeosegError(
             f"sched.min_lr_ratio={min_lr_ratio!r} must be in [0, 1]: the final LR over the peak LR"
         )
-    if not number(power) or not power > 0:
+    if not is_real(power) or not power > 0:
         raise GeosegError(f"sched.power={power!r} must be a positive number (0.9 is the usual poly power)")
 
 

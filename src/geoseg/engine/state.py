@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from geoseg.config import flag
+from geoseg.config import flag, is_real, is_whole
 from geoseg.data.build import SplitData
 from geoseg.data.stats import BandStats
 from geoseg.errors import GeosegError
@@ -40,14 +40,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -100,26 +92,26 @@ class TrainerOptions:
     def from_config(cls, tr: Mapping[str, Any]) -> TrainerOptions:
         """Check the options that must be whole numbers (one line naming the option) and parse them all."""
         for key in POSITIVE:
-            if not _whole(tr[key]) or tr[key] < 1:
+            if not is_whole(tr[key]) or tr[key] < 1:
                 raise GeosegError(f"trainer.{key}={tr[key]!r} must be a whole number >= 1")
-        if tr.get("max_steps") is not None and (not _whole(tr["max_steps"]) or tr["max_steps"] < 1):
+        if tr.get("max_steps") is not None and (not is_whole(tr["max_steps"]) or tr["max_steps"] < 1):
             raise GeosegError(f"trainer.max_steps={tr['max_steps']!r} must be a whole number >= 1 (or null)")
         diagnostics = dict(tr.get("diagnostics") or {})
         chips = diagnostics.get("train_max_chips") or 0
-        if not _whole(chips) or chips < 0:
+        if not is_whole(chips) or chips < 0:
             raise GeosegError(
                 f"trainer.diagnostics.train_max_chips={chips!r} must be a whole number >= 0 (0 = skip)"
             )
         precise = dict(tr.get("precise_bn") or {})
         clip, images = tr.get("grad_clip"), tr.get("tensorboard_images")
         interval = tr.get("progress_interval_s", 60)
-        if clip is not None and (not _real(clip) or clip < 0):  # torch flips gradients for a negative norm
+        if clip is not None and (not is_real(clip) or clip < 0):  # torch flips gradients for a negative norm
             raise GeosegError(
                 f"trainer.grad_clip={clip!r} must be a positive max gradient norm, or null (no clipping)"
             )
-        if images is not None and (not _whole(images) or images < 0):
+        if images is not None and (not is_whole(images) or images < 0):
             raise GeosegError(f"trainer.tensorboard_images={images!r} must be a whole number >= 0 (0 = none)")
-        if interval is not None and (not _real(interval) or interval < 0):
+        if interval is not None and (not is_real(interval) or interval < 0):
             raise GeosegError(
                 f"trainer.progress_interval_s={interval!r} must be a number of seconds >= 0 (0 = none)"
             )

@@ -10,11 +10,11 @@ without panels, so panels change the cost slightly and the result not at all.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.config import is_whole
 from geoseg.errors import GeosegError
 
 
@@ -82,7 +82,7 @@ class TilePlan:
 def check_tiling(tile: int, overlap: int, divisor: int, panel: int, block: int) -> None:
     """One-line errors for tile/overlap/panel options that cannot work with this model."""
     for name, value, usual in (("tile", tile, 512), ("overlap", overlap, 64), ("panel", panel, 2048)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if not is_whole(value):
             raise GeosegError(f"{name}={value!r} must be a whole number of pixels, like {name}={usual}")
     if tile < divisor or tile % divisor:
         fit = max(divisor, tile // divisor * divisor)

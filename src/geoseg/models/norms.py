@@ -17,7 +17,6 @@ The classes here exist where torch's own does not fit that rule or is wrong on c
 from __future__ import annotations
 
 import functools
-import numbers
 import warnings
 from collections.abc import Callable
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import distributed as dist
 from torch import nn
 
+from geoseg.config import config_dir, is_real, is_whole
 from geoseg.errors import GeosegError
 
 NormFactory = Callable[[int], nn.Module]
@@ -36,7 +36,7 @@ def group_count(num_channels: int, num_groups: int, policy: str = "divisor") -> 
     """Groups for ``num_channels``: ``num_groups`` itself, or under ``divisor`` its largest divisor ≤ it."""
     if policy not in GROUP_POLICIES:
         raise GeosegError(f"norm.group_policy={policy!r} is not one of {', '.join(GROUP_POLICIES)}")
-    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral) or num_groups < 1:
+    if not is_whole(num_groups) or num_groups < 1:
         raise GeosegError(f"norm.num_groups={num_groups!r} must be a whole number >= 1, e.g. 32")
     if num_channels % num_groups == 0:
         return num_groups
@@ -57,7 +57,7 @@ def groups_from_channels(num_channels: int, channels_per_group: int = 16, max_gr
     channels not above ``min(max_groups, channels // channels_per_group)``.
     """
     for name, value in (("norm.channels_per_group", channels_per_group), ("norm.max_groups", max_groups)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        if not is_whole(value) or value < 1:
             raise GeosegError(f"{name}={value!r} must be a whole number >= 1 (defaults: 16 and 32)")
     cap = max(1, min(max_groups, num_channels // channels_per_group))
     return max(g for g in range(1, cap + 1) if num_channels % g == 0)
@@ -161,8 +161,6 @@ def norm_preset(name: str, **overrides: object) -> NormFactory:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from geoseg.config import config_dir
-
     path = config_dir() / "norm" / f"{name}.yaml"
     if not path.is_file():
         names = sorted(p.stem for p in path.parent.glob("*.yaml"))
@@ -191,10 +189,9 @@ def check_norm_options(norm: NormFactory) -> None:
     cumulative average): torch raises deep inside the first forward pass, or divides by zero, otherwise."""
     kwargs = norm.keywords if isinstance(norm, functools.partial) else {}
     eps, momentum = kwargs.get("eps", 1.0), kwargs.get("momentum")
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+    if not is_real(eps) or not eps > 0:
         raise GeosegError(f"norm.eps={eps!r} must be a positive number, e.g. norm.eps=1e-5")
-    valid = isinstance(momentum, numbers.Real) and not isinstance(momentum, bool) and 0 <= momentum <= 1
-    if momentum is not None and not valid:
+    if momentum is not None and not (is_real(momentum) and 0 <= momentum <= 1):
         raise GeosegError(
             f"norm.momentum={momentum!r} must be a number in [0, 1] (0.1 is torch's default) or null "
             "for a cumulative average"
