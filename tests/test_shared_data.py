@@ -19,7 +19,8 @@ import torch
 
 from conftest import SHARED_DATA, compose_config
 from geoseg.config import as_dict
-from geoseg.data.build import build_split, load_scenes, stats_path, train_stats
+from geoseg.data.build import build_split, load_scenes, train_stats
+from geoseg.data.data_options import stats_path
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.labels import ClassMap
 from geoseg.data.normalize import batch_dtype

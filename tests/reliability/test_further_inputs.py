@@ -10,7 +10,8 @@ import pytest
 from test_bad_inputs import make_root, run_error
 
 from conftest import save_tiny_checkpoint, write_tif
-from geoseg.data.build import check_data_config, load_scenes
+from geoseg.data.build import load_scenes
+from geoseg.data.data_options import check_data_config
 from geoseg.data.scenes import inspect_scene
 from geoseg.engine.run import check_splits
 from geoseg.errors import GeosegError

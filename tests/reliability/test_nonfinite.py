@@ -16,8 +16,8 @@ from torch import nn
 
 from conftest import save_tiny_checkpoint, tiny_train_cfg, write_tif
 from geoseg.commands.predict import run as predict_run
-from geoseg.config import config_dir
-from geoseg.data.build import as_dict, build_split, load_scenes, train_stats
+from geoseg.config import as_dict, config_dir
+from geoseg.data.build import build_split, load_scenes, train_stats
 from geoseg.engine.checkpoint import load_checkpoint, save_checkpoints
 from geoseg.engine.fit import optimizer_step, train
 from geoseg.engine.nonfinite import BufferSnapshot

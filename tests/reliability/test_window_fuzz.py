@@ -33,7 +33,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from geoseg.data import build
-from geoseg.data.build import check_data_config, chip_alignment, class_map_from, random_sampler
+from geoseg.data.build import chip_alignment, random_sampler
+from geoseg.data.data_options import check_data_config, class_map_from
 from geoseg.data.samplers import GridChipSampler
 from geoseg.data.scenes import Scene
 from geoseg.data.stack_reader import invalid_pixels

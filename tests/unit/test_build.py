@@ -109,7 +109,7 @@ def test_a_spatial_split_keeps_train_and_val_apart(demo_root, tmp_path):
 
 
 def test_demo_scenes_are_generated_only_at_the_demo_folder(tmp_path):
-    from geoseg.data.build import data_root
+    from geoseg.data.data_options import data_root
 
     demo = tmp_path / "data" / "demo"
     assert data_root({"root": str(demo), "demo": str(demo)}) == str(demo)

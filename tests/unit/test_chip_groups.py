@@ -14,8 +14,9 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from conftest import write_tif
-from geoseg.data.build import check_data_config, random_sampler
+from geoseg.data.build import random_sampler
 from geoseg.data.chip_groups import check_group_cache, chips_per_block, group_bytes, origin_cells
+from geoseg.data.data_options import check_data_config
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.gdal_env import configure_gdal, gdal_defaults
 from geoseg.data.labels import ClassMap

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import write_tif
-from geoseg.data.build import check_data_config, class_map_from, load_scenes, random_sampler
+from geoseg.data.build import load_scenes, random_sampler
+from geoseg.data.data_options import check_data_config, class_map_from
 from geoseg.errors import GeosegError
 
 

@@ -10,7 +10,8 @@ import torch.multiprocessing as mp
 from hydra.utils import instantiate
 
 from conftest import free_port, tiny_train_cfg
-from geoseg.data.build import as_dict, build_split, load_scenes, train_stats
+from geoseg.config import as_dict
+from geoseg.data.build import build_split, load_scenes, train_stats
 from geoseg.data.dataset import ChipDataset
 from geoseg.engine import fit as fit_module
 from geoseg.engine.checkpoint import load_checkpoint

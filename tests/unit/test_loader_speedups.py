@@ -12,7 +12,8 @@ import rasterio
 from rasterio.enums import Resampling
 
 from conftest import write_tif
-from geoseg.data.build import check_data_config, chip_alignment, random_sampler
+from geoseg.data.build import chip_alignment, random_sampler
+from geoseg.data.data_options import check_data_config
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.gdal_env import auto_workers, cpus_per_rank, gdal_defaults
 from geoseg.data.labels import ClassMap

@@ -6,7 +6,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from conftest import write_tif
-from geoseg.data.build import check_data_config
+from geoseg.data.data_options import check_data_config
 from geoseg.data.scenes import inspect_scene
 from geoseg.errors import GeosegError
 

@@ -13,7 +13,8 @@ import time
 from omegaconf import DictConfig
 
 from geoseg.config import as_dict
-from geoseg.data.build import class_map_from, load_scenes, random_sampler, scene_index
+from geoseg.data.build import load_scenes, random_sampler
+from geoseg.data.data_options import class_map_from, scene_index
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)

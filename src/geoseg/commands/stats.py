@@ -8,7 +8,8 @@ import os
 from omegaconf import DictConfig
 
 from geoseg.config import as_dict, flag
-from geoseg.data.build import load_scenes, stats_path
+from geoseg.data.build import load_scenes
+from geoseg.data.data_options import stats_path
 from geoseg.data.stats import BandStats, compute_stats, save_stats
 from geoseg.errors import GeosegError
 
