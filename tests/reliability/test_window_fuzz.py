@@ -45,7 +45,7 @@ from geoseg.data.windows import (
     grid_windows,
     random_candidates,
 )
-from geoseg.engine.runtime import check_trainer
+from geoseg.engine.state import TrainerOptions
 from geoseg.errors import GeosegError
 from geoseg.inference.sliding import predict_blocks
 from geoseg.inference.tile_source import TileJob, tile_jobs
@@ -621,17 +621,17 @@ def is_whole(value: Any) -> bool:
 @given(key=st.sampled_from(TRAINER_KEYS), value=st.one_of(st.integers(), JUNK))
 @fuzz(300)
 def test_trainer_options_are_accepted_or_refused_in_one_line(key: str, value: Any) -> None:
-    """check_trainer raises only a one-line GeosegError naming the option; it accepts exactly the whole
-    numbers in range (max_steps may be null; train_max_chips may be 0 or empty = skip)."""
+    """TrainerOptions.from_config raises only a one-line GeosegError naming the option; it accepts exactly
+    the whole numbers in range (max_steps may be null; train_max_chips may be 0 or empty = skip)."""
     tr = base_config(CONFIGS / "trainer" / "default.yaml")
-    check_trainer(tr)
+    TrainerOptions.from_config(tr)
     (tr["diagnostics"] if key == "train_max_chips" else tr)[key] = value
     if key == "train_max_chips":
         ok = not value or (is_whole(value) and value >= 0)
     else:
         ok = (key == "max_steps" and value is None) or (is_whole(value) and value >= 1)
     try:
-        check_trainer(tr)
+        TrainerOptions.from_config(tr)
     except GeosegError as err:
         assert_names(err, f"trainer.{key}", f"trainer.diagnostics.{key}")
         assert not ok, f"refused a valid trainer.{key}={value!r}"

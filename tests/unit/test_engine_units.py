@@ -20,8 +20,9 @@ from geoseg.engine.distributed import env_ranks, slurm_rendezvous
 from geoseg.engine.log import RunLogger, flatten, peak_memory_mb, truncate_jsonl
 from geoseg.engine.losses import CrossEntropy, Dice, WeightedSum
 from geoseg.engine.metrics import ConfusionMatrix, compute_metrics, majority_baseline
-from geoseg.engine.runtime import check_trainer, resume_path
+from geoseg.engine.runtime import resume_path
 from geoseg.engine.schedule import WarmupSchedule, build_scheduler
+from geoseg.engine.state import TrainerOptions
 from geoseg.errors import GeosegError
 from geoseg.io import json_safe
 
@@ -347,7 +348,7 @@ def test_pick_device_and_autocast_dtype_on_cpu(monkeypatch):
         autocast_dtype("fp8", CPU)
 
 
-def test_resume_path_and_check_trainer(tmp_path):
+def test_resume_path_and_trainer_options(tmp_path):
     assert resume_path(None, str(tmp_path)) is None
     assert resume_path("auto", str(tmp_path)) is None
     (tmp_path / "last.pt").write_bytes(b"x")
@@ -357,19 +358,19 @@ def test_resume_path_and_check_trainer(tmp_path):
         resume_path(str(tmp_path / "nope.pt"), str(tmp_path))
     ok = {"max_epochs": 2, "grad_accum_steps": 1, "eval_every": 1, "checkpoint_every": 1, "log_every": 10,
           "max_nonfinite_steps": 10}  # fmt: skip
-    check_trainer(ok)
+    TrainerOptions.from_config(ok)
     with pytest.raises(GeosegError, match=r"trainer.max_nonfinite_steps=0 must be a whole number >= 1"):
-        check_trainer({**ok, "max_nonfinite_steps": 0})
+        TrainerOptions.from_config({**ok, "max_nonfinite_steps": 0})
     with pytest.raises(GeosegError, match=r"trainer.log_every='ten' must be a whole number >= 1"):
-        check_trainer({**ok, "log_every": "ten"})
-    check_trainer({**ok, "max_steps": None})
+        TrainerOptions.from_config({**ok, "log_every": "ten"})
+    TrainerOptions.from_config({**ok, "max_steps": None})
     with pytest.raises(GeosegError, match="max_epochs=0"):
-        check_trainer({**ok, "max_epochs": 0})
+        TrainerOptions.from_config({**ok, "max_epochs": 0})
     with pytest.raises(GeosegError, match="max_steps"):
-        check_trainer({**ok, "max_steps": 0})
-    check_trainer({**ok, "diagnostics": {"train_max_chips": 0, "bn_statistics": False}})
+        TrainerOptions.from_config({**ok, "max_steps": 0})
+    TrainerOptions.from_config({**ok, "diagnostics": {"train_max_chips": 0, "bn_statistics": False}})
     with pytest.raises(GeosegError) as err:
-        check_trainer({**ok, "diagnostics": {"train_max_chips": -5}})
+        TrainerOptions.from_config({**ok, "diagnostics": {"train_max_chips": -5}})
     assert str(err.value) == "trainer.diagnostics.train_max_chips=-5 must be a whole number >= 0 (0 = skip)"
 
 
@@ -387,10 +388,11 @@ def test_check_trainer_refuses_bad_clip_image_count_interval_or_flag(key, value,
     ok = {"max_epochs": 2, "grad_accum_steps": 1, "eval_every": 1, "checkpoint_every": 1, "log_every": 10,
           "max_nonfinite_steps": 10}  # fmt: skip
     with pytest.raises(GeosegError, match=message):
-        check_trainer({**ok, key: value})
-    options = check_trainer({**ok, "grad_clip": None, "tensorboard_images": 0, "progress_interval_s": 0})
+        TrainerOptions.from_config({**ok, key: value})
+    quiet = {"grad_clip": None, "tensorboard_images": 0, "progress_interval_s": 0}
+    options = TrainerOptions.from_config({**ok, **quiet})
     assert (options.grad_clip, options.tensorboard_images, options.progress_interval_s) == (None, 0, 0.0)
-    assert check_trainer(ok).progress_interval_s == 60.0  # the default when the key is absent
+    assert TrainerOptions.from_config(ok).progress_interval_s == 60.0  # the default when the key is absent
 
 
 def test_flatten_and_json_safe():

@@ -21,8 +21,8 @@ from geoseg.device import autocast_dtype
 from geoseg.engine.distributed import broadcast_object, init_distributed, main_process_first
 from geoseg.engine.log import reset_peak_memory
 from geoseg.engine.optim import build_optimizer
-from geoseg.engine.runtime import check_batch_for_batchnorm, check_trainer, seed_everything
-from geoseg.engine.state import DistInfo, Run
+from geoseg.engine.runtime import check_batch_for_batchnorm, seed_everything
+from geoseg.engine.state import DistInfo, Run, TrainerOptions
 from geoseg.errors import GeosegError
 from geoseg.io import ensure_free_space, ensure_writable_dir
 from geoseg.models.build import model_from_config
@@ -83,10 +83,9 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def step_counts(cfg: DictConfig, batches_per_epoch: int) -> tuple[int, int, int]:
-    """(gradient-accumulation micro-steps, optimizer steps in the run, epochs) for this loader length."""
-    tr, data = cfg.trainer, cfg.data
-    accum = int(tr.grad_accum_steps)
+def step_counts(tr: TrainerOptions, data: DictConfig, batches_per_epoch: int) -> tuple[int, int]:
+    """(optimizer steps in the run, epochs) for this loader length."""
+    accum = tr.grad_accum_steps
     steps_per_epoch = batches_per_epoch // accum
     if steps_per_epoch == 0:
         raise GeosegError(
@@ -95,8 +94,8 @@ def step_counts(cfg: DictConfig, batches_per_epoch: int) -> tuple[int, int, int]
             "raise data.chips_per_epoch"
         )
     if tr.max_steps:  # a step budget replaces max_epochs, so the LR curve always runs to its end
-        return accum, int(tr.max_steps), math.ceil(int(tr.max_steps) / steps_per_epoch)
-    return accum, steps_per_epoch * int(tr.max_epochs), int(tr.max_epochs)
+        return tr.max_steps, math.ceil(tr.max_steps / steps_per_epoch)
+    return steps_per_epoch * tr.max_epochs, tr.max_epochs
 
 
 def check_checkpoint_space(run_dir: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -113,7 +112,7 @@ def check_checkpoint_space(run_dir: str, model: nn.Module, optimizer: torch.opti
 
 def build_run(cfg: DictConfig, run_dir: str) -> Run:
     """Join the process group, then build data, model, optimizer, LR schedule, scaler and loss."""
-    options = check_trainer(as_dict(cfg.trainer))
+    options = TrainerOptions.from_config(as_dict(cfg.trainer))
     info = init_distributed(options.device)
     reset_peak_memory(info.device)
     own_dir = os.path.abspath(run_dir)
@@ -134,8 +133,8 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     channels_last = channels_last_for(options.channels_last, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    accum, total_steps, max_epochs = step_counts(cfg, len(train.loader))
-    effective_batch = int(cfg.data.batch_size) * info.world_size * accum
+    total_steps, max_epochs = step_counts(options, cfg.data, len(train.loader))
+    effective_batch = int(cfg.data.batch_size) * info.world_size * options.grad_accum_steps
     optimizer = build_optimizer(cfg.optim, model, effective_batch)
     if info.is_main:
         check_checkpoint_space(run_dir, model, optimizer)
@@ -145,5 +144,5 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
         scheduler=instantiate(cfg.sched)(optimizer, total_steps),
         scaler=torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16),
         loss_fn=instantiate(cfg.loss).to(info.device),
-        accum=accum, total_steps=total_steps, max_epochs=max_epochs, channels_last=channels_last,
+        total_steps=total_steps, max_epochs=max_epochs, channels_last=channels_last,
     )  # fmt: skip

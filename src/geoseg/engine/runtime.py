@@ -6,14 +6,13 @@ import logging
 import os
 import random
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from geoseg.engine.state import DistInfo, TrainerOptions
+from geoseg.engine.state import DistInfo
 from geoseg.errors import GeosegError
 from geoseg.models.recalibrate import bn_layers
 
@@ -34,11 +33,6 @@ def check_batch_for_batchnorm(model: nn.Module, batch_size: int, norm: str) -> N
             f"data.batch_size={batch_size} with {norm} layers: BatchNorm needs at least 2 chips per GPU; "
             "raise data.batch_size or use norm=groupnorm (or instancenorm, layernorm)"
         )
-
-
-def check_trainer(tr: Mapping[str, Any]) -> TrainerOptions:
-    """``configs/trainer`` checked (one line naming a bad option) and parsed: :class:`TrainerOptions`."""
-    return TrainerOptions.from_config(tr)
 
 
 def wrap_model(model: nn.Module, info: DistInfo, compile_model: bool) -> nn.Module:

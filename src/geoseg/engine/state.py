@@ -167,11 +167,15 @@ class Run:
     scheduler: Any
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
-    accum: int
     total_steps: int
     max_epochs: int
     channels_last: bool = False  # trainer.channels_last resolved for this model (auto -> true/false)
     state: Progress = field(default_factory=Progress)
+
+    @property
+    def accum(self) -> int:
+        """Micro-batches summed into each optimizer step (``trainer.grad_accum_steps``)."""
+        return self.options.grad_accum_steps
 
     @property
     def batch_size(self) -> int:
