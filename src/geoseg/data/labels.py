@@ -10,7 +10,8 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
-from geoseg.data.scenes import Scene, label_fill_value, scene_grid
+from geoseg.data.label_checks import label_fill_value
+from geoseg.data.scenes import Scene, scene_grid
 from geoseg.data.vector_labels import VectorLabels
 from geoseg.errors import GeosegError
 

@@ -1,0 +1,105 @@
+"""Checks of a scene's label against ``data.classes`` and its image: nodata that is no class, values
+that are classes, a label that overlaps its image, vector codes; and the fill for pixels outside it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+
+from geoseg.data.rasters import unreadable
+from geoseg.data.stack import Grid, overlaps
+from geoseg.data.vector_labels import VectorLabels
+from geoseg.errors import GeosegError
+
+log = logging.getLogger(__name__)
+
+
+def label_fill_value(dtype: str, label_nodata: float | None, codes: Sequence[int]) -> float:
+    """A value for label pixels outside the label's extent: its nodata, or a dtype value that is no class."""
+    if label_nodata is not None:
+        return label_nodata
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        return float("nan")
+    info = np.iinfo(np.dtype(dtype))
+    for candidate in (info.max, info.min):
+        if candidate not in codes:
+            return candidate
+    raise GeosegError(f"set data.label_nodata: every {dtype} value is a class code")
+
+
+def check_label_nodata(nodata: float | None, codes: Sequence[int], path: str, declared: bool) -> None:
+    """Refuse a label nodata value that is also a class code: its pixels cannot be both (they would be
+    trained and scored as that class, and the warp fills outside the label with it)."""
+    if (
+        not declared
+        and nodata is not None
+        and (isinstance(nodata, bool) or not isinstance(nodata, (int, float)))
+    ):
+        raise GeosegError(
+            f"label nodata {nodata!r} (data.label_nodata; label_nodata= for geoseg evaluate) must be a "
+            "number or null (the value the label file declares)."
+        )
+    if nodata is None or nodata != nodata or not codes or float(nodata) not in {float(c) for c in codes}:
+        return
+    where = f"the nodata value '{path}' declares" if declared else "data.label_nodata"
+    raise GeosegError(
+        f"label nodata {nodata:g} ({where}) is also a class code in data.classes; a pixel cannot be both: "
+        "set the label nodata (data.label_nodata; label_nodata= for geoseg evaluate) to a value that is "
+        "no class, or renumber that class."
+    )
+
+
+def check_label_values(
+    src: rasterio.DatasetReader, codes: Sequence[int], label_nodata: float | None, path: str
+) -> tuple[float, ...]:
+    """The label's distinct values; fail when one is neither a class code nor the label nodata."""
+    allowed = set(int(c) for c in codes)
+    seen: set = set()
+    try:
+        for _, window in src.block_windows(1):
+            seen.update(np.unique(src.read(1, window=window)).tolist())
+    except RasterioError:
+        raise unreadable("label", path) from None
+    unknown = sorted(
+        v for v in seen if not (v in allowed or (label_nodata is not None and v == label_nodata) or v != v)
+    )
+    if unknown:
+        raise GeosegError(
+            f"label '{path}' has values {unknown[:10]} that are not in data.classes "
+            f"(codes {sorted(allowed)}); add them to data.classes, set data.label_nodata, "
+            "or set data.unknown_labels=ignore."
+        )
+    return tuple(sorted(seen))
+
+
+def check_label_overlap(grid: Grid, lab: rasterio.DatasetReader, image: str, label: str) -> None:
+    """The label raster must overlap the image's grid (a wrong pairing or CRS otherwise trains on fill)."""
+    if not overlaps(Grid.of(lab), grid):
+        raise GeosegError(
+            f"label '{label}' ({lab.crs}) does not overlap image '{image}' ({grid.rio_crs}); "
+            "check that the label belongs to this image and that both CRSs are right."
+        )
+
+
+def check_vector_codes(
+    features: VectorLabels, codes: Sequence[int], unknown_labels: str
+) -> tuple[float, ...]:
+    """The codes a vector label burns; fail on feature codes outside ``data.classes`` (unless ignored)."""
+    allowed = {int(c) for c in codes}
+    burned = sorted({int(v) for v in features.values})
+    unknown = [c for c in burned if c not in allowed]
+    if unknown and unknown_labels == "error" and codes:
+        where = f"field '{features.options.field}'" if features.options.field else "data.vector.burn"
+        raise GeosegError(
+            f"vector label '{features.path}' has codes {unknown[:10]} ({where}) that are not in data.classes "
+            f"(codes {sorted(allowed)}); add them to data.classes or set data.unknown_labels=ignore."
+        )
+    if codes and features.options.background not in allowed:
+        log.warning("vector label '%s': data.vector.background=%d is not in data.classes, so pixels outside "
+                    "every feature are ignored in training and scoring", features.path,
+                    features.options.background)  # fmt: skip
+    return tuple(float(c) for c in features.codes)
