@@ -39,6 +39,17 @@ def flag(cfg: Mapping[str, Any], key: str, default: bool = False, prefix: str = 
     return value
 
 
+def whole(cfg: Mapping[str, Any], key: str, minimum: int = 0, prefix: str = "", example: int = 0) -> int:
+    """``cfg[key]`` as a whole number >= ``minimum``; anything else (``seed=abc``, ``seed=-1``) is one
+    line naming ``<prefix><key>``."""
+    value = cfg.get(key)
+    if not is_whole(value) or value < minimum:
+        raise GeosegError(
+            f"{prefix}{key}={value!r} must be a whole number >= {minimum}, e.g. {prefix}{key}={example}"
+        )
+    return int(value)
+
+
 def is_whole(value: Any) -> bool:
     """Whether an option's ``value`` is a whole number (``True`` is not: YAML's ``yes`` is a bool)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -323,3 +323,41 @@ def test_number_options_refuse_bools_strings_and_non_finite_values(value, whole,
     """YAML's ``yes`` is a bool and ``.inf``/``.nan`` are floats: neither may pass as a count or a rate."""
     assert is_whole(value) is whole
     assert is_real(value) is real
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("train", "seed=abc"), "seed='abc' must be a whole number >= 0, e.g. seed=0"),
+        (("train", "seed=-1"), "seed=-1 must be a whole number >= 0, e.g. seed=0"),
+        (
+            ("train", "optim.optimizer.lr=abc"),
+            "optim.optimizer.lr='abc' must be a number, e.g. optim.optimizer.lr=1e-3",
+        ),
+        (("demo-data", "size=0"), "size=0 must be a whole number >= 64, e.g. size=512"),
+        (("demo-data", "overwrite=no"), "overwrite='no' must be true or false"),
+        (
+            ("export", "checkpoint=missing.pt", "opset=abc"),
+            "opset='abc' must be a whole number >= 7, e.g. opset=18",
+        ),
+        (("model-info", "batch_size=0"), "batch_size=0 must be a whole number >= 1, e.g. batch_size=2"),
+        (
+            ("model-info", "batch_size=1", "model=deeplabv3plus"),
+            "batch_size=1 with BatchNorm2d layers: BatchNorm needs at least 2 chips per GPU; "
+            "raise batch_size or use norm=groupnorm (or instancenorm, layernorm)",
+        ),
+    ],
+)
+def test_number_options_of_each_command_are_one_line(
+    args: tuple[str, ...], line: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, demo_root: Path
+) -> None:
+    """These raised a ValueError traceback from ``int()``/``float()`` or deep in torch (``seed=-1``,
+    BatchNorm on DeepLabV3+'s 1×1 pooled map at one chip)."""
+    data = [f"data.root={demo_root}", "data.demo=null"] if args[0] in ("train", "model-info") else []
+    where = [f"root={tmp_path}/demo"] if args[0] == "demo-data" else []
+    try:
+        got = run_error(capsys, *args, *data, *where, f"hydra.run.dir={tmp_path}/run")
+    finally:
+        drop_hydra_log_handlers()
+    assert got == f"geoseg: error: {line}"
+    assert not (tmp_path / "demo").exists()

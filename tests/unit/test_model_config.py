@@ -69,7 +69,15 @@ def test_model_info_reports_the_conversion_and_refuses_downloads(tmp_path, geose
         ({"arch": "segformerr"}, r"model.arch='segformerr' is not an smp architecture; choose one of"),
         ({"encoder": "resnet19"}, r"encoder.name='resnet19' is not an smp encoder"),
         ({"encoder": "tu-resnet19x"}, r"timm has no model 'resnet19x'"),
-        ({"decoder": {"decoder_channels": [16, 8]}}, r"model.arch=unet with encoder.name=resnet18: .*depth"),
+        (
+            {"decoder": {"decoder_channels": [16, 8]}},
+            r"model.arch=unet with encoder.name=resnet18 and model options "
+            r"\{'decoder_channels': \[16, 8\]\}: .*depth",
+        ),
+        (  # model.arch=deeplabv3plus on top of configs/model/unet.yaml keeps the U-Net's channel list
+            {"arch": "deeplabv3plus", "decoder": {"decoder_channels": [256, 128, 64, 32, 16]}},
+            r"^model.arch=deeplabv3plus .*; pick an architecture with model=<name>, whose configs/model/",
+        ),
         ({"arch": "fpn", "decoder": {"decoder_segmentation_channels": 48}}, r"a multiple of 32"),
         ({"stats_bands": 3}, r"the band statistics cover 3 bands but the model has 4"),
     ],

@@ -6,6 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from geoseg.config import whole
 from geoseg.errors import GeosegError
 from geoseg.inference.export import FORMATS, default_output, export_model
 
@@ -22,5 +23,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output = str(cfg.output) if cfg.get("output") else default_output(checkpoint, fmt)
     if output == checkpoint:
         raise GeosegError(f"output={output} would overwrite the checkpoint; choose another name")
-    opset = int(cfg.opset) if cfg.get("opset") is not None else None
+    opset = whole(cfg, "opset", 7, example=18) if cfg.get("opset") is not None else None
     return export_model(checkpoint, fmt, output, cfg.tile, cfg.overlap, opset)

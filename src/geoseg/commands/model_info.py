@@ -7,8 +7,9 @@ import logging
 import torch
 from omegaconf import DictConfig
 
-from geoseg.config import as_dict
+from geoseg.config import as_dict, whole
 from geoseg.data.build import load_scenes
+from geoseg.engine.runtime import check_batch_for_batchnorm
 from geoseg.models.build import SegmentationModel, model_from_config
 from geoseg.models.convert import format_counts, is_feature_norm, num_channels
 
@@ -58,10 +59,12 @@ def norm_layer_table(model: SegmentationModel) -> str:
 
 def run(cfg: DictConfig) -> SegmentationModel:
     data = as_dict(cfg.data)
+    batch = whole(cfg, "batch_size", 1, example=2)
     scenes = load_scenes(data, "train")
     model = model_from_config(cfg, len(scenes[0].bands), len(data["classes"]), stats=None)
     chip = int(data["chip_size"])
-    x = torch.zeros(int(cfg.batch_size), model.in_channels, chip, chip)
+    check_batch_for_batchnorm(model, batch, model.meta["norm"], "batch_size")
+    x = torch.zeros(batch, model.in_channels, chip, chip)
     model.train()
     out = model(x)
     out.float().mean().backward()

@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from geoseg.config import is_real
 from geoseg.errors import GeosegError, first_line
 from geoseg.models.convert import is_norm
 
@@ -39,6 +40,8 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
 def scaled_lr(optim_cfg: Mapping[str, Any], effective_batch: int) -> float | None:
     """The LR for ``effective_batch`` under ``optim.scale_lr`` (None when the optimizer sets no ``lr``)."""
     lr = optim_cfg["optimizer"].get("lr")
+    if lr is not None and not is_real(lr):
+        raise GeosegError(f"optim.optimizer.lr={lr!r} must be a number, e.g. optim.optimizer.lr=1e-3")
     rule = str(optim_cfg.get("scale_lr", "none"))
     if rule not in SCALE_RULES:
         raise GeosegError(f"optim.scale_lr={rule!r} is not one of {', '.join(SCALE_RULES)}")
@@ -61,7 +64,9 @@ def build_optimizer(
     """
     factory: Callable[..., torch.optim.Optimizer] = instantiate(optim_cfg["optimizer"])
     keywords = dict(getattr(factory, "keywords", {}))
-    weight_decay = float(keywords.get("weight_decay", 0.0))
+    weight_decay = keywords.get("weight_decay", 0.0)
+    if not is_real(weight_decay):
+        raise GeosegError(f"optim.optimizer.weight_decay={weight_decay!r} must be a number, e.g. 1e-4")
     groups = param_groups(model, weight_decay, bool(optim_cfg.get("decay_norm_and_bias", False)))
     lr = scaled_lr(optim_cfg, effective_batch) if effective_batch is not None else None
     try:

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from geoseg.config import as_dict
+from geoseg.config import as_dict, whole
 from geoseg.data.build import SplitData, build_augment, build_split, load_scenes, train_stats
 from geoseg.data.scenes import Scene
 from geoseg.data.stats import BandStats, save_stats
@@ -113,6 +113,7 @@ def check_checkpoint_space(run_dir: str, model: nn.Module, optimizer: torch.opti
 def build_run(cfg: DictConfig, run_dir: str) -> Run:
     """Join the process group, then build data, model, optimizer, LR schedule, scaler and loss."""
     options = TrainerOptions.from_config(as_dict(cfg.trainer))
+    seed = whole(cfg, "seed")
     info = init_distributed(options.device)
     reset_peak_memory(info.device)
     own_dir = os.path.abspath(run_dir)
@@ -124,7 +125,7 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
         logging.getLogger().setLevel(logging.WARNING)
         remove_stray_run_dir(own_dir, run_dir)
     amp = autocast_dtype(options.amp, info.device)
-    seed_everything(int(cfg.seed))
+    seed_everything(seed)
 
     stats, train, val = build_data(cfg, info)
     classes = [str(c["name"]) for c in cfg.data.classes]

@@ -2,8 +2,9 @@
 
 Two ``geoseg train`` runs started in one folder (the same ``hydra.run.dir``) would both write
 ``last.pt``, ``best.pt`` and ``summary.json``. The lock file holds the owner's PID, host and start
-time. The kernel drops the lock when its process dies, so a lock left by a killed run is taken over
-(with a warning naming the dead PID); a live one is a one-line error. Only rank 0 takes it.
+time, and is emptied when the run ends (finished, stopped or failed with an error). The kernel drops the
+lock when its process dies, so a lock left by a killed run is taken over (with a warning naming the dead
+PID); a live one is a one-line error. Only rank 0 takes it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def run_lock(run_dir: str, enabled: bool = True) -> Iterator[None]:
             os.lseek(fd, 0, os.SEEK_SET)
             started = time.strftime("%Y-%m-%d %H:%M:%S")
             os.write(fd, f"pid={os.getpid()}\nhost={here}\nstarted={started}\n".encode())
-        yield
+        try:
+            yield
+        finally:  # any exit this process lives through leaves no owner, so the next run has no warning
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
     finally:
-        os.close(fd)  # releases the lock; the file stays, naming the last owner
+        os.close(fd)  # releases the lock; the file stays (empty, or naming a run that died holding it)

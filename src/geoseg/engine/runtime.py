@@ -26,12 +26,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_batch_for_batchnorm(model: nn.Module, batch_size: int, norm: str) -> None:
+def check_batch_for_batchnorm(
+    model: nn.Module, batch_size: int, norm: str, option: str = "data.batch_size"
+) -> None:
     """BatchNorm normalises over the per-GPU batch: one chip gives no batch statistics (TerraTorch #349)."""
     if batch_size < 2 and bn_layers(model):
         raise GeosegError(
-            f"data.batch_size={batch_size} with {norm} layers: BatchNorm needs at least 2 chips per GPU; "
-            "raise data.batch_size or use norm=groupnorm (or instancenorm, layernorm)"
+            f"{option}={batch_size} with {norm} layers: BatchNorm needs at least 2 chips per GPU; "
+            f"raise {option} or use norm=groupnorm (or instancenorm, layernorm)"
         )
 
 

@@ -102,7 +102,9 @@ def create_net(
             encoder_depth=depth, **dict(decoder),
         )  # fmt: skip
     except (TypeError, ValueError, KeyError, AssertionError) as err:
-        raise GeosegError(f"model.arch={arch} with encoder.name={encoder}: {err}") from None
+        options = f" and model options {dict(decoder)}" if decoder else ""
+        hint = "; pick an architecture with model=<name>, whose configs/model/<name>.yaml has its own options"
+        raise GeosegError(f"model.arch={arch} with encoder.name={encoder}{options}: {err}{hint}") from None
 
 
 def band_normalize(stats: BandStatistics | None, in_channels: int) -> nn.Module:
