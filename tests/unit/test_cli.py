@@ -342,18 +342,28 @@ def test_number_options_refuse_bools_strings_and_non_finite_values(value, whole,
         ),
         (("model-info", "batch_size=0"), "batch_size=0 must be a whole number >= 1, e.g. batch_size=2"),
         (
+            ("index", "splits=abc"),
+            "splits='abc' must be a list of data.splits entries, e.g. splits=[train,val]",
+        ),
+        (("index", "progress=maybe"), "progress='maybe' must be true or false"),
+        (
+            ("evaluate", "prediction=p.tif", "labels=l.tif", "classes=abc"),
+            "classes= must be a list of {code, name, color} entries, got 'abc'.",
+        ),
+        (
             ("model-info", "batch_size=1", "model=deeplabv3plus"),
             "batch_size=1 with BatchNorm2d layers: BatchNorm needs at least 2 chips per GPU; "
             "raise batch_size or use norm=groupnorm (or instancenorm, layernorm)",
         ),
     ],
 )
-def test_number_options_of_each_command_are_one_line(
+def test_options_of_each_command_are_one_line(
     args: tuple[str, ...], line: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, demo_root: Path
 ) -> None:
     """These raised a ValueError traceback from ``int()``/``float()`` or deep in torch (``seed=-1``,
-    BatchNorm on DeepLabV3+'s 1×1 pooled map at one chip)."""
-    data = [f"data.root={demo_root}", "data.demo=null"] if args[0] in ("train", "model-info") else []
+    BatchNorm on DeepLabV3+'s 1×1 pooled map at one chip) or were accepted and misread (``progress=maybe``
+    is a truthy string; ``splits=abc`` was read letter by letter)."""
+    data = [f"data.root={demo_root}", "data.demo=null"] if args[0] in ("train", "model-info", "index") else []
     where = [f"root={tmp_path}/demo"] if args[0] == "demo-data" else []
     try:
         got = run_error(capsys, *args, *data, *where, f"hydra.run.dir={tmp_path}/run")

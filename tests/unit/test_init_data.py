@@ -70,6 +70,7 @@ def test_a_folder_of_images_and_masks_gets_a_config_that_trains(tmp_path, capsys
         ("mixed", ["images=b*.tif"], None),
         ("small", [], "leaves a val strip narrower than 32 px at val_fraction=0.2"),
         ("float_label", [], "holds fractional values; a label is a map of class codes"),
+        ("mixed", ["images=b*.tif", "chip_size=0"], "chip_size=0 must be a whole number of pixels (>= 16)"),
     ],
 )
 def test_folders_it_cannot_describe_get_one_line(tmp_path, capsys, setup, args, message):

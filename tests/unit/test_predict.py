@@ -275,6 +275,8 @@ def test_tile_options_that_cannot_work_are_refused(tmp_path, ckpt):
         (PredictOptions(tile=64, overlap=16, panel=300), "multiple of 256"),
         (PredictOptions(tile=64, overlap=16, tta="no"), r"^tta='no' must be true or false$"),  # truthy
         (PredictOptions(tile=64, overlap=16, probabilities=1), r"^probabilities=1 must be true or false$"),
+        (PredictOptions(tile=64, overlap=16, batch_size="abc"), r"^batch_size='abc' must be a whole number"),
+        (PredictOptions(tile=64, overlap=16, batch_size=0), r"^batch_size=0 must be a whole number >= 1"),
     ]:
         with pytest.raises(GeosegError, match=message):
             prepare(loaded, [str(image)], [str(tmp_path / "p.tif")], opts)

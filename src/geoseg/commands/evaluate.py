@@ -43,7 +43,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "[output=metrics.json]"
         )
     prediction, labels = str(cfg.prediction), str(cfg.labels)
-    override = OmegaConf.to_container(cfg.classes, resolve=True) if cfg.get("classes") else None
+    given = cfg.get("classes")  # checked where it is used: a list of {code, name, color}, or null
+    override = OmegaConf.to_container(given, resolve=True) if OmegaConf.is_config(given) else given
     vector = VectorOptions.from_config(
         OmegaConf.to_container(cfg.vector, resolve=True) if cfg.get("vector") else None  # type: ignore[arg-type]
     )

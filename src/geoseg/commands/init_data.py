@@ -8,7 +8,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from geoseg.config import as_dict, config_dir, flag
+from geoseg.config import as_dict, config_dir, flag, is_whole
 from geoseg.data.build import load_scenes
 from geoseg.data.init_data import chip_size_for, draft, render
 from geoseg.errors import GeosegError
@@ -52,8 +52,9 @@ def run(cfg: DictConfig) -> str:
     if os.path.exists(path) and not flag(cfg, "overwrite"):
         raise GeosegError(f"init-data: '{path}' exists; pass overwrite=true to replace it or name=OTHER")
     found = draft(root, float(val_fraction), cfg.get("images"))
-    chip = cfg.get("chip_size") or chip_size_for(found.min_size, float(val_fraction))
-    if isinstance(chip, bool) or not isinstance(chip, int) or chip < 16:
+    chip = cfg.get("chip_size")
+    chip = chip_size_for(found.min_size, float(val_fraction)) if chip is None else chip
+    if not is_whole(chip) or chip < 16:  # chip_size=0 is refused, not read as null
         raise GeosegError(f"init-data: chip_size={chip!r} must be a whole number of pixels (>= 16), or null")
     shown = os.path.relpath(conf) if not os.path.relpath(conf).startswith("..") else conf
     hint = f"geoseg stats --config-dir {shown} data={name} && geoseg train --config-dir {shown} data={name}"

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from geoseg.config import flag
+from geoseg.config import flag, whole
 from geoseg.data.normalize import batch_dtype, raw_fill_values
 from geoseg.data.scenes import Scene, scene_grid
 from geoseg.errors import GeosegError
@@ -100,8 +100,7 @@ def prepare(
     Each input is one path, or a scene's files in stack order (see :func:`find_inputs`).
     """
     check_tiling(opts.tile, opts.overlap, loaded.model.size_divisor, opts.panel, BLOCK)
-    if opts.batch_size < 1:
-        raise GeosegError(f"batch_size={opts.batch_size} must be at least 1")
+    whole(vars(opts), "batch_size", 1, example=8)
     for key in ("tta", "probabilities", "cog", "quicklook", "vectorize", "check_stats", "progress"):
         flag(vars(opts), key)  # tta=no would be a truthy string
     if not _is_nodata(opts.nodata) and not (
