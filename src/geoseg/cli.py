@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 
 import hydra
@@ -172,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     task = importlib.import_module(command.module).run
     sys.argv = [f"geoseg {name}", *overrides]
+    from rasterio.errors import NotGeoreferencedWarning  # loaded by the command's module already
+
+    # geoseg says it in its own words (train refuses a file without CRS; predict warns, or carries GCPs)
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     try:
         check_overrides(name, config_name, overrides)  # a config typo: one line, not Hydra's several
         check_output_folder(args[1:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -13,7 +14,10 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.rpc import RPC
 from rasterio.transform import from_origin
 
 from conftest import save_tiny_checkpoint, write_tif
@@ -99,6 +103,36 @@ def drop_crs(path: Path) -> None:
     write_tif(path, data, transform=transform, crs=None, nodata=nodata)
 
 
+def to_gcps(path: Path, rpcs: bool = False) -> None:
+    """Rewrite a raster with the same pixels, georeferenced by three ground control points (or by RPCs)
+    instead of a geotransform and CRS, as a SAR or L1 product is."""
+    with rasterio.open(path) as src:
+        data, t, crs, nodata = src.read(), src.transform, src.crs, src.nodata
+    rows, cols = data.shape[1:]
+    corners = [(0, 0), (0, cols), (rows, 0)]
+    points = [GroundControlPoint(r, c, *(t * (c, r))) for r, c in corners]
+    profile = dict(driver="GTiff", width=cols, height=rows, count=len(data), dtype=data.dtype, nodata=nodata)
+    one, row, col = [1.0, *[0.0] * 19], [0.0, 0.0, -1.0, *[0.0] * 17], [0.0, 1.0, *[0.0] * 18]
+    rpc = RPC(height_off=0, height_scale=100, lat_off=45, lat_scale=0.01, line_den_coeff=one,
+              line_num_coeff=row, line_off=rows / 2, line_scale=rows / 2, long_off=7, long_scale=0.01,
+              samp_den_coeff=one, samp_num_coeff=col, samp_off=cols / 2, samp_scale=cols / 2)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+            if rpcs:
+                dst.rpcs = rpc
+            else:
+                dst.gcps = (points, crs)
+
+
+def to_complex(path: Path) -> None:
+    """Rewrite a raster with the same pixels as complex64 (a SAR SLC)."""
+    with rasterio.open(path) as src:
+        data, transform, nodata = src.read(), src.transform, src.nodata
+    write_tif(path, data.astype(np.complex64), transform=transform, nodata=nodata)
+
+
 def image_of(root: Path) -> Path:
     return root / "train" / "images" / "a.tif"
 
@@ -123,6 +157,12 @@ FILE_CASES: list[tuple[str, Callable[[Path], None], Callable[[Path], Path], str]
      "image '{path}' has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx)."),
     ("label-without-crs", drop_crs, label_of,
      "label '{path}' has no CRS; assign one or write it on the image grid."),
+    ("image-georeferenced-by-gcps", to_gcps, image_of,
+     "image '{path}' is georeferenced by GCPs, not a map grid; warp it onto one first "
+     "(gdalwarp -t_srs EPSG:xxxx in.tif out.tif)."),
+    ("complex-image", to_complex, image_of,
+     "'{path}' has complex bands (complex64, e.g. SAR SLC); geoseg reads real values: convert it to "
+     "amplitude or intensity first (e.g. a VRT with PixelFunctionType mod or intensity)."),
     ("label-file-missing", Path.unlink, label_of,
      "label file not found: '{path}'. Check the path or the data.* options."),
 ]  # fmt: skip
@@ -385,6 +425,29 @@ def test_predict_a_scene_without_crs_warns_and_writes_no_crs(
     assert f"input '{image}' has no CRS; its prediction will have none either" in out.splitlines()
     with rasterio.open(tmp_path / "nocrs_pred.tif") as pred:
         assert pred.crs is None and pred.shape == (SIZE, SIZE)
+
+
+@pytest.mark.parametrize(("rpcs", "kind"), [(False, "ground control points"), (True, "RPCs")])
+def test_predict_a_scene_georeferenced_by_gcps_or_rpcs_writes_them_to_its_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_checkpoint: Path, rpcs: bool, kind: str
+) -> None:
+    """An input with ground control points (or RPCs) and no geotransform is predicted on its pixel grid,
+    and the class map and probabilities carry the same GCPs (RPCs), so they overlay the input in a GIS
+    (they had no georeference at all before)."""
+    image = write_tif(tmp_path / "l1.tif", pixels(), nodata=0)
+    to_gcps(image, rpcs)
+    main(predict_args(tiny_checkpoint, image, "probabilities=true", "cog=true"))
+    out, err = capsys.readouterr()
+    assert err == ""  # no rasterio NotGeoreferencedWarning: geoseg says it in its own words
+    assert f"input '{image}' is georeferenced by {kind}, not a map grid" in out
+    with rasterio.open(image) as src:
+        (points, crs), rpc = src.gcps, src.rpcs
+    for name in ("l1_pred.tif", "l1_pred_probs.tif"):
+        with rasterio.open(tmp_path / name) as pred:
+            got, got_crs = pred.gcps
+            assert pred.crs is None and pred.shape == (SIZE, SIZE) and got_crs == crs
+            assert [(p.row, p.col, p.x, p.y) for p in got] == [(p.row, p.col, p.x, p.y) for p in points]
+            assert (pred.rpcs and pred.rpcs.to_dict()) == (rpc and rpc.to_dict())
 
 
 def test_predict_a_tile_the_encoder_cannot_divide(

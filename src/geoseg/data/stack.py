@@ -110,6 +110,11 @@ def file_bands(
 def check_one_dtype(src: rasterio.DatasetReader, bands: Sequence[int], path: str) -> str:
     """The dtype of ``bands``; one line when they differ (a VRT that mixes dtypes)."""
     kinds = sorted({src.dtypes[b - 1] for b in bands})
+    if any(np.dtype(k).kind == "c" for k in kinds):  # the model would silently see only the real part
+        raise GeosegError(
+            f"'{path}' has complex bands ({', '.join(kinds)}, e.g. SAR SLC); geoseg reads real values: "
+            "convert it to amplitude or intensity first (e.g. a VRT with PixelFunctionType mod or intensity)."
+        )
     if len(kinds) > 1:
         raise GeosegError(
             f"'{path}' mixes band dtypes ({', '.join(kinds)}); rasterio reads one dtype per file, so list "
@@ -214,9 +219,7 @@ def inspect_stack(
         with open_raster(path, what, options) as src:
             check_readable(src, path, what)
             if src.crs is None and (require_crs or len(paths) > 1):
-                raise GeosegError(
-                    f"{what} '{path}' has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx)."
-                )
+                raise GeosegError(no_crs_message(src, path, what))
             bands = file_bands(src, entry, path, i)
             dtype = check_one_dtype(src, bands, path)
             declared = tuple(src.nodatavals[b - 1] for b in bands)
@@ -252,6 +255,25 @@ def inspect_stack(
         files.append(SceneFile(file.path, file.name, file.bands, file.nodata, file.dtype, file.resampling,
                                on_grid, grid, file.masked and on_grid))  # fmt: skip
     return Stack(tuple(files), ref_grid, tuple(names), found[ref][2], str(paths[ref]))
+
+
+def pixel_georeference(src: rasterio.DatasetReader) -> str | None:
+    """How a file without a geotransform is georeferenced: ``"GCPs"``, ``"RPCs"`` or None."""
+    if src.gcps[0]:
+        return "GCPs"
+    return "RPCs" if src.rpcs is not None else None
+
+
+def no_crs_message(src: rasterio.DatasetReader, path: str, what: str) -> str:
+    """One line for a file without a CRS: assign one, or warp a GCP/RPC-georeferenced file onto a grid."""
+    kind = pixel_georeference(src)
+    if kind is not None:
+        rpc = " -rpc" if kind == "RPCs" else ""
+        return (
+            f"{what} '{path}' is georeferenced by {kind}, not a map grid; warp it onto one first "
+            f"(gdalwarp{rpc} -t_srs EPSG:xxxx in.tif out.tif)."
+        )
+    return f"{what} '{path}' has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx)."
 
 
 def _nodata_count(values: Sequence, paths: Sequence[str], total: int) -> str:

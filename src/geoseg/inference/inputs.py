@@ -9,6 +9,9 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import rasterio
 
 from geoseg.data.band_files import FileEntry
 from geoseg.data.scene_paths import PLACEHOLDER, expand_pattern
@@ -93,5 +96,23 @@ def input_scene(paths: Sequence[str], loaded: LoadedModel, nodata: float | list 
             f"({given}); pass scenes with the same {want} bands"
         )
     if scene.grid is not None and not scene.grid.crs:
-        log.warning("input '%s' has no CRS; its prediction will have none either", paths[0])
+        names = {"gcps": "ground control points", "rpcs": "RPCs"}
+        kind = names.get(next(iter(input_georeference(scene)), ""))
+        if kind is None:
+            log.warning("input '%s' has no CRS; its prediction will have none either", paths[0])
+        else:
+            log.info("input '%s' is georeferenced by %s, not a map grid: its prediction carries the "
+                     "same (vectorize=true polygons are in pixel coordinates)", paths[0], kind)  # fmt: skip
     return scene
+
+
+def input_georeference(scene: Scene) -> dict[str, Any]:
+    """``{"gcps": (points, crs)}`` or ``{"rpcs": ...}`` of an input without a map grid (a SAR or
+    satellite L1 product); its prediction is written with them. Empty for any other input."""
+    if scene.grid is None or scene.grid.crs or not scene.grid.affine.is_identity:
+        return {}
+    with rasterio.open(scene.image) as src:
+        gcps, crs = src.gcps
+        if gcps:
+            return {"gcps": (gcps, crs)}
+        return {"rpcs": src.rpcs} if src.rpcs is not None else {}

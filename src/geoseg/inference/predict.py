@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -18,7 +18,7 @@ from geoseg.config import flag, whole
 from geoseg.data.normalize import batch_dtype, raw_fill_values
 from geoseg.data.scenes import Scene, scene_grid
 from geoseg.errors import GeosegError
-from geoseg.inference.inputs import input_scene
+from geoseg.inference.inputs import input_georeference, input_scene
 from geoseg.inference.legend import write_legend
 from geoseg.inference.loaded import LoadedModel
 from geoseg.inference.quicklook import quicklook_display, write_quicklook
@@ -82,6 +82,7 @@ class SceneJob:
     outputs: dict[str, str | None]
     display: list[int] | None = None  # quicklook_bands as stack indices (None = by band name)
     labels: str | None = None  # the label file of the quicklook's label and error panels
+    georef: dict[str, Any] = field(default_factory=dict)  # GCPs/RPCs of an input without a map grid
 
     @property
     def image(self) -> str:
@@ -140,7 +141,8 @@ def prepare(
         if opts.check_stats:
             check_statistics(scene, loaded, warn_shift=opts.stats_warn)
         display = quicklook_display(scene, opts.quicklook_bands) if opts.quicklook else None
-        jobs.append(SceneJob(scene, outs, display, quicklook_labels(opts, output, len(inputs))))
+        labels = quicklook_labels(opts, output, len(inputs))
+        jobs.append(SceneJob(scene, outs, display, labels, input_georeference(scene)))
     return jobs
 
 
@@ -176,7 +178,7 @@ def predict_scene(
         with writing():
             threads = 1 if opts.write_threads == 1 else resolve_workers(opts.write_threads, "write_threads")
             writer = PredictionWriter(scene_grid(scene), loaded.classes, tmps["classes"], tmps.get("probs"),
-                                      tags, threads, opts.deflate_level)  # fmt: skip
+                                      tags, threads, opts.deflate_level, job.georef)  # fmt: skip
         background = BackgroundWriter(writer.write, name="geoseg-prediction-writer")
         bar = tqdm(total=plan.num_tiles, desc=f"{position} {scene.name}", unit="tile", dynamic_ncols=True,
                    disable=not (opts.progress and sys.stderr.isatty()), leave=False)  # fmt: skip

@@ -18,7 +18,8 @@ import json
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,12 +44,28 @@ def class_dtype(num_classes: int) -> tuple[str, int]:
 
 def base_profile(grid: Grid, threads: int = 1, level: int = 6) -> dict[str, Any]:
     """A tiled GeoTIFF profile on ``grid`` (the scene's reference grid), deflated at ``level`` by
-    ``threads`` GDAL threads."""
-    return {
-        "driver": "GTiff", "width": grid.width, "height": grid.height, "crs": grid.rio_crs,
-        "transform": grid.affine, "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK,
-        "compress": "deflate", "zlevel": level, "BIGTIFF": "IF_SAFER", "NUM_THREADS": str(threads),
+    ``threads`` GDAL threads. A grid without CRS and geotransform (pixel space) writes neither."""
+    profile = {
+        "driver": "GTiff", "width": grid.width, "height": grid.height, "tiled": True, "blockxsize": BLOCK,
+        "blockysize": BLOCK, "compress": "deflate", "zlevel": level, "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": str(threads),
     }  # fmt: skip
+    if grid.crs or not grid.affine.is_identity:
+        profile.update(crs=grid.rio_crs, transform=grid.affine)
+    return profile
+
+
+def open_output(path: str, profile: dict[str, Any], georef: Mapping[str, Any], **kwargs: Any) -> Any:
+    """``rasterio.open(path, "w")`` carrying ``georef``: the input's ground control points (``gcps``:
+    points and their CRS) or ``rpcs`` when it has no map grid, so the output overlays it in a GIS."""
+    with warnings.catch_warnings():  # pixel space until the GCPs/RPCs are set; the caller has said so
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        dst = rasterio.open(path, "w", **profile, **kwargs)
+    if georef.get("gcps"):
+        dst.gcps = georef["gcps"]
+    if georef.get("rpcs") is not None:
+        dst.rpcs = georef["rpcs"]
+    return dst
 
 
 class PredictionWriter:
@@ -57,18 +74,19 @@ class PredictionWriter:
     def __init__(
         self, grid: Grid, classes: ClassInfo, class_path: str, prob_path: str | None,
         tags: dict[str, str] | None = None, threads: int = 1, level: int = 6,
+        georef: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
         dtype, self.nodata = class_dtype(len(classes.codes))
-        profile = base_profile(grid, threads, level)
-        self.classes = rasterio.open(class_path, "w", **profile, count=1, dtype=dtype, nodata=self.nodata)
+        profile, georef = base_profile(grid, threads, level), georef or {}
+        self.classes = open_output(class_path, profile, georef, count=1, dtype=dtype, nodata=self.nodata)
         self.classes.set_band_description(1, "class")
         self.classes.update_tags(**(tags or {}), **{CLASSES_TAG: json.dumps(classes.as_list())})
         if dtype == "uint8":
             self.classes.write_colormap(1, {i: (*rgb, 255) for i, rgb in enumerate(classes.colors)})
         self.probs = None
         if prob_path is not None:
-            self.probs = rasterio.open(prob_path, "w", **profile, count=len(classes.codes), dtype="uint8",
-                                       photometric="MINISBLACK")  # fmt: skip
+            self.probs = open_output(prob_path, profile, georef, count=len(classes.codes), dtype="uint8",
+                                     photometric="MINISBLACK")  # fmt: skip
             for band, name in enumerate(classes.names, start=1):
                 self.probs.set_band_description(band, f"p_{name}")
             self.probs.update_tags(scale="probability x 255", **{CLASSES_TAG: json.dumps(classes.as_list())})
