@@ -234,3 +234,14 @@ def test_predict_refuses_a_band_reversed_input_and_warns_on_a_shifted_one(tmp_pa
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert f"input '{tmp_path / 'bright.tif'}' differs from the training data (band means up to " in warning
     assert "predictions may be less accurate" in warning and "stats_warn=0.5" in warning
+
+
+def test_a_reordering_that_fits_only_a_little_better_is_not_reported():
+    """A 3 x 5 px scene's band order 'fit the training statistics 1.0x better' and was warned about: the
+    warning level (the best order's misfit at most 0.8 of the given order's) was never applied."""
+    from geoseg.inference.stats_check import likely_order
+
+    assert likely_order(np.array([[3.0, 2.7], [2.7, 3.0]])) is None  # 0.9 of the misfit: noise
+    cols, ratio = likely_order(np.array([[1.0, 0.7], [0.7, 1.0]]))  # 0.7: a warning
+    assert cols.tolist() == [1, 0] and ratio == pytest.approx(0.7)
+    assert likely_order(np.array([[0.2, 1.0], [1.0, 0.2]])) is None  # the given order fits best

@@ -76,7 +76,7 @@ def likely_order(d: np.ndarray) -> tuple[np.ndarray, float] | None:
     given, best = float(np.trace(d)), float(d[rows, cols].sum())
     if (cols == rows).all() or given <= 0 or (given - best) / len(cols) < ORDER_GAIN:
         return None
-    return cols, best / given
+    return (cols, best / given) if best / given <= ORDER_WARN else None
 
 
 def check_statistics(
