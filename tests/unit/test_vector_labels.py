@@ -109,6 +109,7 @@ def test_background_outside_the_classes_is_ignored(tmp_path, caplog):
         ("field", r"vector label '.*lab.gpkg' has no field 'class' \(its fields: \['kind'\]\)"),
         ("codes", r"vector label '.*lab.gpkg' has codes \[7\] \(field 'kind'\) that are not in data.classes"),
         ("text", r"field 'kind' holds 'road', not a class code"),
+        ("fraction", r"vector label '.*lab.gpkg': feature \d has kind=1.5, not a whole-number class code"),
     ],
 )
 def test_bad_vector_labels_are_one_line(tmp_path, case, message):
@@ -123,12 +124,37 @@ def test_bad_vector_labels_are_one_line(tmp_path, case, message):
         label = _write_vector(tmp_path / "lab.gpkg", [shapely.affinity.translate(g, 1e5) for g in geoms])
     elif case == "text":
         label = _write_vector(tmp_path / "lab.gpkg", geoms, kind=np.array(["road", "1", "2"], object))
+    elif case == "fraction":  # its message showed numpy's repr, kind=np.float64(1.5)
+        label = _write_vector(tmp_path / "lab.gpkg", geoms, kind=np.array([1.0, 1.5, 0.0]))
     else:
         label = _write_vector(tmp_path / "lab.gpkg", geoms, **field)
-    vector = {"field": "class" if case == "field" else ("kind" if case in ("codes", "text") else None)}
+    field_name = "kind" if case in ("codes", "text", "fraction") else None
+    vector = {"field": "class" if case == "field" else field_name}
     with pytest.raises(GeosegError, match=message) as err:
         inspect_scene(str(_image(tmp_path)), str(label), class_codes=[0, 1], vector=VectorOptions(**vector))
     assert "\n" not in str(err.value)
+
+
+def test_points_lines_and_repairs_are_warned_about_once_at_start_up(tmp_path, caplog):
+    """A line layer (road centre lines) labels only the pixels its lines touch: warned, not silent. The
+    make_valid repair was logged twice, at the start-up check and again when the dataset opened it."""
+    line = shapely.LineString([(500_050, 4_999_800), (500_700, 4_999_800)])
+    bowtie = shapely.Polygon([(500_100, 4_999_700), (500_300, 4_999_900), (500_300, 4_999_700),
+                              (500_100, 4_999_900)])  # fmt: skip
+    pyogrio.raw.write(str(tmp_path / "lines.gpkg"), shapely.to_wkb(np.array([line], dtype=object)), [], [],
+                      geometry_type="LineString", crs="EPSG:32633")  # fmt: skip
+    for label, message in [
+        (str(tmp_path / "lines.gpkg"), "1 of 1 features are points or lines (e.g. feature 1, a LineString)"),
+        (_write_vector(tmp_path / "bowtie.gpkg", [bowtie]), "1 invalid geometry repaired with make_valid"),
+    ]:
+        caplog.clear()
+        masks = _labels(tmp_path, label, [0, 1])
+        assert any(m.any() for m in masks.values())
+        assert [r.getMessage() for r in caplog.records if message in r.getMessage()] != []
+        assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1, caplog.text
+    caplog.clear()
+    _labels(tmp_path, _write_vector(tmp_path / "boxes.gpkg", _polygons(4)), [0, 1])
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
 
 
 def test_one_labels_file_for_many_scenes_reads_only_the_features_near_each(tmp_path):

@@ -110,7 +110,7 @@ def open_label_on_grid(scene: Scene, codes: Sequence[int]) -> tuple[rasterio.Dat
     """
     assert scene.label is not None
     if scene.vector is not None:  # polygons, rasterised per window straight onto the image grid
-        features = VectorLabels(scene.label, scene.vector, scene_grid(scene))
+        features = VectorLabels(scene.label, scene.vector, scene_grid(scene), warn=False)
         return features, features
     src = rasterio.open(scene.label)
     if scene.label_on_grid:

@@ -90,9 +90,10 @@ def _reproject(geoms: np.ndarray, src: CRS, dst: CRS) -> np.ndarray:
 class VectorLabels:
     """A scene's label features on its grid, with ``read`` like a one-band rasterio dataset."""
 
-    def __init__(self, path: str, options: VectorOptions, grid: Grid) -> None:
+    def __init__(self, path: str, options: VectorOptions, grid: Grid, warn: bool = True) -> None:
+        """``warn=False`` for a reopen after the start-up check, which has told the user already."""
         self.path, self.options, self.grid = str(path), options, grid
-        self.geoms, self.values, self.info = _load(self.path, options, grid)
+        self.geoms, self.values, self.info = _load(self.path, options, grid, warn)
         codes = np.unique(np.append(self.values, options.background)).astype(np.int64)
         self.codes = codes
         self.dtypes = (_codes_dtype(codes),)
@@ -154,9 +155,11 @@ class VectorLabels:
         self._index()
 
 
-def _load(path: str, opts: VectorOptions, grid: Grid) -> tuple[np.ndarray, np.ndarray, dict]:
+def _load(
+    path: str, opts: VectorOptions, grid: Grid, warn: bool = True
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Read, check, repair and reproject the features of ``path`` near the scene: (geometries, codes,
-    the layer's info from pyogrio)."""
+    the layer's info from pyogrio). ``warn``: log skipped, repaired and non-polygon features."""
     if not os.path.exists(path):
         raise GeosegError(f"label file not found: '{path}'. Check the path or the split's labels template.")
     try:
@@ -195,27 +198,44 @@ def _load(path: str, opts: VectorOptions, grid: Grid) -> tuple[np.ndarray, np.nd
         whole = np.isfinite(as_float) & (as_float == np.round(as_float))
         if not whole.all():
             k = int(np.flatnonzero(~whole)[0])
+            value = raw[k].item() if isinstance(raw[k], np.generic) else raw[k]
             raise GeosegError(
-                f"vector label '{path}': feature {fids[k]} has {opts.field}={raw[k]!r}, not a whole-number "
+                f"vector label '{path}': feature {fids[k]} has {opts.field}={value!r}, not a whole-number "
                 "class code; fix it in the file."
             )
         values = as_float.astype(np.int64)
     keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    if not keep.all():
+    if warn:
+        warn_not_polygons(path, geoms[keep], np.asarray(fids)[keep])
+    if warn and not keep.all():
         log.warning("vector label '%s': %d feature(s) without geometry skipped (e.g. feature %s)",
                     path, int((~keep).sum()), fids[np.flatnonzero(~keep)[0]])  # fmt: skip
     geoms, values, fids = geoms[keep], values[keep], np.asarray(fids)[keep]
     bad = ~shapely.is_valid(geoms)
-    if bad.any():
+    if warn and bad.any():
         log.warning("vector label '%s': %d invalid geometr%s repaired with make_valid (e.g. feature %s: %s)",
                     path, int(bad.sum()), "y" if bad.sum() == 1 else "ies", fids[np.flatnonzero(bad)[0]],
                     shapely.is_valid_reason(geoms[np.flatnonzero(bad)[0]]))  # fmt: skip
+    if bad.any():
         geoms = geoms.copy()
         geoms[bad] = shapely.make_valid(geoms[bad])
     src_crs, dst_crs = CRS.from_user_input(meta["crs"]), grid.rio_crs
     if len(geoms) and dst_crs is not None and src_crs != dst_crs:
         geoms = _reproject(geoms, src_crs, dst_crs)
     return geoms, values, info
+
+
+def warn_not_polygons(path: str, geoms: np.ndarray, fids: np.ndarray) -> None:
+    """Points and lines label only the pixels they touch: almost always a layer that needs buffering
+    (road centre lines, well locations) before it can label an area class."""
+    kinds = shapely.get_type_id(geoms)
+    thin = np.flatnonzero(np.isin(kinds, (0, 1, 2, 4, 5)))  # (multi)points, (multi)lines, rings
+    if thin.size:
+        k = int(thin[0])
+        log.warning("vector label '%s': %d of %d features are points or lines (e.g. feature %s, a %s); they "
+                    "label only the pixels they touch: buffer them into polygons first for an area class "
+                    "(ST_Buffer in ogr2ogr, or QGIS's Buffer tool)", path, thin.size,
+                    len(geoms), fids[k], geoms[k].geom_type)  # fmt: skip
 
 
 def _scene_bbox(info: dict, grid: Grid) -> tuple[float, float, float, float] | None:
