@@ -76,19 +76,21 @@ def test_model_info_reports_the_conversion_and_refuses_downloads(tmp_path, geose
         ),
         (  # model.arch=deeplabv3plus on top of configs/model/unet.yaml keeps the U-Net's channel list
             {"arch": "deeplabv3plus", "decoder": {"decoder_channels": [256, 128, 64, 32, 16]}},
-            r"^model.arch=deeplabv3plus .*; pick an architecture with model=<name>, whose configs/model/",
+            r"^model.arch=deeplabv3plus .*; to change architecture use model=<name> \(configs/model/",
         ),
         ({"arch": "fpn", "decoder": {"decoder_segmentation_channels": 48}}, r"a multiple of 32"),
         ({"stats_bands": 3}, r"the band statistics cover 3 bands but the model has 4"),
+        ({"first_conv": "foo"}, r"^encoder.first_conv='foo' is not one of repeat, mean, rgb_then_random$"),
     ],
 )
 def test_model_option_mistakes_are_one_line_errors(kwargs, message):
     n = kwargs.pop("stats_bands", None)
     stats = BandStats([*range(1, n + 1)], [0.0] * n, [1.0] * n, [], [], [], [], 1, []) if n else None
-    args = {"arch": "unet", "encoder": "resnet18", "decoder": None, **kwargs}
+    args = {"arch": "unet", "encoder": "resnet18", "decoder": None, "first_conv": "repeat", **kwargs}
     norm = norm_preset("batchnorm")
     with pytest.raises(GeosegError, match=message):
-        build_model(args["arch"], args["encoder"], 4, 3, norm, decoder=args["decoder"], stats=stats)
+        build_model(args["arch"], args["encoder"], 4, 3, norm, decoder=args["decoder"], stats=stats,
+                    first_conv=args["first_conv"])  # fmt: skip
 
 
 def test_chips_the_encoder_cannot_divide_are_a_clear_error():

@@ -18,13 +18,14 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from geoseg.config import as_dict
+from geoseg.config import as_dict, whole
 from geoseg.errors import GeosegError
 from geoseg.models.band_normalize import BandNormalize, BandStatistics
 from geoseg.models.convert import NormSummary, convert_norm
 from geoseg.models.norms import NormFactory, factory_target, resolve_norm
 from geoseg.models.weight_standardization import standardize_convs
 from geoseg.models.weights import (
+    FIRST_CONV_STRATEGIES,
     check_weights_option,
     is_geoseg_checkpoint,
     load_checkpoint_weights,
@@ -103,7 +104,7 @@ def create_net(
         )  # fmt: skip
     except (TypeError, ValueError, KeyError, AssertionError) as err:
         options = f" and model options {dict(decoder)}" if decoder else ""
-        hint = "; pick an architecture with model=<name>, whose configs/model/<name>.yaml has its own options"
+        hint = "; to change architecture use model=<name> (configs/model/<name>.yaml), not model.arch="
         raise GeosegError(f"model.arch={arch} with encoder.name={encoder}{options}: {err}{hint}") from None
 
 
@@ -164,6 +165,10 @@ def build_model(
     """Build ``arch`` on ``encoder`` for ``in_channels`` bands, load local weights, then convert its norms."""
     if in_channels < 1 or classes < 1:
         raise GeosegError(f"a model needs at least 1 band and 1 class (got {in_channels} and {classes})")
+    if first_conv not in FIRST_CONV_STRATEGIES:  # checked with or without weights: a typo is a typo
+        raise GeosegError(
+            f"encoder.first_conv={first_conv!r} is not one of {', '.join(FIRST_CONV_STRATEGIES)}"
+        )
     path = check_weights_option(weights)
     net = create_net(arch, encoder, in_channels, classes, encoder_depth, decoder or {})
     stored = read_weights(path) if path is not None else None
@@ -197,9 +202,10 @@ def model_from_config(
     """Build the model of a composed config (its ``model``, ``encoder`` and ``norm`` groups)."""
     model_cfg, enc = as_dict(cfg["model"]), as_dict(cfg["encoder"])  # smp wants lists, not ListConfig
     decoder = {k: v for k, v in model_cfg.items() if k != "arch"}
+    depth = whole({"depth": 5, **enc}, "depth", 1, "encoder.", example=5)
     model = build_model(
         str(model_cfg["arch"]), str(enc["name"]), in_channels, classes, instantiate(cfg["norm"]),
-        encoder_depth=int(enc.get("depth", 5)), decoder=decoder, weights=enc.get("weights"),
+        encoder_depth=depth, decoder=decoder, weights=enc.get("weights"),
         first_conv=str(enc.get("first_conv", "repeat")), rgb_channels=enc.get("rgb_channels"), stats=stats,
     )  # fmt: skip
     check_chip_size((cfg.get("data") or {}).get("chip_size"), model)
