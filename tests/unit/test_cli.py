@@ -330,7 +330,10 @@ def test_number_options_refuse_bools_strings_and_non_finite_values(value, whole,
     [
         (("train", "seed=abc"), "seed='abc' must be a whole number >= 0, e.g. seed=0"),
         (("train", "seed=-1"), "seed=-1 must be a whole number >= 0, e.g. seed=0"),
-        (("train", "encoder.depth=abc"), "encoder.depth='abc' must be a whole number >= 1, e.g. encoder.depth=5"),
+        (
+            ("train", "encoder.depth=abc"),
+            "encoder.depth='abc' must be a whole number >= 1, e.g. encoder.depth=5",
+        ),
         (
             ("train", "optim.optimizer.lr=abc"),
             "optim.optimizer.lr='abc' must be a number, e.g. optim.optimizer.lr=1e-3",
