@@ -338,6 +338,11 @@ def test_number_options_refuse_bools_strings_and_non_finite_values(value, whole,
             ("train", "optim.optimizer.lr=abc"),
             "optim.optimizer.lr='abc' must be a number, e.g. optim.optimizer.lr=1e-3",
         ),
+        (
+            ("train", "loss=ce_dice", "loss.losses.1.ignore_index=0"),
+            "loss.losses.1.ignore_index=0 differs from data.ignore_index=255, the value the masks mark "
+            "ignored pixels with; drop the override (loss configs follow data.ignore_index)",
+        ),
         (("demo-data", "size=0"), "size=0 must be a whole number >= 64, e.g. size=512"),
         (("demo-data", "overwrite=no"), "overwrite='no' must be true or false"),
         (
@@ -366,7 +371,8 @@ def test_options_of_each_command_are_one_line(
 ) -> None:
     """These raised a ValueError traceback from ``int()``/``float()`` or deep in torch (``seed=-1``,
     BatchNorm on DeepLabV3+'s 1×1 pooled map at one chip) or were accepted and misread (``progress=maybe``
-    is a truthy string; ``splits=abc`` was read letter by letter)."""
+    is a truthy string; ``splits=abc`` was read letter by letter; a loss ``ignore_index`` other than the
+    masks' trained the ignored pixels as a class or failed in torch)."""
     data = [f"data.root={demo_root}", "data.demo=null"] if args[0] in ("train", "model-info", "index") else []
     where = [f"root={tmp_path}/demo"] if args[0] == "demo-data" else []
     try:

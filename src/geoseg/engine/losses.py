@@ -6,7 +6,8 @@ Each takes raw logits (N, C, H, W) and class indices (N, H, W) in any integer dt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,23 @@ def check_loss_options(class_weights: Sequence[float] | None, label_smoothing: f
         raise GeosegError(
             f"loss.class_weights={weights} must be numbers >= 0, not all 0, one per entry of data.classes"
         )
+
+
+def check_ignore_index(loss_cfg: Any, data_ignore: int, where: str = "loss") -> None:
+    """Every ``ignore_index`` in the loss config must be ``data.ignore_index``, the value the masks hold
+    for ignored pixels: another value trains them as a class (torch: "Target 255 is out of bounds")."""
+    if isinstance(loss_cfg, Mapping):
+        value = loss_cfg.get("ignore_index", data_ignore)
+        if value != data_ignore or isinstance(value, bool):
+            raise GeosegError(
+                f"{where}.ignore_index={value!r} differs from data.ignore_index={data_ignore}, the value the "
+                "masks mark ignored pixels with; drop the override (loss configs follow data.ignore_index)"
+            )
+        for key, sub in loss_cfg.items():
+            check_ignore_index(sub, data_ignore, f"{where}.{key}")
+    elif isinstance(loss_cfg, list | tuple):
+        for i, sub in enumerate(loss_cfg):
+            check_ignore_index(sub, data_ignore, f"{where}.{i}")
 
 
 class CrossEntropy(nn.Module):

@@ -20,6 +20,7 @@ from geoseg.data.stats import BandStats, save_stats
 from geoseg.device import autocast_dtype
 from geoseg.engine.distributed import broadcast_object, init_distributed, main_process_first
 from geoseg.engine.log import reset_peak_memory
+from geoseg.engine.losses import check_ignore_index
 from geoseg.engine.optim import build_optimizer
 from geoseg.engine.runtime import check_batch_for_batchnorm, seed_everything
 from geoseg.engine.state import DistInfo, Run, TrainerOptions
@@ -128,6 +129,7 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     seed_everything(seed)
 
     stats, train, val = build_data(cfg, info)
+    check_ignore_index(as_dict(cfg.loss), int(cfg.data.ignore_index))  # data.* is checked by now
     classes = [str(c["name"]) for c in cfg.data.classes]
     model = model_from_config(cfg, len(stats.bands), len(classes), stats).to(info.device)
     check_batch_for_batchnorm(model, int(cfg.data.batch_size), model.meta["norm"])
