@@ -128,9 +128,24 @@ def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_step(demo_root, t
     assert (run_dir / "summary.json").exists()
 
 
+# A prelude that holds the run in its third optimizer step until it is killed: a run that finished while
+# the second one started (24 fast steps) would leave an empty lock, and nothing to take over.
+STALL_AFTER_2_STEPS = """
+import time
+import geoseg.engine.fit as fit
+_step, _done = fit.optimizer_step, []
+def stalling_step(*args, **kwargs):
+    if len(_done) == 2:
+        time.sleep(600)
+    _done.append(1)
+    return _step(*args, **kwargs)
+fit.optimizer_step = stalling_step
+"""
+
+
 def test_a_second_run_in_the_same_folder_is_refused_and_a_dead_runs_lock_is_taken_over(demo_root, tmp_path):
     run_dir = tmp_path / "run"
-    first = start(train_args(demo_root, run_dir), tmp_path, prelude=SLOW_STEPS)
+    first = start(train_args(demo_root, run_dir), tmp_path, prelude=STALL_AFTER_2_STEPS)
     wait_for(first, lambda: len(train_rows(run_dir)) >= 2, "step 2")
     second = run(train_args(demo_root, run_dir), tmp_path)
     assert second.returncode == 2
@@ -140,6 +155,7 @@ def test_a_second_run_in_the_same_folder_is_refused_and_a_dead_runs_lock_is_take
         f"{socket.gethostname()}, since "
     )
     assert line.endswith("wait for it to finish, or choose another hydra.run.dir")
+    assert first.poll() is None  # killed while it holds the lock (a run that ends empties its lock file)
     kill(first, signal.SIGKILL)
     first.wait(timeout=60)
     third = run([*train_args(demo_root, run_dir), "trainer.max_steps=1"], tmp_path)
