@@ -169,16 +169,36 @@ def restore_gdal_config() -> Iterator[None]:
             set_gdal_config(key, value, normalize=False)
 
 
-@pytest.fixture
-def release_hydra_logging() -> Iterator[None]:
-    """Drop the root log handlers each in-process ``geoseg.cli.main`` run's Hydra installs, after the test.
+def drop_hydra_log_handlers() -> None:
+    """Drop the root log handlers an in-process ``geoseg.cli.main`` run's Hydra installed.
 
-    They hold this test's captured stdout (or its run folder's train.log); a later log record
+    They hold the test's captured stdout (or its run folder's train.log); a later log record
     outside Hydra would otherwise be written to a closed stream.
     """
-    yield
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if not type(handler).__module__.startswith("_pytest"):
-            root.removeHandler(handler)
-            handler.close()
+    for handler in [h for h in root.handlers if not type(h).__module__.startswith("_pytest")]:
+        root.removeHandler(handler)
+        handler.close()
+
+
+@pytest.fixture
+def release_hydra_logging() -> Iterator[None]:
+    """:func:`drop_hydra_log_handlers` after the test."""
+    yield
+    drop_hydra_log_handlers()
+
+
+def run_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run ``geoseg ARGS`` in-process; check it exits 2 with exactly one stderr line, no traceback, and
+    Hydra released for the next run; return that line."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from geoseg.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert not GlobalHydra.instance().is_initialized()
+    return err.rstrip("\n")

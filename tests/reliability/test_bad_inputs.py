@@ -20,7 +20,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.rpc import RPC
 from rasterio.transform import from_origin
 
-from conftest import save_tiny_checkpoint, write_tif
+from conftest import run_error, save_tiny_checkpoint, write_tif
 from geoseg.cli import main
 
 SIZE = 64  # px, every test scene is SIZE x SIZE
@@ -72,17 +72,6 @@ def predict_args(checkpoint: Path, image: Path, *overrides: str) -> list[str]:
     out = image.with_name(f"{image.stem}_pred.tif")
     return ["predict", f"checkpoint={checkpoint}", f"input={image}", f"output={out}", "device=cpu",
             "progress=false", *overrides]  # fmt: skip
-
-
-def run_error(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
-    """Run ``geoseg ARGS``; check it exits 2 with one stderr line and no traceback; return that line."""
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    err = capsys.readouterr().err
-    assert info.value.code == 2, err
-    assert "Traceback" not in err
-    assert len(err.splitlines()) == 1, err
-    return err.rstrip("\n")
 
 
 def truncate(path: Path) -> None:
@@ -181,7 +170,7 @@ def test_a_broken_scene_file_is_one_line_naming_it(
     path = target(root)
     spoil(path)
     args = train_args(root) if command == "train" else stats_args(root)
-    assert run_error(capsys, args) == "geoseg: error: " + expected.format(path=path)
+    assert run_error(capsys, *args) == "geoseg: error: " + expected.format(path=path)
     assert not (root / "stats.json").exists()  # nothing was computed before the check
 
 
@@ -190,7 +179,7 @@ def test_a_label_in_another_crs_without_overlap(tmp_path: Path, capsys: pytest.C
     root = make_root(tmp_path / "data")
     write_tif(label_of(root), classes()[:8, :8], crs=CRS.from_epsg(4326),
               transform=from_origin(100.0, -30.0, 0.001, 0.001))  # fmt: skip
-    assert run_error(capsys, train_args(root)) == (
+    assert run_error(capsys, *train_args(root)) == (
         f"geoseg: error: label '{label_of(root)}' (EPSG:4326) does not overlap image '{image_of(root)}' "
         "(EPSG:32633); check that the label belongs to this image and that both CRSs are right."
     )
@@ -202,7 +191,7 @@ def test_a_label_value_outside_the_classes(tmp_path: Path, capsys: pytest.Captur
     label = classes()
     label[5, 7] = 9
     write_tif(label_of(root), label, nodata=255)
-    assert run_error(capsys, train_args(root, "data.unknown_labels=error")) == (
+    assert run_error(capsys, *train_args(root, "data.unknown_labels=error")) == (
         f"geoseg: error: label '{label_of(root)}' has values [9] that are not in data.classes (codes "
         "[0, 1, 2, 3]); add them to data.classes, set data.label_nodata, or set data.unknown_labels=ignore."
     )
@@ -216,8 +205,8 @@ def test_the_only_training_scene_all_nodata(tmp_path: Path, capsys: pytest.Captu
         f"geoseg: error: the only scene '{image_of(root)}' is all nodata (image nodata 0.0); "
         "check data.nodata or add scenes with valid pixels."
     )
-    assert run_error(capsys, stats_args(root)) == expected
-    assert run_error(capsys, train_args(root)) == expected
+    assert run_error(capsys, *stats_args(root)) == expected
+    assert run_error(capsys, *train_args(root)) == expected
 
 
 def test_the_only_training_scene_all_nodata_with_cached_stats(
@@ -230,7 +219,7 @@ def test_the_only_training_scene_all_nodata_with_cached_stats(
     cached = root / "stats.json"  # keyed by the files' sizes and times: drop the key (a pre-key file),
     cached.write_text(json.dumps({k: v for k, v in json.loads(cached.read_text()).items() if k != "key"}))
     capsys.readouterr()  # so the statistics are read, not recomputed
-    assert run_error(capsys, train_args(root)) == (
+    assert run_error(capsys, *train_args(root)) == (
         f"geoseg: error: the only training scene '{image_of(root)}' is all nodata (image nodata 0.0, or "
         "no labelled pixel); check data.nodata and its label, or add scenes with valid pixels."
     )
@@ -257,7 +246,7 @@ def test_an_all_nodata_scene_among_good_ones_is_skipped_with_a_warning(
 def test_a_chip_size_the_encoder_cannot_divide(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """data.chip_size=30 against a U-Net/ResNet-18 of output stride 32 fails before the first step."""
     root = make_root(tmp_path / "data")
-    assert run_error(capsys, train_args(root, "data.chip_size=30")) == (
+    assert run_error(capsys, *train_args(root, "data.chip_size=30")) == (
         "geoseg: error: data.chip_size=30 is not a multiple of 32, the output stride of unet/resnet18 with "
         "encoder.depth=5; use e.g. data.chip_size=32"
     )
@@ -270,7 +259,7 @@ def test_groupnorm_groups_that_do_not_divide_the_channels(
     """norm.num_groups=7 under the strict policy is refused at the first layer it cannot split."""
     root = make_root(tmp_path / "data")
     args = train_args(root, "norm=groupnorm", "norm.num_groups=7", "norm.group_policy=strict")
-    assert run_error(capsys, args) == (
+    assert run_error(capsys, *args) == (
         "geoseg: error: norm layer 'encoder.bn1': norm.num_groups=7 does not divide 64 channels; pick a "
         "num_groups that does or set norm.group_policy=divisor"
     )
@@ -305,7 +294,7 @@ def test_resume_from_a_checkpoint_of_another_architecture(
     """trainer.resume= an FPN checkpoint while the config builds a U-Net: only the arch differs."""
     root = make_root(tmp_path / "data")
     fpn = fpn_checkpoint(tmp_path / "fpn.pt", tiny_checkpoint)
-    assert run_error(capsys, train_args(root, *TINY_MODEL, f"trainer.resume={fpn}")) == (
+    assert run_error(capsys, *train_args(root, *TINY_MODEL, f"trainer.resume={fpn}")) == (
         f"geoseg: error: checkpoint '{fpn}' was trained with another model (arch: 'fpn' vs 'unet'); resume "
         "with the same model/encoder/norm/data options or start a new run"
     )
@@ -316,7 +305,7 @@ def test_resume_with_another_band_count(
 ) -> None:
     """A 3-band checkpoint resumed on 4-band scenes names both band lists."""
     root = make_root(tmp_path / "data", bands=4)
-    assert run_error(capsys, train_args(root, *TINY_MODEL, f"trainer.resume={tiny_checkpoint}")) == (
+    assert run_error(capsys, *train_args(root, *TINY_MODEL, f"trainer.resume={tiny_checkpoint}")) == (
         f"geoseg: error: checkpoint '{tiny_checkpoint}' was trained with another model (in_channels: 3 vs 4; "
         "bands: [1, 2, 3] vs [1, 2, 3, 4]); resume with the same model/encoder/norm/data options or start a "
         "new run"
@@ -328,7 +317,7 @@ def test_start_weights_with_another_band_count(
 ) -> None:
     """encoder.weights= a 3-band geoseg checkpoint for a 4-band model is refused."""
     root = make_root(tmp_path / "data", bands=4)
-    assert run_error(capsys, train_args(root, f"encoder.weights={tiny_checkpoint}")) == (
+    assert run_error(capsys, *train_args(root, f"encoder.weights={tiny_checkpoint}")) == (
         f"geoseg: error: encoder.weights={tiny_checkpoint} was trained on 3 bands but this model has 4; "
         "select the same bands (data.bands) to start from it"
     )
@@ -341,7 +330,7 @@ def test_start_weights_of_another_architecture(tmp_path: Path, capsys: pytest.Ca
     root = make_root(tmp_path / "data")
     weights = tmp_path / "mobilenet_v3_small.pth"
     torch.save(torchvision.models.mobilenet_v3_small().state_dict(), weights)
-    assert run_error(capsys, train_args(root, f"encoder.weights={weights}")) == (
+    assert run_error(capsys, *train_args(root, f"encoder.weights={weights}")) == (
         f"geoseg: error: encoder.weights={weights} matches 5 of the encoder's 100 tensors (missing e.g. "
         "conv1.weight, bn1.weight, bn1.bias); is it a state dict of this encoder?"
     )
@@ -354,7 +343,7 @@ def test_resume_with_other_decoder_channels(
     root = make_root(tmp_path / "data")
     wider = "model.decoder_channels=[32,16,16]"
     args = train_args(root, *TINY_MODEL, wider, f"trainer.resume={tiny_checkpoint}")
-    line = run_error(capsys, args)
+    line = run_error(capsys, *args)
     assert line.startswith(f"geoseg: error: checkpoint '{tiny_checkpoint}' was trained with another model (")
     assert "decoder: " in line and line.endswith("start a new run")
 
@@ -377,7 +366,7 @@ def test_a_config_typo_is_one_line(
     """A misspelt key or option: the nearest valid one, before any file is read or folder made."""
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     root = tmp_path / "no-data-here"  # were it read, geoseg would exit 2: "data.root ... is not a folder"
-    assert run_error(capsys, train_args(root, override)) == f"geoseg: error: {message}"
+    assert run_error(capsys, *train_args(root, override)) == f"geoseg: error: {message}"
     assert not root.exists()  # not even hydra.run.dir={root}/run
 
 
@@ -386,7 +375,7 @@ def test_predict_a_scene_with_another_band_count(
 ) -> None:
     """A 4-band scene for a model trained on all 3 bands of its scenes."""
     image = write_tif(tmp_path / "four.tif", pixels(4), nodata=0)
-    assert run_error(capsys, predict_args(tiny_checkpoint, image)) == (
+    assert run_error(capsys, *predict_args(tiny_checkpoint, image)) == (
         f"geoseg: error: input '{image}' has 4 bands but '{tiny_checkpoint}' was trained on 3 (all bands of "
         "its scenes); pass scenes with the same 3 bands"
     )
@@ -408,7 +397,7 @@ def test_predict_a_broken_input_file(
     """Broken inputs are refused before any tile is computed or any output written."""
     image = write_tif(tmp_path / "scene.tif", pixels(), nodata=0)
     spoil(image)
-    assert run_error(capsys, predict_args(tiny_checkpoint, image)) == "geoseg: error: " + expected.format(
+    assert run_error(capsys, *predict_args(tiny_checkpoint, image)) == "geoseg: error: " + expected.format(
         path=image
     )
     assert not (tmp_path / "scene_pred.tif").exists()
@@ -455,7 +444,7 @@ def test_predict_a_tile_the_encoder_cannot_divide(
 ) -> None:
     """tile=100 for a depth-3 encoder (output stride 8) suggests the next smaller multiple."""
     image = write_tif(tmp_path / "scene.tif", pixels(), nodata=0)
-    assert run_error(capsys, predict_args(tiny_checkpoint, image, "tile=100")) == (
+    assert run_error(capsys, *predict_args(tiny_checkpoint, image, "tile=100")) == (
         "geoseg: error: tile=100 must be a positive multiple of 8 (the model's output stride); "
         "use e.g. tile=96"
     )
@@ -470,7 +459,7 @@ def test_predict_with_a_checkpoint_without_statistics(
     bare = tmp_path / "no_stats.pt"
     torch.save(saved, bare)
     image = write_tif(tmp_path / "scene.tif", pixels(), nodata=0)
-    assert run_error(capsys, predict_args(bare, image)) == (
+    assert run_error(capsys, *predict_args(bare, image)) == (
         f"geoseg: error: checkpoint '{bare}' has no band statistics (its 'stats' entry), so its inputs "
         "cannot be normalised; use the best.pt or last.pt of a geoseg train run, or re-save it with the "
         "stats.json of its training data (geoseg.engine.checkpoint.save_model_checkpoint)"
@@ -490,7 +479,7 @@ def test_predict_with_weights_of_another_architecture(
     shapes = [k for k in unet["model"] if k in fpn and fpn[k].shape != unet["model"][k].shape]
     assert missing and unexpected and shapes
     image = write_tif(tmp_path / "scene.tif", pixels(), nodata=0)
-    assert run_error(capsys, predict_args(mixed, image)) == (
+    assert run_error(capsys, *predict_args(mixed, image)) == (
         f"geoseg: error: checkpoint '{mixed}' holds the weights of another model than the unet/resnet18 its "
         f"meta describes (missing tensors: {len(missing)}, e.g. '{missing[0]}'; unexpected tensors: "
         f"{len(unexpected)}, e.g. '{unexpected[0]}'; tensors of another shape: {len(shapes)}, e.g. "

@@ -7,9 +7,9 @@ import logging
 
 import numpy as np
 import pytest
-from test_bad_inputs import make_root, run_error
+from test_bad_inputs import make_root
 
-from conftest import save_tiny_checkpoint, write_tif
+from conftest import run_error, save_tiny_checkpoint, write_tif
 from geoseg.data.build import load_scenes
 from geoseg.data.data_options import check_data_config
 from geoseg.data.scenes import inspect_scene
@@ -43,7 +43,7 @@ def scored(tmp_path):
 ])  # fmt: skip
 def test_evaluate_options_that_raised_deep_inside_are_one_line(scored, capsys, override, message):
     classes = [] if override.startswith("classes") else ["classes=[{code: 0, name: a}, {code: 1, name: b}]"]
-    line = run_error(capsys, [*scored, *classes, override])
+    line = run_error(capsys, *scored, *classes, override)
     assert line.startswith(f"geoseg: error: {message}"), line
 
 
@@ -77,7 +77,7 @@ def predict_args(tmp_path):
 ])  # fmt: skip
 def test_predict_options_are_checked_before_any_output_is_written(predict_args, capsys, override, message):
     out, args = predict_args
-    line = run_error(capsys, [*args, "quicklook=true", override])
+    line = run_error(capsys, *args, "quicklook=true", override)
     assert line.startswith(f"geoseg: error: {message}"), line
     assert not out.parent.exists() or list(out.parent.iterdir()) == []  # the class map was written first
 
@@ -106,10 +106,8 @@ def test_a_manifest_that_is_not_utf8_is_one_line(tmp_path):
 def test_stats_options_are_one_line(tmp_path, capsys):
     root = make_root(tmp_path / "data")
     base = ["stats", f"data.root={root}", "data.demo=null", "progress=false", f"output={tmp_path}/s.json"]
-    assert run_error(capsys, [*base, "sample=abc"]).startswith(
-        "geoseg: error: sample='abc' must be a fraction"
-    )
-    assert run_error(capsys, [*base, "workers=-1"]).startswith(
+    assert run_error(capsys, *base, "sample=abc").startswith("geoseg: error: sample='abc' must be a fraction")
+    assert run_error(capsys, *base, "workers=-1").startswith(
         "geoseg: error: workers=-1 must be a whole number"
     )
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from test_bad_inputs import make_root, run_error, train_args
+from test_bad_inputs import make_root, train_args
 
-from conftest import write_tif
+from conftest import run_error, write_tif
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.labels import ClassMap
 from geoseg.data.scenes import inspect_scene
@@ -99,7 +99,7 @@ def test_a_damaged_stats_file_is_one_line_naming_it(tmp_path, capsys, damage, me
     stats_file.write_text(json.dumps({**json.loads(stats.to_json()), **damage}))
     with pytest.raises(GeosegError, match=message):
         load_stats(str(stats_file))
-    line = run_error(capsys, train_args(root))
+    line = run_error(capsys, *train_args(root))
     assert line.startswith(f"geoseg: error: statistics '{stats_file}': ") and message in line
 
 
@@ -144,7 +144,7 @@ def test_evaluate_refuses_labels_whose_codes_are_outside_the_class_list(tmp_path
 
 def test_a_label_nodata_that_is_also_a_class_code_is_refused(tmp_path, capsys):
     root = make_root(tmp_path / "data")
-    line = run_error(capsys, train_args(root, "data.label_nodata=3"))
+    line = run_error(capsys, *train_args(root, "data.label_nodata=3"))
     assert line.startswith("geoseg: error: label nodata 3 (data.label_nodata) is also a class code")
     label = write_tif(tmp_path / "lab255.tif", np.full((64, 64), 1, np.uint8), nodata=255)
     image = root / "train" / "images" / "a.tif"

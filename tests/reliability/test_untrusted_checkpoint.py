@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import save_tiny_checkpoint, write_tif
-from geoseg.cli import main
+from conftest import run_error, save_tiny_checkpoint, write_tif
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.errors import GeosegError, unpickling_detail
 
@@ -68,16 +67,6 @@ def refusal_message(path: Path) -> str:
     )
 
 
-def run_error(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
-    """Run ``geoseg ARGS``; check it exits 2 with one stderr line and no traceback; return that line."""
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    err = capsys.readouterr().err
-    assert info.value.code == 2, err
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err.rstrip("\n")
-
-
 def test_the_payload_runs_code_when_unpickled_unsafely(evil: tuple[Path, Path]) -> None:
     """Control: ``torch.load(weights_only=False)`` in a child process does run the payload."""
     path, marker = evil
@@ -104,7 +93,7 @@ def test_predict_refuses_the_checkpoint(
     image = scene(tmp_path / "scene.tif", seed=1)
     out = tmp_path / "pred.tif"
     args = ["predict", f"checkpoint={path}", f"input={image}", f"output={out}", "device=cpu"]
-    assert run_error(capsys, args) == f"geoseg: error: {refusal_message(path)}"
+    assert run_error(capsys, *args) == f"geoseg: error: {refusal_message(path)}"
     assert not marker.exists() and not out.exists()
 
 
@@ -132,7 +121,7 @@ def test_train_resume_refuses_the_checkpoint(
     """``geoseg train trainer.resume=evil.pt`` exits 2 with one line, before any training step."""
     path, marker = evil
     before = path.read_bytes()
-    line = run_error(capsys, train_args(tmp_path, f"trainer.resume={path}"))
+    line = run_error(capsys, *train_args(tmp_path, f"trainer.resume={path}"))
     assert line == f"geoseg: error: {refusal_message(path)}"
     assert not marker.exists()
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -145,7 +134,7 @@ def test_train_encoder_weights_refuse_the_pickle(
     """``encoder.weights=evil.pt`` (read by models/weights.py, not the checkpoint reader) is refused too."""
     path, marker = evil
     refused = next(line for line in str(weights_only_refusal(path)).splitlines() if "GLOBAL" in line)
-    assert run_error(capsys, train_args(tmp_path, f"encoder.weights={path}")) == (
+    assert run_error(capsys, *train_args(tmp_path, f"encoder.weights={path}")) == (
         f"geoseg: error: encoder.weights={path} holds pickled objects or code, which geoseg never loads "
         f"(torch.load(weights_only=True) refused it: {refused}); save a plain state dict of tensors"
     )

@@ -1,14 +1,13 @@
 """The ``geoseg`` command line: help, Hydra overrides, clear errors, configs found from any folder."""
 
 import json
-import logging
 import re
 from pathlib import Path
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import compose_config
+from conftest import compose_config, drop_hydra_log_handlers, run_error
 from geoseg.cli import COMMANDS, main, positional_args
 from geoseg.config import config_dir, flag, is_real, is_whole
 from geoseg.errors import GeosegError
@@ -61,26 +60,6 @@ NORMS = (
     "layernorm, syncbatchnorm)"
 )
 GRAMMAR = "(see https://hydra.cc/docs/advanced/override_grammar/basic)"
-
-
-def drop_hydra_log_handlers() -> None:
-    """Remove the handlers Hydra's job logging installed after an in-process run: they hold pytest's
-    captured streams, which later tests close."""
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if not type(h).__module__.startswith("_pytest")]:
-        root.removeHandler(handler)
-        handler.close()
-
-
-def run_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """Run ``geoseg ARGS`` in-process; check it exits 2 with exactly one stderr line; return that line."""
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    err = capsys.readouterr().err
-    assert info.value.code == 2, err
-    assert len(err.splitlines()) == 1, err
-    assert not GlobalHydra.instance().is_initialized()  # the check released Hydra for the next main()
-    return err.rstrip("\n")
 
 
 @pytest.mark.parametrize(
