@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import compose_config, run_error
+from geoseg.cli import main
 from geoseg.config import config_dir
 from geoseg.data.stats import BandStats
 from geoseg.errors import GeosegError
@@ -43,21 +46,22 @@ def test_each_model_and_encoder_config_builds_with_its_default_decoder(overrides
     assert first.in_channels == 5
 
 
-def test_model_info_reports_the_conversion_and_refuses_downloads(tmp_path, geoseg):
-    assert geoseg("demo-data", "size=64", cwd=tmp_path).returncode == 0
-    run = geoseg("model-info", "model=fpn", "norm=groupnorm", "norm.num_groups=16", cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
-    assert "BatchNorm2d×20 + GroupNorm×7 -> GroupNorm×27" in run.stdout
-    assert "6 bands" in run.stdout and "(2, 4, 64, 64) logits" in run.stdout
-    bad = geoseg("model-info", "encoder.weights=imagenet", cwd=tmp_path)
-    assert bad.returncode == 2 and bad.stderr.startswith(
+def test_model_info_reports_the_conversion_and_refuses_downloads(
+    tmp_path, capsys, monkeypatch, release_hydra_logging
+):
+    monkeypatch.chdir(tmp_path)  # in-process; the demo data and the run folder go here
+    monkeypatch.setattr(sys, "argv", sys.argv)  # main() sets sys.argv as Hydra reads it
+    main(["demo-data", "size=64"])
+    main(["model-info", "model=fpn", "norm=groupnorm", "norm.num_groups=16"])
+    out = capsys.readouterr().out
+    assert "BatchNorm2d×20 + GroupNorm×7 -> GroupNorm×27" in out
+    assert "6 bands" in out and "(2, 4, 64, 64) logits" in out
+    assert run_error(capsys, "model-info", "encoder.weights=imagenet").startswith(
         "geoseg: error: encoder.weights=imagenet would download"
     )
-    strict = geoseg(
-        "model-info", "norm=groupnorm", "norm.group_policy=strict", "norm.num_groups=24", cwd=tmp_path
-    )
-    assert strict.returncode == 2
-    assert strict.stderr.strip() == (
+    assert run_error(
+        capsys, "model-info", "norm=groupnorm", "norm.group_policy=strict", "norm.num_groups=24"
+    ) == (
         "geoseg: error: norm layer 'encoder.bn1': norm.num_groups=24 does not divide 64 channels; "
         "pick a num_groups that does or set norm.group_policy=divisor"
     )
