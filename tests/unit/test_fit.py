@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -97,7 +98,9 @@ class Interrupt(Exception):
     """Stands in for a kill right after a checkpoint."""
 
 
-def test_resume_after_epoch_one_matches_an_uninterrupted_run(demo_root, tmp_path, monkeypatch):
+def test_resume_after_epoch_one_matches_an_uninterrupted_run(demo_root, tmp_path, monkeypatch, caplog):
+    """Resumed after epoch 1, the run ends with the uninterrupted run's weights and metrics; resumed
+    again once finished, it trains nothing and says so."""
     overrides = ("trainer.max_epochs=2", "seed=3")
     full = fit(tiny_train_cfg(demo_root, *overrides), str(tmp_path / "full"))
 
@@ -122,6 +125,13 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(demo_root, tmp_path
     assert resumed["steps"] == full["steps"] and resumed["epochs"] == 2
     assert resumed["val"]["confusion"] == full["val"]["confusion"]
     assert resumed["val"]["miou"] == pytest.approx(full["val"]["miou"])
+    rows = [json.loads(r) for r in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
+
+    caplog.set_level(logging.INFO, logger="geoseg.engine.fit")
+    again = fit(tiny_train_cfg(demo_root, *overrides, "trainer.resume=auto"), str(tmp_path / "cut"))
+    assert "this run had already finished (epoch 2 of 2, step 8): nothing is left to train" in caplog.text
+    assert again["steps"] == 8 and again["val"]["confusion"] == full["val"]["confusion"]
     rows = [json.loads(r) for r in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
 

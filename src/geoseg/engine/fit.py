@@ -250,6 +250,10 @@ def log_start(run: Run) -> None:
         "peak LR %.3g", meta["arch"], meta["encoder"], meta["norm"], info.device, run.total_steps,
         run.max_epochs, run.batch_size, info.world_size, run.accum, run.optimizer.defaults["lr"],
     )  # fmt: skip
+    if finished(run):  # trainer.resume on a run that ended: say so rather than appear to train
+        log.info("this run had already finished (epoch %d of %d, step %d): nothing is left to train and "
+                 "the end-of-run evaluation runs again; raise trainer.max_epochs to train on",
+                 run.state.epoch, run.max_epochs, run.state.step)  # fmt: skip
 
 
 def log_train_step(
