@@ -252,8 +252,9 @@ def log_start(run: Run) -> None:
     )  # fmt: skip
     if finished(run):  # trainer.resume on a run that ended: say so rather than appear to train
         log.info("this run had already finished (epoch %d of %d, step %d): nothing is left to train and "
-                 "the end-of-run evaluation runs again; raise trainer.max_epochs to train on",
-                 run.state.epoch, run.max_epochs, run.state.step)  # fmt: skip
+                 "the end-of-run evaluation runs again; to train on with a fresh LR schedule, start a new "
+                 "run with encoder.weights=%s", run.state.epoch, run.max_epochs, run.state.step,
+                 os.path.join(run.run_dir, "best.pt"))  # fmt: skip
 
 
 def log_train_step(
