@@ -65,14 +65,16 @@ def test_two_step_fit_writes_checkpoints_logs_and_summary(demo_root, tmp_path):
     assert (tmp_path / "best.pt").stat().st_size < 0.6 * (tmp_path / "last.pt").stat().st_size
 
 
-def test_a_weights_only_best_checkpoint_fine_tunes_but_does_not_resume(demo_root, tmp_path):
+def test_a_weights_only_best_checkpoint_fine_tunes_but_does_not_resume(demo_root, tmp_path, caplog):
     fit(tiny_train_cfg(demo_root, "trainer.max_steps=1"), str(tmp_path / "a"))
     best = tmp_path / "a" / "best.pt"
     with pytest.raises(GeosegError, match=r"holds weights only .* resume from .*a/last.pt, or fine-tune"):
         fit(tiny_train_cfg(demo_root, "trainer.max_steps=2", f"trainer.resume={best}"), str(tmp_path / "b"))
     tuned = tiny_train_cfg(demo_root, "trainer.max_steps=1", f"encoder.weights={best}")
+    caplog.set_level(logging.INFO, logger="geoseg.models.weights")
     summary = fit(tuned, str(tmp_path / "c"))
     assert summary["steps"] == 1
+    assert f"tensors from the geoseg checkpoint {best}" in caplog.text  # says what it started from
 
 
 def test_loss_falls_when_overfitting_one_batch(demo_root):

@@ -259,6 +259,8 @@ def load_checkpoint_weights(model: nn.Module, checkpoint: dict, path: Path) -> d
         if k in own and own[k].shape == v.shape and not k.startswith("normalize.")
     }
     model.load_state_dict(loaded, strict=False)
+    log.info("loaded %d tensors from the geoseg checkpoint %s (its band statistics are not used)",
+             len(loaded), path)  # fmt: skip
     fresh = [
         k for k in own if k not in loaded and not k.startswith("normalize.") and not k.endswith(SKIPPED_KEYS)
     ]
