@@ -13,6 +13,7 @@ import rasterio
 from PIL import Image
 
 from conftest import free_port, run_error, tiny_train_cfg, write_tif
+from geoseg.cli import main
 from geoseg.engine.fit import fit
 
 
@@ -23,12 +24,22 @@ def trained(demo_root, tmp_path_factory):
     return run / "best.pt"
 
 
-def test_predict_a_folder_then_evaluate_a_scene(geoseg, demo_root, trained, tmp_path):
-    res = geoseg("predict", f"checkpoint={trained}", f"input={demo_root}/val/images",
-                 f"output={tmp_path}/pred", "tile=64", "overlap=16", "quicklook=true", "cog=true",
-                 f"labels={demo_root}/val/labels", cwd=tmp_path)  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    assert "scene 2/2: scene_05" in res.stdout + res.stderr
+def cli_output(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run ``geoseg ARGS`` in-process to success; its stdout and stderr."""
+    main(list(args))
+    out = capsys.readouterr()
+    return out.out + out.err
+
+
+def test_predict_a_folder_then_evaluate_a_scene(
+    demo_root, trained, tmp_path, capsys, monkeypatch, release_hydra_logging
+):
+    monkeypatch.chdir(tmp_path)  # in-process (the console script has its own test): Hydra's folders go here
+    monkeypatch.setattr(sys, "argv", sys.argv)  # main() sets it as Hydra reads it
+    out = cli_output(capsys, "predict", f"checkpoint={trained}", f"input={demo_root}/val/images",
+                     f"output={tmp_path}/pred", "tile=64", "overlap=16", "quicklook=true", "cog=true",
+                     f"labels={demo_root}/val/labels")  # fmt: skip
+    assert "scene 2/2: scene_05" in out
     with Image.open(tmp_path / "pred" / "scene_04_quicklook.png") as look:  # input, prediction, label, errors
         assert look.width > 3 * look.height
     names = sorted(os.listdir(tmp_path / "pred"))
@@ -36,24 +47,22 @@ def test_predict_a_folder_then_evaluate_a_scene(geoseg, demo_root, trained, tmp_
                      "scene_05.tif.aux.xml", "scene_05_quicklook.png"]  # fmt: skip
     with rasterio.open(tmp_path / "pred" / "scene_04.tif") as pred:
         assert pred.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-    res = geoseg("evaluate", f"prediction={tmp_path}/pred/scene_04.tif",
-                 f"labels={demo_root}/val/labels/scene_04.tif", "quicklook=true", cwd=tmp_path)  # fmt: skip
-    assert res.returncode == 0, res.stderr
+    out = cli_output(capsys, "evaluate", f"prediction={tmp_path}/pred/scene_04.tif",
+                     f"labels={demo_root}/val/labels/scene_04.tif", "quicklook=true")  # fmt: skip
     with Image.open(tmp_path / "pred" / "scene_04_errors.png") as look:  # prediction, label, errors
         assert 2.2 * look.height < look.width < 4 * look.height
     metrics = json.loads((tmp_path / "pred" / "scene_04_metrics.json").read_text())
     assert set(metrics["iou"]) == {"water", "vegetation", "bare_soil", "built_up"}
     assert 0.0 <= metrics["miou"] <= 1.0 and len(metrics["confusion"]) == 4
-    assert "confusion (rows: labels" in res.stdout + res.stderr
-    res = geoseg("evaluate", f"prediction={tmp_path}/pred", f"labels={demo_root}/val/labels",
-                 "region=[0,0.5,1,1]", cwd=tmp_path)  # fmt: skip
-    assert res.returncode == 0, res.stderr
+    assert "confusion (rows: labels" in out
+    out = cli_output(capsys, "evaluate", f"prediction={tmp_path}/pred", f"labels={demo_root}/val/labels",
+                     "region=[0,0.5,1,1]")  # fmt: skip
     pooled = json.loads((tmp_path / "pred" / "metrics.json").read_text())
     assert [os.path.basename(s["labels"]) for s in pooled["scenes"]] == ["scene_04.tif", "scene_05.tif"]
     summed = np.sum([s["confusion"] for s in pooled["scenes"]], axis=0)
     assert pooled["confusion"] == summed.tolist() and pooled["region"] == [0.0, 0.5, 1.0, 1.0]
     assert pooled["pixels"] < 2 * metrics["pixels"]  # the bottom halves only
-    assert "2 scenes of" in res.stdout + res.stderr
+    assert "2 scenes of" in out
 
 
 def test_predict_errors_are_one_line(
