@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from geoseg.config import is_real
 from geoseg.data.chip_groups import chips_per_block
 from geoseg.data.class_balance import SAMPLING
 from geoseg.data.demo import make_demo_data
@@ -23,12 +23,7 @@ log = logging.getLogger(__name__)
 
 def _number(cfg: Mapping[str, Any], key: str, kind: type = int) -> int | float:
     value = cfg.get(key)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or (kind is int and value != int(value))
-    ):
+    if not is_real(value) or (kind is int and value != int(value)):  # 64.0 passes as a whole number
         raise GeosegError(
             f"data.{key} must be {'a whole number' if kind is int else 'a number'}, got {value!r}."
         )
@@ -108,7 +103,7 @@ def check_sampling(cfg: Mapping[str, Any]) -> tuple[str, float]:
     if sampling not in SAMPLING:
         raise GeosegError(f"data.sampling must be one of {list(SAMPLING)}, got '{sampling}'.")
     power = cfg.get("class_power", 0.5)
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 <= power <= 2:
+    if not is_real(power) or not 0 <= power <= 2:
         raise GeosegError(
             f"data.class_power must be a number in [0, 2] (1 = every class equal), got {power!r}."
         )

@@ -16,6 +16,7 @@ import rasterio
 from geoseg.data.band_files import FileEntry
 from geoseg.data.scene_paths import PLACEHOLDER, expand_pattern
 from geoseg.data.scenes import Scene, inspect_scene
+from geoseg.data.stack import pixel_georeference
 from geoseg.errors import GeosegError
 from geoseg.inference.loaded import LoadedModel
 
@@ -95,24 +96,24 @@ def input_scene(paths: Sequence[str], loaded: LoadedModel, nodata: float | list 
             f"input '{where}' has {len(scene.bands)} bands but '{loaded.path}' was trained on {want} "
             f"({given}); pass scenes with the same {want} bands"
         )
-    if scene.grid is not None and not scene.grid.crs:
-        names = {"gcps": "ground control points", "rpcs": "RPCs"}
-        kind = names.get(next(iter(input_georeference(scene)), ""))
-        if kind is None:
-            log.warning("input '%s' has no CRS; its prediction will have none either", paths[0])
-        else:
-            log.info("input '%s' is georeferenced by %s, not a map grid: its prediction carries the "
-                     "same (vectorize=true polygons are in pixel coordinates)", paths[0], kind)  # fmt: skip
     return scene
 
 
 def input_georeference(scene: Scene) -> dict[str, Any]:
     """``{"gcps": (points, crs)}`` or ``{"rpcs": ...}`` of an input without a map grid (a SAR or
-    satellite L1 product); its prediction is written with them. Empty for any other input."""
-    if scene.grid is None or scene.grid.crs or not scene.grid.affine.is_identity:
+    satellite L1 product), which its prediction is written with; empty for any other input. An input
+    without a CRS is logged: what its prediction will carry, or a warning that it has no CRS."""
+    if scene.grid is None or scene.grid.crs:
         return {}
-    with rasterio.open(scene.image) as src:
-        gcps, crs = src.gcps
-        if gcps:
-            return {"gcps": (gcps, crs)}
-        return {"rpcs": src.rpcs} if src.rpcs is not None else {}
+    georef: dict[str, Any] = {}
+    if scene.grid.affine.is_identity:  # GDAL's geotransform of a file located by GCPs or RPCs
+        with rasterio.open(scene.image) as src:
+            kind = pixel_georeference(src)
+            georef = {"gcps": src.gcps} if kind == "GCPs" else {"rpcs": src.rpcs} if kind == "RPCs" else {}
+    if not georef:
+        log.warning("input '%s' has no CRS; its prediction will have none either", scene.image)
+    else:
+        kind = "ground control points" if "gcps" in georef else "RPCs"
+        log.info("input '%s' is georeferenced by %s, not a map grid: its prediction carries the "
+                 "same (vectorize=true polygons are in pixel coordinates)", scene.image, kind)  # fmt: skip
+    return georef
