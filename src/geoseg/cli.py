@@ -18,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from geoseg.command_help import command_help
 from geoseg.commands import command_table
@@ -144,6 +144,22 @@ def check_output_folder(args: list[str]) -> None:
         ensure_writable_dir(given[-1].strip("'\""), "sweep folder" if multirun else "run folder")
 
 
+def check_train_folder(cfg: DictConfig) -> None:
+    """Refuse a ``hydra.run.dir`` whose files a new run would replace (see :mod:`geoseg.engine.run_folder`);
+    a folder named by the date and time (the default) is new."""
+    from geoseg.engine.run_folder import check_run_folder
+
+    run = OmegaConf.to_container(cfg.hydra.run, resolve=False) if "hydra" in cfg else {}
+    pattern = str(run.get("dir") or "")  # type: ignore[union-attr]
+    if not pattern or "${now:" in pattern:
+        return
+    try:
+        run_dir = str(OmegaConf.select(cfg, "hydra.run.dir", throw_on_resolution_failure=True))
+    except Exception:  # an interpolation only Hydra's app resolves: it runs its own check in the job
+        return
+    check_run_folder(os.path.abspath(run_dir), OmegaConf.select(cfg, "trainer.resume"))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``geoseg`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -178,8 +194,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # geoseg says it in its own words (train refuses a file without CRS; predict warns, or carries GCPs)
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     try:
-        check_overrides(name, config_name, overrides)  # a config typo: one line, not Hydra's several
+        composed = check_overrides(name, config_name, overrides)  # a typo: one line, not Hydra's several
         check_output_folder(args[1:])
+        if name == "train" and composed is not None:  # before Hydra writes its .hydra/ files into it
+            check_train_folder(composed)
         hydra_app(config_name, task)()
     except GeosegError as err:  # raised while composing (e.g. configs not found)
         print(f"geoseg: error: {user_message(err)}", file=sys.stderr)

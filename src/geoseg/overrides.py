@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import re
 from difflib import get_close_matches
+from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -129,29 +131,61 @@ def split_config_dir(args: list[str]) -> tuple[list[str], list[str]]:
     return rest, [os.path.abspath(d) for d in dirs if d]
 
 
-def check_overrides(command: str, config_name: str, args: list[str]) -> None:
+def check_config_dirs(dirs: list[str], limit: int = 500) -> None:
+    """A ``--config-dir`` that is no folder, or holds a YAML file with a syntax error: one line, not
+    Hydra's message or traceback (also with ``-m`` and other flags, which skip the composition check)."""
+    for folder in dirs:
+        if not os.path.isdir(folder):
+            what = "is a file" if os.path.exists(folder) else "does not exist"
+            raise GeosegError(f"--config-dir '{folder}' {what}; give the folder holding your data/NAME.yaml "
+                              "(geoseg init-data writes conf/ by default)")  # fmt: skip
+        for path in sorted(Path(folder).rglob("*.yaml"))[:limit]:
+            try:
+                yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+            except yaml.YAMLError as err:
+                if getattr(err, "problem_mark", None) is not None:
+                    err.problem_mark.name = str(path)
+                raise GeosegError(yaml_error(err)) from None
+            except OSError:
+                continue
+
+
+def yaml_error(err: yaml.YAMLError) -> str:
+    """``'conf/data/x.yaml' line 3, column 7: expected ',' or ']' ...``: a YAML syntax error in one line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f"'{mark.name}' line {mark.line + 1}, column {mark.column + 1}" if mark else "a config file"
+    context = getattr(err, "context", None)
+    return f"{where} is not valid YAML: {problem}{f' ({context})' if context else ''}; fix that line"
+
+
+def check_overrides(command: str, config_name: str, args: list[str]) -> DictConfig | None:
     """Compose ``config_name`` with the overrides in ``args``; raise a one-line GeosegError on a typo.
+    Returns the composed config (the ``hydra`` node included), or None where the check is left to Hydra.
 
     Left to Hydra: any flag (``-m``, ``--cfg``, ``--help``, ...), sweeps (``norm=a,b``) and any
     failure that is not a Hydra composition error.
     """
     args, dirs = split_config_dir(args)
+    check_config_dirs(dirs)
     search = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs)}]"] if dirs else []
     if any(a.startswith("-") for a in args) or GlobalHydra.instance().is_initialized():
-        return
+        return None
     parsed = parse(args)
     if any(o.is_sweep_override() for o in parsed):
-        return
+        return None
     try:
-        compose_all(config_name, [*args, *search])
+        return compose_all(config_name, [*args, *search])
     except GeosegError:  # geoseg's configs not found
         raise
     except MissingConfigException as err:
         raise GeosegError(unknown_choice(err)) from None
+    except yaml.YAMLError as err:  # a config file of the user's that is no valid YAML
+        raise GeosegError(yaml_error(err)) from None
     except HydraException as err:
         match = NOT_OVERRIDDEN.match(str(err))
         if match and any(o.key_or_group == match[1] and changes(o) for o in parsed):
             raise GeosegError(unknown_key(command, config_name, match[1], parsed, bool(match[2]))) from None
         raise GeosegError(one_line(err)) from None
     except Exception:  # not a config error geoseg knows: the Hydra app reports it as before
-        return
+        return None

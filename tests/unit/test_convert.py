@@ -89,7 +89,7 @@ def test_an_interrupted_conversion_resumes_and_leaves_no_temporary_file(tmp_path
     [
         (["compress=jpeg"], "compress='jpeg' is not one of none, zstd, lzw, deflate, lerc_zstd"),
         (["block=100"], "block=100 must be a multiple of 16 px"),
-        (["existing=maybe"], "existing='maybe' is not one of skip, overwrite, error"),
+        (["existing=maybe"], "existing='maybe' is not one of error, skip, overwrite"),
         (["input=/nonexistent/x.tif"], "no GeoTIFF under input='/nonexistent/x.tif'"),
     ],
 )

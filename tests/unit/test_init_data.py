@@ -55,7 +55,7 @@ def test_a_folder_of_images_and_masks_gets_a_config_that_trains(tmp_path, capsys
     assert data["num_workers"] == "auto" and data["demo"] is None  # the rest comes from data/demo.yaml
     assert [s.name for s in load_scenes(data, "val")] == ["tile_0", "tile_1", "tile_2"]
     code, err = init_data(capsys, str(root), f"conf={conf}")
-    assert code == 2 and "exists; pass overwrite=true" in err
+    assert code == 2 and "exists (a data config geoseg wrote); pass existing=overwrite" in err
 
 
 @pytest.mark.parametrize(

@@ -245,12 +245,19 @@ def test_existing_outputs_are_refused_skipped_or_replaced(tmp_path, ckpt):
     out = tmp_path / "pred.tif"
     out.write_bytes(b"old")
     loaded = load_model(str(ckpt), torch.device("cpu"))
-    with pytest.raises(GeosegError, match="exists; pass existing=overwrite"):
+    with pytest.raises(GeosegError, match=r"exists .*; pass existing=overwrite"):
         prepare(loaded, [str(image)], [str(out)], PredictOptions(tile=64, overlap=16))
     assert (
         prepare(loaded, [str(image)], [str(out)], PredictOptions(tile=64, overlap=16, existing="skip")) == []
     )
-    predict(ckpt, image, out, existing="overwrite")
+    with pytest.raises(GeosegError, match="not a prediction geoseg wrote; geoseg never replaces it"):
+        predict(ckpt, image, out, existing="overwrite")  # a file geoseg did not write
+    assert out.read_bytes() == b"old"
+    out.unlink()
+    predict(ckpt, image, out)
+    first = out.stat().st_mtime_ns
+    predict(ckpt, image, out, existing="overwrite")  # a prediction geoseg wrote is replaced
+    assert out.stat().st_mtime_ns != first
     with rasterio.open(out) as pred:
         assert pred.shape == (64, 64)
 

@@ -19,18 +19,25 @@ from geoseg.config import flag, is_whole
 from geoseg.data.convert import convert_file, output_profile
 from geoseg.data.rasters import open_raster
 from geoseg.errors import GeosegError
+from geoseg.output_policy import check_existing, check_folder_output, claim_output
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".tif", ".tiff")
 
 
 def pairs(spec: str, output: str) -> list[tuple[str, str]]:
-    """(source, target) for every GeoTIFF of ``spec``: a folder's tree mirrored, a glob's files by name."""
-    if os.path.isdir(spec):
+    """(source, target) for every GeoTIFF of ``spec``: a folder's tree mirrored, a glob's files by name;
+    one file to ``output`` itself when that is a new ``.tif`` name (``input=a.tif output=b.tif``)."""
+    if os.path.isfile(spec) and output.lower().endswith(SUFFIXES) and not os.path.isdir(output):
+        out = [(spec, output)]
+    elif os.path.isdir(spec):
         found = sorted(glob.glob(os.path.join(glob.escape(spec), "**", "*"), recursive=True))
         sources = [p for p in found if p.lower().endswith(SUFFIXES) and os.path.isfile(p)]
         out = [(p, os.path.join(output, os.path.relpath(p, spec))) for p in sources]
     else:
+        if output.lower().endswith(SUFFIXES) and not os.path.isdir(output):
+            raise GeosegError(f"convert: output='{output}' names a file but input='{spec}' is not one file; "
+                              "name a folder for the converted files")  # fmt: skip
         sources = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]
         sources = [p for p in sources if os.path.isfile(p)]
         out = [(p, os.path.join(output, os.path.basename(p))) for p in sources]
@@ -59,15 +66,15 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         raise GeosegError(
             "missing input= or output=; usage: geoseg convert input=FOLDER|FILE|'GLOB' output=FOLDER"
         )
-    if cfg.existing not in ("skip", "overwrite", "error"):
-        raise GeosegError(f"existing={cfg.existing!r} is not one of skip, overwrite, error")
+    existing = check_existing(cfg.existing)
     block, compress = whole_number(cfg.block, "block"), str(cfg.compress).lower()
     found = pairs(str(cfg.input), str(cfg.output))
+    if not (len(found) == 1 and found[0][1] == str(cfg.output)):
+        check_folder_output(str(cfg.output))
+    sources = [source for source, _ in found]
     todo = []
     for source, target in found:
-        if os.path.exists(target) and cfg.existing != "overwrite":
-            if cfg.existing == "error":
-                raise GeosegError(f"convert: '{target}' exists; pass existing=skip or existing=overwrite")
+        if not claim_output(target, "converted", existing, sources):
             continue
         with open_raster(source, "scene", "input=") as src:
             output_profile(src, block, compress)  # options and every file checked before anything is written

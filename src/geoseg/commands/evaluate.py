@@ -5,8 +5,10 @@ A folder or glob of predictions is scored as a set: pooled metrics over all scen
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -18,6 +20,7 @@ from geoseg.errors import GeosegError
 from geoseg.inference.quicklook import write_quicklook
 from geoseg.inference.score_set import format_scenes, is_set, prediction_files, score_set, set_classes
 from geoseg.inference.scoring import ScoreOptions, format_table, prediction_classes, score, write_metrics
+from geoseg.output_policy import check_existing, claim_output
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,20 @@ def metrics_path(prediction: str, output: str | None) -> str:
     if is_set(prediction):
         return os.path.join(os.path.dirname(prediction) or ".", "metrics.json")
     return f"{os.path.splitext(prediction)[0]}_metrics.json"
+
+
+def errors_picture(prediction: str) -> str:
+    """``pred.tif`` -> ``pred_errors.png``: the quicklook of a scored prediction."""
+    return f"{os.path.splitext(prediction)[0]}_errors.png"
+
+
+def label_inputs(labels: str) -> list[str]:
+    """The files ``labels=`` may name (a file, a folder's files, a template's matches): never outputs."""
+    if os.path.isdir(labels):
+        return glob.glob(os.path.join(glob.escape(labels), "*"))
+    if "{" in labels:
+        return glob.glob(re.sub(r"\{\w+\}", "*", labels))
+    return [labels]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -54,8 +71,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           "region=[0,0.5,1,1] for the bottom half of each scene")  # fmt: skip
     region = None if region is None else list(region)
     progress = flag(cfg, "progress", True) and sys.stderr.isatty()
+    existing = check_existing(cfg.get("existing", "overwrite"))
+    files = prediction_files(prediction) if is_set(prediction) else [prediction]
+    inputs = [*files, *label_inputs(labels)]
+    path = metrics_path(prediction, cfg.get("output"))
+    if not claim_output(path, "metrics", existing, inputs):
+        return {}
+    pictures = [errors_picture(f) for f in files] if flag(cfg, "quicklook") else []
+    for picture in pictures:
+        claim_output(picture, "picture", "overwrite" if existing == "skip" else existing, inputs, "quicklook")
     if is_set(prediction):
-        files = prediction_files(prediction)
         classes = set_classes(files, override)  # type: ignore[arg-type]
         opts = ScoreOptions(cfg.get("label_nodata"), vector, region)
         result = score_set(files, labels, classes, opts, progress, source=prediction)
@@ -65,11 +90,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         classes = prediction_classes(prediction, override)  # type: ignore[arg-type]
         result = score(prediction, labels, classes, cfg.get("label_nodata"), progress, vector, region)
         table, title = format_table(result), f"{prediction} against {labels}"
-    path = metrics_path(prediction, cfg.get("output"))
     write_metrics(path, result)
-    if flag(cfg, "quicklook"):
+    if pictures:
         for scene in result.get("scenes") or [result]:
-            picture = f"{os.path.splitext(scene['prediction'])[0]}_errors.png"
+            picture = errors_picture(scene["prediction"])
             write_quicklook(None, scene["prediction"], classes, picture, labels=scene["labels"],
                             label_opts=ScoreOptions(cfg.get("label_nodata"), vector))  # fmt: skip
             log.info("wrote %s", picture)

@@ -8,7 +8,8 @@ from omegaconf import DictConfig
 
 from geoseg.config import whole
 from geoseg.errors import GeosegError
-from geoseg.inference.export import FORMATS, default_output, export_model
+from geoseg.inference.export import FORMATS, default_output, export_model, sidecar_path
+from geoseg.output_policy import check_existing, claim_output
 
 USAGE = "geoseg export checkpoint=RUN/best.pt [format=onnx|torchscript] [output=MODEL.onnx]"
 
@@ -21,7 +22,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise GeosegError(f"format={fmt!r} is not an export format; choose one of {', '.join(FORMATS)}")
     checkpoint = str(cfg.checkpoint)
     output = str(cfg.output) if cfg.get("output") else default_output(checkpoint, fmt)
-    if output == checkpoint:
-        raise GeosegError(f"output={output} would overwrite the checkpoint; choose another name")
+    existing = check_existing(cfg.get("existing", "overwrite"))
+    if not claim_output(output, "export", existing, [checkpoint]):
+        return {"output": output, "skipped": True}
+    claim_output(sidecar_path(output), "export_sidecar", "overwrite" if existing == "skip" else existing,
+                 [checkpoint], "output (its .json sidecar)")  # fmt: skip
     opset = whole(cfg, "opset", 7, example=18) if cfg.get("opset") is not None else None
     return export_model(checkpoint, fmt, output, cfg.tile, cfg.overlap, opset)

@@ -13,6 +13,7 @@ from geoseg.data.build import load_scenes
 from geoseg.data.init_data import chip_size_for, draft, render
 from geoseg.errors import GeosegError
 from geoseg.io import atomic_write_text
+from geoseg.output_policy import check_existing, claim_output
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ def run(cfg: DictConfig) -> str:
     name = config_name(root, cfg.get("name"))
     conf = os.path.abspath(str(cfg.conf))
     path = os.path.join(conf, "data", f"{name}.yaml")
-    if os.path.exists(path) and not flag(cfg, "overwrite"):
-        raise GeosegError(f"init-data: '{path}' exists; pass overwrite=true to replace it or name=OTHER")
+    existing = "overwrite" if flag(cfg, "overwrite") else check_existing(cfg.get("existing", "error"))
+    if not claim_output(path, "data_config", existing, option="", instead="pass name=OTHER for a new one"):
+        return path
     found = draft(root, float(val_fraction), cfg.get("images"))
     chip = cfg.get("chip_size")
     chip = chip_size_for(found.min_size, float(val_fraction)) if chip is None else chip

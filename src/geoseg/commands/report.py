@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from geoseg.config import flag
 from geoseg.errors import GeosegError
+from geoseg.output_policy import check_existing
 from geoseg.report.sweep import report_sweep
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,10 @@ POSITIONAL = "dir"  # `geoseg report X` sets dir=X
 def run(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("dir"):
         raise GeosegError("missing the sweep folder; usage: geoseg report DIR [output=FOLDER] [title=TEXT]")
-    result = report_sweep(str(cfg.dir), cfg.get("output"), cfg.get("title"))
+    existing = check_existing(cfg.get("existing", "overwrite"))
+    if existing == "skip":
+        raise GeosegError("existing=skip: a report is always rewritten whole; use overwrite or error")
+    result = report_sweep(str(cfg.dir), cfg.get("output"), cfg.get("title"), existing)
     ok = sum(r["status"] == "ok" for r in result["rows"])
     log.info(
         "%d finished jobs, %d failed or missing; wrote\n  %s", ok, len(result["problems"]),

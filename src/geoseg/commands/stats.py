@@ -10,8 +10,10 @@ from omegaconf import DictConfig
 from geoseg.config import as_dict, flag
 from geoseg.data.build import load_scenes
 from geoseg.data.data_options import stats_path
-from geoseg.data.stats import BandStats, compute_stats, save_stats
+from geoseg.data.scenes import scene_files
+from geoseg.data.stats import BandStats, compute_stats, load_stats, save_stats, stats_key
 from geoseg.errors import GeosegError
+from geoseg.output_policy import check_existing, claim_output
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,11 @@ def run(cfg: DictConfig) -> BandStats:
         raise GeosegError(f"workers={workers!r} must be a whole number of processes, at least 1")
     if isinstance(sample, bool) or not isinstance(sample, (int, float)):
         raise GeosegError(f"sample={sample!r} must be a fraction of the blocks in (0, 1]; 1 reads them all.")
+    existing = check_existing(cfg.get("existing", "overwrite"))
+    output = os.path.abspath(str(cfg.output)) if cfg.output else stats_path(data, stats_key(scenes))
+    if not claim_output(output, "stats", existing, scene_files(scenes)):
+        return load_stats(output, "output")
     stats = compute_stats(scenes, progress=flag(cfg, "progress", True), workers=workers, sample=float(sample))
-    output = os.path.abspath(str(cfg.output)) if cfg.output else stats_path(data, stats.key)
     save_stats(stats, output)
     log.info("%d scenes, %d valid pixels\n%s", len(scenes), stats.count, format_table(stats))
     log.info("wrote %s", output)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from geoseg.engine.fit import fit
 from geoseg.engine.preemption import INTERRUPTED
+from geoseg.engine.run_folder import check_run_folder
 from geoseg.engine.run_outputs import check_keep, link_latest, next_steps, prune_checkpoints
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     keep = check_keep(str(cfg.trainer.get("keep_checkpoints", "all")))
+    check_run_folder(run_dir, cfg.trainer.get("resume"), "run folder")  # a sweep job's, too
     result = fit(cfg, run_dir)
     if result.get("preempted") == "SIGINT":  # Ctrl-C: last.pt is written; say so with the shell's status
         raise SystemExit(INTERRUPTED)

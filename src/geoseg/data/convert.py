@@ -23,6 +23,7 @@ from rasterio.windows import Window
 from geoseg.data.rasters import open_raster
 from geoseg.errors import GeosegError
 from geoseg.io import atomic_write
+from geoseg.output_policy import CONVERTED_TAG
 
 COMPRESSIONS = ("none", "zstd", "lzw", "deflate", "lerc_zstd")
 
@@ -90,7 +91,7 @@ def convert_file(source: str, target: str, block: int = 512, compress: str = "no
                 for band in range(1, src.count + 1):
                     dst.set_band_description(band, src.descriptions[band - 1] or "")
                     dst.update_tags(band, **src.tags(band))
-                dst.update_tags(**src.tags())
+                dst.update_tags(**src.tags(), **{CONVERTED_TAG: os.path.abspath(source)})
                 dst.colorinterp = src.colorinterp
                 if src.count == 1:
                     with contextlib.suppress(ValueError):  # no colour table

@@ -128,4 +128,8 @@ def scene_index(cfg: Mapping[str, Any]) -> SceneIndex | None:
 
 def cache_dir(cfg: Mapping[str, Any]) -> str:
     """``data.cache_dir`` (default ``outputs/cache``) as an absolute path."""
-    return os.path.abspath(os.path.expanduser(str(cfg.get("cache_dir") or "outputs/cache")))
+    path = os.path.abspath(os.path.expanduser(str(cfg.get("cache_dir") or "outputs/cache")))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise GeosegError(f"data.cache_dir='{path}' is a file, not a folder; name a folder (made when "
+                          "missing) for the statistics and the scene index")  # fmt: skip
+    return path

@@ -8,7 +8,9 @@ exercise label alignment. Everything is written to a temporary folder and rename
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
 import shutil
 import tempfile
@@ -19,6 +21,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from geoseg.errors import GeosegError
 from geoseg.io import WRITE_FIX, write_errors
 
 BAND_NAMES = ("B02_blue", "B03_green", "B04_red", "B08_nir", "B11_swir1", "B12_swir2")
@@ -38,6 +41,7 @@ LABEL_NODATA = 255
 PIXEL = 10.0
 CRS_UTM = CRS.from_epsg(32633)  # WGS 84 / UTM zone 33N
 SPLITS = {"train": (0, 1, 2, 3), "val": (4, 5)}
+DEMO_MARK = ".geoseg-demo.json"  # the files a demo folder holds, so only they are ever replaced
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
@@ -146,27 +150,85 @@ def write_scene(out: Path, split: str, i: int, size: int, seed: int) -> tuple[st
     return f"{split}/images/{name}", f"{split}/labels/{name}"
 
 
+def demo_files(root: Path) -> list[str] | None:
+    """The files (relative paths) a geoseg demo folder holds, or None when ``root`` is no demo folder.
+
+    A demo folder lists them in :data:`DEMO_MARK`; one written before the mark is recognised by its
+    ``manifest.csv`` of demo scene names."""
+    mark = root / DEMO_MARK
+    if mark.is_file():
+        try:
+            files = json.loads(mark.read_text())["files"]
+            return [str(f) for f in files]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    try:
+        with open(root / "manifest.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    names = {f"{split}/{kind}/scene_{i:02d}.tif" for split, ids in SPLITS.items() for i in ids
+             for kind in ("images", "labels")}  # fmt: skip
+    listed = [p for row in rows for p in (row.get("image"), row.get("label"))]
+    if not rows or not set(listed) <= names:
+        return None
+    return ["manifest.csv", *listed]
+
+
+def foreign_files(root: Path, ours: list[str] | None) -> list[str]:
+    """Files under ``root`` that the demo did not write (relative paths, sorted)."""
+    keep = set(ours or ()) | {DEMO_MARK}
+    found = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(p for p in found if p not in keep)
+
+
 def make_demo_data(root: str | os.PathLike, size: int = 512, seed: int = 0, overwrite: bool = False) -> Path:
-    """Write the demo scenes and ``manifest.csv`` under ``root`` (atomically: temp folder, then rename)."""
+    """Write the demo scenes and ``manifest.csv`` under ``root``; returns it.
+
+    A missing ``root`` is written whole in a temporary folder, then renamed. An existing demo folder is
+    kept (``overwrite=False``) or has each of its demo files replaced atomically (``overwrite=True``);
+    any other file in it stays. A folder that is not a demo folder and not empty is refused.
+    """
     root = Path(root)
-    if root.exists() and not overwrite:
+    if root.exists() and not root.is_dir():
+        raise GeosegError(f"demo data: '{root}' is a file, not a folder; choose a new folder (root=...)")
+    ours = demo_files(root) if root.exists() else None
+    others = foreign_files(root, ours) if root.exists() and ours is None else []
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise GeosegError(f"demo data: '{root}' is not a demo data folder (it holds {shown}); geoseg never "
+                          "writes into a folder of yours: choose a new or empty folder")  # fmt: skip
+    if ours is not None and not overwrite:
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     tmp.chmod(0o755)
     try:
         with write_errors(root, "demo data", WRITE_FIX):
-            _write_all(tmp, size, seed)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
+            written = _write_all(tmp, size, seed)
+            (tmp / DEMO_MARK).write_text(json.dumps({"size": size, "seed": seed, "files": written}) + "\n")
+            if not root.exists():
+                os.replace(tmp, root)
+                return root
+            _move_into(tmp, root, [*written, DEMO_MARK], stale=set(ours or ()) - set(written))
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 
-def _write_all(tmp: Path, size: int, seed: int) -> None:
+def _move_into(tmp: Path, root: Path, files: list[str], stale: set[str]) -> None:
+    """Rename each of ``files`` from ``tmp`` onto ``root`` (one atomic replace each), then delete the
+    ``stale`` demo files the new set no longer has; nothing else in ``root`` is touched."""
+    for rel in files:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, root / rel)
+    for rel in stale:
+        with contextlib.suppress(FileNotFoundError):
+            (root / rel).unlink()
+
+
+def _write_all(tmp: Path, size: int, seed: int) -> list[str]:
+    """Write every scene and the manifest under ``tmp``; returns the written files' relative paths."""
     rows = []
     for split, ids in SPLITS.items():
         for i in ids:
@@ -176,3 +238,4 @@ def _write_all(tmp: Path, size: int, seed: int) -> None:
         writer = csv.DictWriter(fh, fieldnames=["image", "label", "split"])
         writer.writeheader()
         writer.writerows(rows)
+    return ["manifest.csv", *(p for row in rows for p in (row["image"], row["label"]))]

@@ -86,15 +86,21 @@ class SceneIndex:
         self.used: set[str] = set()
         self.changed = False
         self.hits = 0
+        self.foreign = False  # the path holds a file geoseg did not write: it is never replaced
         try:
             with open(path) as fh:
                 data = json.load(fh)
-            if data.get("version") == VERSION:
-                self.entries, self.crs = dict(data.get("entries") or {}), list(data.get("crs") or [])
         except FileNotFoundError:
-            pass
-        except (OSError, ValueError, AttributeError) as err:
+            return
+        except (OSError, ValueError, UnicodeDecodeError) as err:  # a damaged index: a cache, rebuilt
             log.warning("scene index '%s' is unreadable (%s); rebuilding it", path, err)
+            return
+        if not (isinstance(data, dict) and "version" in data and "entries" in data):
+            self.foreign = True  # another program's JSON of that name: never replaced
+            log.warning("'%s' is not a geoseg scene index; going on without one and leaving that file alone "
+                        "(set data.cache_dir to another folder)", path)  # fmt: skip
+        elif data.get("version") == VERSION:
+            self.entries, self.crs = dict(data.get("entries") or {}), list(data.get("crs") or [])
 
     def scene(self, key: str) -> Any | None:
         """The cached scene of ``key``, or ``None``."""
@@ -140,7 +146,7 @@ class SceneIndex:
 
         It is a cache: when it cannot be written (full disk, read-only folder) the run goes on without
         it, with a warning."""
-        if not self.changed:
+        if not self.changed or self.foreign:
             return
         text = json.dumps({"version": VERSION, "crs": self.crs, "entries": self.entries})
         try:

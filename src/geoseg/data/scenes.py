@@ -91,6 +91,12 @@ class Scene:
         return StackReader(self.stack, self.bands, self.grid, self.invalid, self.name)
 
 
+def scene_files(scenes: Sequence[Scene]) -> list[str]:
+    """Every file the scenes read (images, each stacked file, labels): what no output may replace."""
+    paths = [p for s in scenes for p in (s.image, s.label, *(f.path for f in s.files)) if p]
+    return list(dict.fromkeys(paths))
+
+
 def scene_grid(scene: Scene) -> Grid:
     """The reference grid of ``scene`` (its image's grid for scenes built without one)."""
     if scene.grid is not None:

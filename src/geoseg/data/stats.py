@@ -16,6 +16,7 @@ from geoseg.data.scenes import Scene
 from geoseg.data.stats_accumulate import accumulate, accumulate_sharded
 from geoseg.errors import GeosegError
 from geoseg.io import atomic_write_text
+from geoseg.output_policy import KINDS, describe
 
 log = logging.getLogger(__name__)
 
@@ -202,12 +203,24 @@ def warn_nodata_in_statistics(stats: BandStats, scenes: Sequence[Scene]) -> None
             )  # fmt: skip
 
 
-def load_stats(path: str) -> BandStats:
+def load_stats(path: str, option: str = "data.stats_path") -> BandStats:
+    """The statistics in ``path``; a one-line error naming ``option`` when it is no statistics file
+    (a folder, a raster, a label ...), never advice to delete a file geoseg did not write."""
+    if os.path.isdir(path):
+        raise GeosegError(f"{option}='{path}' is a folder; name a .json file (the statistics are computed "
+                          "and saved there when it is missing)")  # fmt: skip
+    if not KINDS["stats"].recognise(path):
+        raise GeosegError(f"{option}='{path}' is {describe(path)}, not a band statistics file geoseg wrote; "
+                          f"point {option} at a new .json file (computed there) or set it to null (computed "
+                          "in data.cache_dir)")  # fmt: skip
     try:
         with open(path) as fh:
             stats = BandStats(**json.load(fh))
     except (OSError, ValueError, TypeError) as err:
-        raise GeosegError(f"cannot read statistics file '{path}' ({err}); delete it to recompute.") from None
+        raise GeosegError(
+            f"cannot read statistics file '{path}' ({err}); it was written by another geoseg "
+            f"version: point {option} at a new file to recompute them"
+        ) from None
     return stats.validate(path)
 
 

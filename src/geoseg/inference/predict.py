@@ -39,6 +39,7 @@ from geoseg.inference.writer import (
     to_cog,
 )
 from geoseg.io import atomic_paths, write_errors
+from geoseg.output_policy import check_existing, claim_output
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,7 @@ def prepare(
         raise GeosegError(f"deflate_level={opts.deflate_level!r} must be a whole number from 1 to 9")
     resolve_workers(opts.read_workers, "read_workers")
     resolve_workers(opts.write_threads, "write_threads")
-    if opts.existing not in ("error", "skip", "overwrite"):
-        raise GeosegError(f"existing={opts.existing!r} is not one of error, skip, overwrite")
+    check_existing(opts.existing)
     jobs = []
     for paths, output in zip(inputs, outputs, strict=True):
         paths = [paths] if isinstance(paths, str) else list(paths)
@@ -133,10 +133,9 @@ def prepare(
         if found and opts.existing == "skip":
             log.info("skipping %s: %s exists", paths[0], found[0])
             continue
-        if found and opts.existing == "error":
-            raise GeosegError(
-                f"'{found[0]}' exists; pass existing=overwrite to replace or existing=skip to keep it"
-            )
+        for key, kind in OUTPUT_KINDS.items():
+            if outs.get(key) is not None:
+                claim_output(outs[key], kind, opts.existing, [*paths, opts.labels])
         scene = input_scene(paths, loaded, opts.nodata)
         if opts.check_stats:
             check_statistics(scene, loaded, warn_shift=opts.stats_warn)
@@ -144,6 +143,9 @@ def prepare(
         labels = quicklook_labels(opts, output, len(inputs))
         jobs.append(SceneJob(scene, outs, display, labels, input_georeference(scene)))
     return jobs
+
+
+OUTPUT_KINDS = {"classes": "prediction", "probs": "prediction", "quicklook": "picture", "vector": "polygons"}
 
 
 def quicklook_labels(opts: PredictOptions, output: str, count: int) -> str | None:

@@ -26,6 +26,7 @@ from geoseg.errors import GeosegError
 from geoseg.inference.display import NODATA_RGB, colour_classes, display_bands, stretch
 from geoseg.inference.scoring import ScoreOptions
 from geoseg.io import atomic_write
+from geoseg.output_policy import PNG_METADATA
 
 # the error panel: light grey right, magenta wrong (a colour no class default takes), mid grey unlabelled
 CORRECT_RGB, WRONG_RGB, UNLABELLED_RGB = (235, 235, 235), (230, 0, 170), (150, 150, 150)
@@ -162,4 +163,6 @@ def write_quicklook(
     handles = legend_handles(classes, labels is not None)
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120), "quicklook")
+    atomic_write(
+        path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, metadata=PNG_METADATA), "quicklook"
+    )

@@ -32,8 +32,8 @@ from geoseg.data.stack import Grid
 from geoseg.errors import first_line
 from geoseg.inference.blend import FinishedBlock, PendingBlock
 from geoseg.inference.legend import legend_path
+from geoseg.output_policy import CLASSES_TAG
 
-CLASSES_TAG = "geoseg_classes"
 BLOCK = 256  # px, output GeoTIFF tile size; writes are aligned to it
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from geoseg.io import atomic_write
+from geoseg.output_policy import PNG_METADATA
 from geoseg.report.tables import BN_COLUMNS, aggregate, mean_std, number
 
 
@@ -21,7 +22,7 @@ def save(fig: Figure, path: str) -> None:
     """Write ``fig`` as a PNG at ``path`` (temp name, then rename)."""
 
     def write(tmp: str) -> None:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight", metadata=PNG_METADATA)
 
     atomic_write(path, write, "report plot")
 

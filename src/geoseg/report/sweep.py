@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from geoseg.io import atomic_write_text, ensure_writable_dir
+from geoseg.output_policy import REPORT_MARK, check_folder_output, claim_output
 from geoseg.report.collect import collect
 from geoseg.report.plots import plot_bn_statistics, plot_miou_vs_batch, plot_throughput_memory
 from geoseg.report.tables import job_rows, problems, to_csv, to_markdown
@@ -20,19 +21,26 @@ PLOTS = {
 }
 
 
-def report_sweep(sweep_dir: str, output: str | None = None, title: str | None = None) -> dict[str, Any]:
+def report_sweep(
+    sweep_dir: str, output: str | None = None, title: str | None = None, existing: str = "overwrite"
+) -> dict[str, Any]:
     """Gather the jobs under ``sweep_dir`` and write the report into ``output`` (default: the sweep folder).
 
     Returns the written paths, the rows and the problem lines (failed and missing jobs).
     """
     sweep = collect(sweep_dir)
     out = os.path.abspath(os.path.expanduser(output or sweep.root))
+    check_folder_output(out)
     ensure_writable_dir(out, "report folder")
+    written = [os.path.join(out, "results.csv"), os.path.join(out, "results.md")]
+    for path in written:
+        claim_output(path, "report", existing)
+    for name in PLOTS:
+        claim_output(os.path.join(out, name), "picture", existing)
     title = title or f"Sweep report: {os.path.basename(sweep.root.rstrip(os.sep))}"
     rows = job_rows(sweep)
-    written = [os.path.join(out, "results.csv"), os.path.join(out, "results.md")]
     atomic_write_text(written[0], to_csv(rows), "report table")
-    atomic_write_text(written[1], to_markdown(sweep, rows, title), "report")
+    atomic_write_text(written[1], to_markdown(sweep, rows, title) + f"\n{REPORT_MARK}\n", "report")
     for name, plot in PLOTS.items():
         if plot(rows, os.path.join(out, name), title):
             written.append(os.path.join(out, name))
