@@ -141,7 +141,12 @@ def check_output_folder(args: list[str]) -> None:
     key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
     given = [a.removeprefix(key) for a in args if a.startswith(key)]
     if given and "${" not in given[-1]:
-        ensure_writable_dir(given[-1].strip("'\""), "sweep folder" if multirun else "run folder")
+        folder = given[-1].strip("'\"")
+        sweep_mark = os.path.join(folder, "multirun.yaml")
+        if multirun and os.path.isdir(folder) and os.listdir(folder) and not os.path.exists(sweep_mark):
+            raise GeosegError(f"hydra.sweep.dir='{folder}' holds files and no sweep (multirun.yaml); name a "
+                              "new or empty folder, or the folder of a sweep to add jobs to")  # fmt: skip
+        ensure_writable_dir(folder, "sweep folder" if multirun else "run folder")
 
 
 def check_train_folder(cfg: DictConfig) -> None:
