@@ -123,10 +123,17 @@ def expand_pattern(pattern: str, files: Sequence[FileEntry] | None, option: str)
         if missing:
             raise GeosegError(
                 f"scene '{scene_name(path, first)}' has no file '{missing[0]}' for data.files "
-                f"'{files[paths.index(missing[0])].name}'; add the file or drop the scene."
+                f"'{files[paths.index(missing[0])].name}'; add the file or drop the scene{zeros_hint(files)}."
             )
         scenes.append(paths)
     return scenes
+
+
+def zeros_hint(files: Sequence[FileEntry] | None) -> str:
+    """A note for ``data.files`` entries that are numbers: YAML reads ``01`` as 1, losing the zero."""
+    if not any(e.name.isdigit() for e in files or ()):
+        return ""
+    return " (YAML reads a number such as 01 as 1: quote file names with leading zeros, e.g. '01')"
 
 
 def manifest_images(cell: str, base: str, files: Sequence[FileEntry] | None, where: str) -> tuple[str, ...]:
@@ -171,7 +178,7 @@ def find_scene_files(
         images = os.path.join(root, images)
     found = expand_pattern(images, files, option)
     if not found:
-        raise GeosegError(f"no image matches '{images}'; check data.root and {option}.")
+        raise GeosegError(f"no image matches '{images}'; check data.root and {option}{zeros_hint(files)}.")
     first = files[0].name if files else None
     return [(paths, label_path(paths, labels, root, first)) for paths in found]
 
