@@ -118,6 +118,21 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
     return scenes
 
 
+def warn_repeated_bands(scenes: Sequence[Scene]) -> None:
+    """Say once at start-up when ``data.bands`` selects a band more than once (of the first scene): it
+    is allowed, a grey band copied to three channels, but more often a typo."""
+    if not scenes:
+        return
+    scene = scenes[0]
+    repeated = sorted({b for b in scene.bands if scene.bands.count(b) > 1})
+    if repeated:
+        names = dict(enumerate(scene.band_names, start=1))
+        shown = ", ".join(f"{b} ({names[b]})" if names.get(b) else str(b) for b in repeated)
+        log.warning("data.bands %s uses band %s more than once: the model gets each copy as an input channel "
+                    "(fine for a grey band copied to three channels; list each band once otherwise)",
+                    list(scene.bands), shown)  # fmt: skip
+
+
 def build_augment(aug_cfg: Any) -> Augment | None:
     """Instantiate ``configs/aug`` (an albumentations Compose) and wrap it; empty means no augmentation."""
     if not aug_cfg or "_target_" not in aug_cfg:
