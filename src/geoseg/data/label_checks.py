@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
+from rasterio.warp import transform_bounds
 
 from geoseg.data.rasters import unreadable
 from geoseg.data.stack import Grid, overlaps
@@ -83,6 +84,33 @@ def check_label_overlap(grid: Grid, lab: rasterio.DatasetReader, image: str, lab
             f"label '{label}' ({lab.crs}) does not overlap image '{image}' ({grid.rio_crs}); "
             "check that the label belongs to this image and that both CRSs are right."
         )
+
+
+def label_coverage(label: Grid, image: Grid, region: tuple[int, int, int, int] | None = None) -> float:
+    """The share of ``image``'s pixels (of its ``region`` (row0, col0, row1, col1), when given) inside
+    ``label``'s footprint."""
+    left, bottom, right, top = transform_bounds(label.rio_crs, image.rio_crs, *label.bounds)
+    corners = [~image.affine * xy for xy in ((left, bottom), (left, top), (right, bottom), (right, top))]
+    cols, rows = [c for c, _ in corners], [r for _, r in corners]
+    row0, col0, row1, col1 = region or (0, 0, image.height, image.width)
+    height = max(0.0, min(max(rows), row1) - max(min(rows), row0))
+    width = max(0.0, min(max(cols), col1) - max(min(cols), col0))
+    return height * width / ((row1 - row0) * (col1 - col0))
+
+
+def warn_partial_label(
+    label: Grid, image: Grid, region: tuple[int, int, int, int] | None, label_path: str, image_path: str
+) -> None:
+    """Warn when the label raster covers only part of its image (of the split's region): the rest has
+    no label and is ignored in training and scoring."""
+    share = label_coverage(label, image, region)
+    row0, col0, row1, col1 = region or (0, 0, image.height, image.width)
+    missing = round((1 - share) * (row1 - row0) * (col1 - col0))
+    if missing >= 1:
+        part = "of the region of" if region else "of"
+        log.warning("label '%s' covers %.4g%% %s image '%s': the other %.4g%% (%d px) has no label and "
+                    "is ignored", label_path, 100 * share, part, image_path, 100 * (1 - share),
+                    missing)  # fmt: skip
 
 
 def check_vector_codes(
