@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb")
 OPTION_KEYS = ("field", "burn", "background", "all_touched", "layer")
+_WARNED_WITHOUT_GEOMETRY: set[tuple] = set()  # (file, layer, mtime) whose count was logged in this process
 
 
 def is_vector(path: str | None) -> bool:
@@ -204,12 +205,14 @@ def _load(
                 "class code; fix it in the file."
             )
         values = as_float.astype(np.int64)
-    keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    missing, empty = shapely.is_missing(geoms), shapely.is_empty(geoms)
+    keep = ~(missing | empty)
     if warn:
         warn_not_polygons(path, geoms[keep], np.asarray(fids)[keep])
-    if warn and not keep.all():
-        log.warning("vector label '%s': %d feature(s) without geometry skipped (e.g. feature %s)",
-                    path, int((~keep).sum()), fids[np.flatnonzero(~keep)[0]])  # fmt: skip
+        warn_without_geometry(path, info, np.asarray(fids)[missing] if bbox is None else None)
+    if warn and empty.any():
+        log.warning("vector label '%s': %d feature(s) with an empty geometry skipped (e.g. feature %s)",
+                    path, int(empty.sum()), fids[np.flatnonzero(empty)[0]])  # fmt: skip
     geoms, values, fids = geoms[keep], values[keep], np.asarray(fids)[keep]
     bad = ~shapely.is_valid(geoms)
     if warn and bad.any():
@@ -223,6 +226,35 @@ def _load(
     if len(geoms) and dst_crs is not None and src_crs != dst_crs:
         geoms = _reproject(geoms, src_crs, dst_crs)
     return geoms, values, info
+
+
+def warn_without_geometry(path: str, info: dict, read: np.ndarray | None) -> None:
+    """Warn once per file how many features have no geometry (they label no pixel). A read limited to
+    the scene's footprint never returns them, so they are counted over the whole layer; ``read``: the
+    fids of those the scene's read returned, when it was not limited."""
+    key = (os.path.abspath(path), info.get("layer_name"), os.stat(path).st_mtime_ns)
+    if key in _WARNED_WITHOUT_GEOMETRY:
+        return
+    _WARNED_WITHOUT_GEOMETRY.add(key)
+    fids = read if read is not None else _fids_without_geometry(path, str(info.get("layer_name")))
+    if len(fids):
+        log.warning("vector label '%s': %d feature(s) without geometry skipped (e.g. feature %s)", path,
+                    len(fids), fids[0])  # fmt: skip
+
+
+def _fids_without_geometry(path: str, layer: str) -> np.ndarray:
+    """The fids of ``layer``'s features whose geometry is null (OGR SQL works on every driver)."""
+    name = layer.replace('"', '""')
+    sql = f'SELECT FID FROM "{name}" WHERE OGR_GEOMETRY IS NULL'
+    try:
+        _, fids, _, _ = pyogrio.raw.read(
+            path, sql=sql, sql_dialect="OGRSQL", read_geometry=False, columns=[], return_fids=True
+        )
+    except Exception as err:  # pyogrio's errors; the features themselves were read
+        log.warning("vector label '%s': cannot count its features without geometry (%s); any are skipped",
+                    path, first_line(err))  # fmt: skip
+        return np.empty(0, np.int64)
+    return np.asarray(fids)
 
 
 def warn_not_polygons(path: str, geoms: np.ndarray, fids: np.ndarray) -> None:
