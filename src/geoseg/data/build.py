@@ -32,6 +32,7 @@ from geoseg.data.data_options import (
     stats_path,
 )
 from geoseg.data.dataset import ChipDataset
+from geoseg.data.label_checks import missing_field_error
 from geoseg.data.labels import ClassMap
 from geoseg.data.loader import make_loader, num_workers, whole_number
 from geoseg.data.masks import coarse_valid_mask, label_codes
@@ -41,7 +42,7 @@ from geoseg.data.scene_paths import find_scene_files, read_manifest, warn_bands_
 from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stats import BandStats, load_or_compute_stats, stats_key
 from geoseg.data.transforms import Augment
-from geoseg.data.vector_labels import VectorOptions
+from geoseg.data.vector_labels import MissingField, VectorOptions
 from geoseg.data.windows import block_alignment, candidate_step, random_candidates
 from geoseg.errors import GeosegError
 
@@ -106,7 +107,10 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
         key = entry_key(options, [images] if isinstance(images, str) else list(images), label)
         scene = index.scene(key) if index is not None else None
         if scene is None:
-            scene = dataclasses.replace(inspect_scene(images, label, **options), index_key=key)
+            try:
+                scene = dataclasses.replace(inspect_scene(images, label, **options), index_key=key)
+            except MissingField as err:
+                raise missing_field_error(err, [lab for _, lab in pairs], vector) from None
             if index is not None:
                 index.put(key, scene)
         scenes.append(scene)

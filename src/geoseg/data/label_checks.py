@@ -13,7 +13,7 @@ from rasterio.warp import transform_bounds
 
 from geoseg.data.rasters import unreadable
 from geoseg.data.stack import Grid, overlaps
-from geoseg.data.vector_labels import VectorLabels
+from geoseg.data.vector_labels import MissingField, VectorLabels, VectorOptions, declares_field, is_vector
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)
@@ -131,3 +131,24 @@ def check_vector_codes(
                     "every feature are ignored in training and scoring", features.path,
                     features.options.background)  # fmt: skip
     return tuple(float(c) for c in features.codes)
+
+
+def missing_field_error(
+    err: MissingField, labels: Sequence[str | None], options: VectorOptions
+) -> GeosegError:
+    """The advice for a label file without ``data.vector.field``, from the split's other ``labels``: when
+    one of them has the field, add it to this file (``field=null`` would burn every file's features as
+    one class); only when none has it, point to another field or to ``null``."""
+    others = (p for p in dict.fromkeys(labels) if p and p != err.path and is_vector(p))
+    having = next((p for p in others if declares_field(p, err.field, options.layer)), None)
+    if having is not None:
+        return GeosegError(
+            f"vector label '{err.path}' has no field '{err.field}' (its fields: {err.fields}), but other "
+            f"label files have it (e.g. '{having}'); add '{err.field}' to this file or drop its scene "
+            "(data.vector.field=null would burn every feature of every file as one class)."
+        )
+    return GeosegError(
+        f"no vector label has field '{err.field}' (e.g. '{err.path}', its fields: {err.fields}); set "
+        "data.vector.field to the field that holds the class codes, or to null to burn "
+        f"data.vector.burn={options.burn} in every feature (one class)."
+    )

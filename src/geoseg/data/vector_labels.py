@@ -70,6 +70,25 @@ class VectorOptions:
         return opts
 
 
+class MissingField(GeosegError):
+    """A vector label with features but without ``data.vector.field``."""
+
+    def __init__(self, path: str, field: str, fields: list[str]) -> None:
+        self.path, self.field, self.fields = path, field, fields
+        super().__init__(
+            f"vector label '{path}' has no field '{field}' (its fields: {fields}); add it to this file, or "
+            "set data.vector.field to the field that holds the class codes in every label file."
+        )
+
+
+def declares_field(path: str, field: str, layer: str | int | None) -> bool:
+    """Whether the vector file ``path`` declares ``field`` (False when it cannot be read)."""
+    try:
+        return field in list(pyogrio.read_info(path, layer=layer)["fields"])
+    except Exception:  # pyogrio's errors: that file's own check names them
+        return False
+
+
 def _codes_dtype(codes: np.ndarray) -> str:
     for dtype in ("uint8", "uint16", "int16", "int32"):
         info = np.iinfo(dtype)
@@ -165,12 +184,10 @@ def _load(
         raise GeosegError(f"label file not found: '{path}'. Check the path or the split's labels template.")
     try:
         info = pyogrio.read_info(path, layer=opts.layer)
-        columns = [] if opts.field is None else [opts.field]
-        if opts.field is not None and opts.field not in list(info["fields"]):
-            raise GeosegError(
-                f"vector label '{path}' has no field '{opts.field}' (its fields: {list(info['fields'])}); "
-                "set data.vector.field to one of them, or to null to burn data.vector.burn everywhere."
-            )
+        has_field = opts.field is not None and opts.field in list(info["fields"])
+        if opts.field is not None and not has_field and info.get("features") != 0:
+            raise MissingField(path, opts.field, list(info["fields"]))
+        columns = [opts.field] if has_field else []  # a file without features may list no fields (GeoJSON)
         bbox = _scene_bbox(info, grid)
         meta, fids, wkb, data = pyogrio.raw.read(
             path, layer=opts.layer, columns=columns, return_fids=True, bbox=bbox
@@ -186,7 +203,7 @@ def _load(
         raise GeosegError(f"vector label '{path}' has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:xxxx).")
     geoms = shapely.from_wkb(wkb) if wkb is not None else np.empty(0, dtype=object)
     values = np.full(len(geoms), opts.burn, dtype=np.int64)
-    if opts.field is not None:
+    if has_field:
         raw = np.asarray(data[0])
         try:
             as_float = raw.astype(np.float64)
