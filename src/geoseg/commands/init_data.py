@@ -53,19 +53,39 @@ def run(cfg: DictConfig) -> str:
     existing = "overwrite" if flag(cfg, "overwrite") else check_existing(cfg.get("existing", "error"))
     if not claim_output(path, "data_config", existing, option="", instead="pass name=OTHER for a new one"):
         return path
-    found = draft(root, float(val_fraction), cfg.get("images"))
+    labels = cfg.get("labels")
+    if labels is not None and (not isinstance(labels, str) or not labels):
+        raise GeosegError(f"init-data: labels={labels!r} must be a label path like 'labels/{{stem}}.tif'")
+    found = draft(root, float(val_fraction), cfg.get("images"), labels)
     chip = cfg.get("chip_size")
-    chip = chip_size_for(found.min_size, float(val_fraction)) if chip is None else chip
+    strip = 1.0 if found.by_folder else float(val_fraction)  # a folder split validates on whole scenes
+    chip = chip_size_for(found.min_size, strip) if chip is None else chip
     if not is_whole(chip) or chip < 16:  # chip_size=0 is refused, not read as null
         raise GeosegError(f"init-data: chip_size={chip!r} must be a whole number of pixels (>= 16), or null")
     shown = os.path.relpath(conf) if not os.path.relpath(conf).startswith("..") else conf
     hint = f"geoseg stats --config-dir {shown} data={name} && geoseg train --config-dir {shown} data={name}"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic_write_text(path, render(found, val_fraction, chip, hint), "data config")
-    log.info("%d images, labels %s, %d bands, %d classes found -> wrote %s", len(found.images),
-             found.label_template or "none", len(found.band_names), len(found.classes), path)  # fmt: skip
+    templates = ", ".join(dict.fromkeys(s.labels or "none" for s in found.splits.values()))
+    log.info("%d images, labels %s, %d bands, %d classes found -> wrote %s", len(found.images), templates,
+             len(found.band_names), len(found.classes), path)  # fmt: skip
     for note in found.notes:
         log.warning("%s", note)
     train, val = check_loads(path)
-    log.info("checked: it loads (%d train and %d val scenes inspected); next: %s", train, val, hint)
+    if found.unlabelled:
+        log.warning("%s", no_labels_message(found.unlabelled, path, train, val))
+    else:
+        log.info("checked: it loads (%d train and %d val scenes inspected); next: %s", train, val, hint)
     return path
+
+
+def no_labels_message(unlabelled: dict[str, str], path: str, train: int, val: int) -> str:
+    """What init-data says when a split has no labels: the config cannot train; why, and what to pass."""
+    which = " and ".join(unlabelled)
+    why = "; ".join(dict.fromkeys(unlabelled.values()))
+    return (
+        f"init-data: no labels were found for the {which} images ({why}); {path} says labels: null there, "
+        f"so it cannot train (its images load: {train} train and {val} val scenes). Run it again with "
+        "existing=overwrite labels='TEMPLATE': the label path under the folder, with {stem}, {name} or "
+        "{parent} of each image (e.g. labels='masks/{stem}_gt.tif')"
+    )

@@ -8,7 +8,7 @@ import os
 from omegaconf import DictConfig
 
 from geoseg.config import as_dict, flag
-from geoseg.data.build import load_scenes
+from geoseg.data.build import load_scenes, warn_repeated_bands
 from geoseg.data.data_options import stats_path
 from geoseg.data.scenes import scene_files
 from geoseg.data.stats import BandStats, compute_stats, load_stats, save_stats, stats_key
@@ -36,6 +36,7 @@ def format_table(stats: BandStats) -> str:
 def run(cfg: DictConfig) -> BandStats:
     data = as_dict(cfg.data)
     scenes = load_scenes(data, str(cfg.split))
+    warn_repeated_bands(scenes)
     workers, sample = cfg.get("workers", 1), cfg.get("sample", 1.0)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise GeosegError(f"workers={workers!r} must be a whole number of processes, at least 1")

@@ -12,6 +12,7 @@ from typing import Any
 
 from rasterio.enums import Resampling
 
+from geoseg.config import is_whole
 from geoseg.errors import GeosegError
 
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "min", "max")
@@ -32,18 +33,27 @@ class FileEntry:
         return Resampling[self.resampling]
 
 
+def file_name(value: Any) -> str | None:
+    """A ``{file}`` value as text: a name, or a whole number the command line or YAML read as one
+    (Landsat 7's ``..._10.tif``: ``data.files=[10,20]``); None for anything else (1.5, true, "")."""
+    if isinstance(value, str):
+        return value or None
+    return str(value) if is_whole(value) else None
+
+
 def _entry(value: Any, index: int) -> FileEntry:
     where = f"data.files[{index}]"
-    if isinstance(value, str) and value:
-        return FileEntry(value)
-    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str) or not value["name"]:
+    if file_name(value) is not None:
+        return FileEntry(file_name(value))
+    name = file_name(value.get("name")) if isinstance(value, Mapping) else None
+    if name is None:
         raise GeosegError(
             f"{where} must be a file name like B4 or a mapping {{name, bands, nodata, resampling}}, "
-            f"got {value!r}."
+            f"got {value!r}{_quote_hint(value)}."
         )
     unknown = sorted(set(value) - set(ENTRY_KEYS))
     if unknown:
-        raise GeosegError(f"{where} ({value['name']}) has unknown keys {unknown}; use {list(ENTRY_KEYS)}.")
+        raise GeosegError(f"{where} ({name}) has unknown keys {unknown}; use {list(ENTRY_KEYS)}.")
     bands = value.get("bands")
     if bands is not None:
         if isinstance(bands, int) and not isinstance(bands, bool):
@@ -60,7 +70,12 @@ def _entry(value: Any, index: int) -> FileEntry:
     resampling = value.get("resampling") or "bilinear"
     if resampling not in RESAMPLING:
         raise GeosegError(f"{where}.resampling '{resampling}' is not one of {', '.join(RESAMPLING)}.")
-    return FileEntry(value["name"], bands, None if nodata is None else float(nodata), resampling)
+    return FileEntry(name, bands, None if nodata is None else float(nodata), resampling)
+
+
+def _quote_hint(value: Any) -> str:
+    """For a number that is no whole number (1.5, 1e3): quote it to keep it a name."""
+    return f'; quote a name that looks like a fraction: "{value}"' if isinstance(value, float) else ""
 
 
 def parse_files(value: Any) -> tuple[FileEntry, ...] | None:
@@ -83,7 +98,7 @@ def parse_files(value: Any) -> tuple[FileEntry, ...] | None:
 
 def check_grid_rule(grid: Any, files: Sequence[FileEntry] | None) -> str:
     """``data.grid``: finest | first | the name of one of ``data.files``."""
-    grid = "finest" if grid is None else grid
+    grid = "finest" if grid is None else file_name(grid) or grid
     names = [e.name for e in files or ()]
     if not isinstance(grid, str) or (grid not in ("finest", "first") and grid not in names):
         raise GeosegError(f"data.grid must be finest, first or one of data.files {names}, got {grid!r}.")

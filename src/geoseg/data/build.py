@@ -32,6 +32,7 @@ from geoseg.data.data_options import (
     stats_path,
 )
 from geoseg.data.dataset import ChipDataset
+from geoseg.data.label_checks import missing_field_error
 from geoseg.data.labels import ClassMap
 from geoseg.data.loader import make_loader, num_workers, whole_number
 from geoseg.data.masks import coarse_valid_mask, label_codes
@@ -41,7 +42,7 @@ from geoseg.data.scene_paths import find_scene_files, read_manifest, warn_bands_
 from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stats import BandStats, load_or_compute_stats, stats_key
 from geoseg.data.transforms import Augment
-from geoseg.data.vector_labels import VectorOptions
+from geoseg.data.vector_labels import MissingField, VectorOptions
 from geoseg.data.windows import block_alignment, candidate_step, random_candidates
 from geoseg.errors import GeosegError
 
@@ -106,7 +107,10 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
         key = entry_key(options, [images] if isinstance(images, str) else list(images), label)
         scene = index.scene(key) if index is not None else None
         if scene is None:
-            scene = dataclasses.replace(inspect_scene(images, label, **options), index_key=key)
+            try:
+                scene = dataclasses.replace(inspect_scene(images, label, **options), index_key=key)
+            except MissingField as err:
+                raise missing_field_error(err, [lab for _, lab in pairs], vector) from None
             if index is not None:
                 index.put(key, scene)
         scenes.append(scene)
@@ -116,6 +120,21 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
     if stack.files is None:
         warn_bands_as_scenes(scenes)
     return scenes
+
+
+def warn_repeated_bands(scenes: Sequence[Scene]) -> None:
+    """Say once at start-up when ``data.bands`` selects a band more than once (of the first scene): it
+    is allowed, a grey band copied to three channels, but more often a typo."""
+    if not scenes:
+        return
+    scene = scenes[0]
+    repeated = sorted({b for b in scene.bands if scene.bands.count(b) > 1})
+    if repeated:
+        names = dict(enumerate(scene.band_names, start=1))
+        shown = ", ".join(f"{b} ({names[b]})" if names.get(b) else str(b) for b in repeated)
+        log.warning("data.bands %s uses band %s more than once: the model gets each copy as an input channel "
+                    "(fine for a grey band copied to three channels; list each band once otherwise)",
+                    list(scene.bands), shown)  # fmt: skip
 
 
 def build_augment(aug_cfg: Any) -> Augment | None:

@@ -9,10 +9,11 @@ from collections.abc import Sequence
 import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
+from rasterio.warp import transform_bounds
 
 from geoseg.data.rasters import unreadable
 from geoseg.data.stack import Grid, overlaps
-from geoseg.data.vector_labels import VectorLabels
+from geoseg.data.vector_labels import MissingField, VectorLabels, VectorOptions, declares_field, is_vector
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,33 @@ def check_label_overlap(grid: Grid, lab: rasterio.DatasetReader, image: str, lab
         )
 
 
+def label_coverage(label: Grid, image: Grid, region: tuple[int, int, int, int] | None = None) -> float:
+    """The share of ``image``'s pixels (of its ``region`` (row0, col0, row1, col1), when given) inside
+    ``label``'s footprint."""
+    left, bottom, right, top = transform_bounds(label.rio_crs, image.rio_crs, *label.bounds)
+    corners = [~image.affine * xy for xy in ((left, bottom), (left, top), (right, bottom), (right, top))]
+    cols, rows = [c for c, _ in corners], [r for _, r in corners]
+    row0, col0, row1, col1 = region or (0, 0, image.height, image.width)
+    height = max(0.0, min(max(rows), row1) - max(min(rows), row0))
+    width = max(0.0, min(max(cols), col1) - max(min(cols), col0))
+    return height * width / ((row1 - row0) * (col1 - col0))
+
+
+def warn_partial_label(
+    label: Grid, image: Grid, region: tuple[int, int, int, int] | None, label_path: str, image_path: str
+) -> None:
+    """Warn when the label raster covers only part of its image (of the split's region): the rest has
+    no label and is ignored in training and scoring."""
+    share = label_coverage(label, image, region)
+    row0, col0, row1, col1 = region or (0, 0, image.height, image.width)
+    missing = round((1 - share) * (row1 - row0) * (col1 - col0))
+    if missing >= 1:
+        part = "of the region of" if region else "of"
+        log.warning("label '%s' covers %.4g%% %s image '%s': the other %.4g%% (%d px) has no label and "
+                    "is ignored", label_path, 100 * share, part, image_path, 100 * (1 - share),
+                    missing)  # fmt: skip
+
+
 def check_vector_codes(
     features: VectorLabels, codes: Sequence[int], unknown_labels: str
 ) -> tuple[float, ...]:
@@ -103,3 +131,24 @@ def check_vector_codes(
                     "every feature are ignored in training and scoring", features.path,
                     features.options.background)  # fmt: skip
     return tuple(float(c) for c in features.codes)
+
+
+def missing_field_error(
+    err: MissingField, labels: Sequence[str | None], options: VectorOptions
+) -> GeosegError:
+    """The advice for a label file without ``data.vector.field``, from the split's other ``labels``: when
+    one of them has the field, add it to this file (``field=null`` would burn every file's features as
+    one class); only when none has it, point to another field or to ``null``."""
+    others = (p for p in dict.fromkeys(labels) if p and p != err.path and is_vector(p))
+    having = next((p for p in others if declares_field(p, err.field, options.layer)), None)
+    if having is not None:
+        return GeosegError(
+            f"vector label '{err.path}' has no field '{err.field}' (its fields: {err.fields}), but other "
+            f"label files have it (e.g. '{having}'); add '{err.field}' to this file or drop its scene "
+            "(data.vector.field=null would burn every feature of every file as one class)."
+        )
+    return GeosegError(
+        f"no vector label has field '{err.field}' (e.g. '{err.path}', its fields: {err.fields}); set "
+        "data.vector.field to the field that holds the class codes, or to null to burn "
+        f"data.vector.burn={options.burn} in every feature (one class)."
+    )

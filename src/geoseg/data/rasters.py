@@ -22,6 +22,10 @@ def open_raster(
     path = str(path)
     if not os.path.exists(path):
         raise GeosegError(f"{what} file not found: '{path}'. Check the path or {options}.")
+    if os.path.isdir(path):
+        raise GeosegError(
+            f"{what} '{path}' is a folder, not a file; rename or move it, or check the path or {options}."
+        )
     try:
         with warnings.catch_warnings():  # a missing georeference is checked and reported by the caller
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

@@ -84,6 +84,19 @@ def scene_name(first_path: str, first_value: str | None) -> str:
     return name or stem
 
 
+def glob_files(pattern: str, option: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """The files ``pattern`` matches (ending in one of ``suffixes``, when given), sorted; folders it
+    matches (a folder named ``x.tif``) are left out with a warning naming ``option``."""
+    found = sorted(glob.glob(pattern, recursive=True))
+    if suffixes:
+        found = [p for p in found if p.lower().endswith(suffixes)]
+    folders = [p for p in found if os.path.isdir(p)]
+    if folders:
+        log.warning("%s '%s' matches %d folder(s) (e.g. '%s'), left out: only files are scenes",
+                    option, pattern, len(folders), folders[0])  # fmt: skip
+    return [p for p in found if not os.path.isdir(p)]
+
+
 def expand_pattern(pattern: str, files: Sequence[FileEntry] | None, option: str) -> list[tuple[str, ...]]:
     """Each scene's file paths (stack order) for a glob ``pattern``, with ``{file}`` filled from ``files``.
 
@@ -109,12 +122,12 @@ def expand_pattern(pattern: str, files: Sequence[FileEntry] | None, option: str)
             f"write where the file name goes, e.g. 'scene_{PLACEHOLDER}.tif'."
         )
     if not files:
-        return [(p,) for p in sorted(glob.glob(pattern, recursive=True))]
+        return [(p,) for p in glob_files(pattern, option)]
     tokens = _tokens(pattern)
     first = files[0].name
     regex = _regex(tokens, first)
     scenes = []
-    for path in sorted(glob.glob(pattern.replace(PLACEHOLDER, glob.escape(first)), recursive=True)):
+    for path in glob_files(pattern.replace(PLACEHOLDER, glob.escape(first)), option):
         match = regex.match(path)
         if match is None:  # cannot happen for a path glob matched; be safe
             continue
@@ -123,10 +136,17 @@ def expand_pattern(pattern: str, files: Sequence[FileEntry] | None, option: str)
         if missing:
             raise GeosegError(
                 f"scene '{scene_name(path, first)}' has no file '{missing[0]}' for data.files "
-                f"'{files[paths.index(missing[0])].name}'; add the file or drop the scene."
+                f"'{files[paths.index(missing[0])].name}'; add the file or drop the scene{zeros_hint(files)}."
             )
         scenes.append(paths)
     return scenes
+
+
+def zeros_hint(files: Sequence[FileEntry] | None) -> str:
+    """A note for ``data.files`` entries that are numbers: YAML reads ``01`` as 1, losing the zero."""
+    if not any(e.name.isdigit() for e in files or ()):
+        return ""
+    return " (YAML reads a number such as 01 as 1: quote file names with leading zeros, e.g. '01')"
 
 
 def manifest_images(cell: str, base: str, files: Sequence[FileEntry] | None, where: str) -> tuple[str, ...]:
@@ -171,7 +191,7 @@ def find_scene_files(
         images = os.path.join(root, images)
     found = expand_pattern(images, files, option)
     if not found:
-        raise GeosegError(f"no image matches '{images}'; check data.root and {option}.")
+        raise GeosegError(f"no image matches '{images}'; check data.root and {option}{zeros_hint(files)}.")
     first = files[0].name if files else None
     return [(paths, label_path(paths, labels, root, first)) for paths in found]
 

@@ -16,6 +16,7 @@ from geoseg.data.label_checks import (
     check_label_overlap,
     check_label_values,
     check_vector_codes,
+    warn_partial_label,
 )
 from geoseg.data.rasters import check_readable, open_raster, unreadable
 from geoseg.data.scene_paths import scene_name
@@ -214,6 +215,7 @@ def inspect_scene(
             if lab.crs is None:
                 raise GeosegError(f"label '{label}' has no CRS; assign one or write it on the image grid.")
             check_label_overlap(ref, lab, first, label)
+            warn_partial_label(Grid.of(lab), ref, px_region, label, first)
             if lab.count > 1:
                 log.warning("label '%s' has %d bands; only band 1 is read as class codes", label, lab.count)
             if lab_nodata is None:

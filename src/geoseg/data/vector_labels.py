@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb")
 OPTION_KEYS = ("field", "burn", "background", "all_touched", "layer")
+_WARNED_WITHOUT_GEOMETRY: set[tuple] = set()  # (file, layer, mtime) whose count was logged in this process
 
 
 def is_vector(path: str | None) -> bool:
@@ -67,6 +68,25 @@ class VectorOptions:
         if opts.field is not None and not isinstance(opts.field, str):
             raise GeosegError(f"data.vector.field must be an attribute name or null, got {opts.field!r}.")
         return opts
+
+
+class MissingField(GeosegError):
+    """A vector label with features but without ``data.vector.field``."""
+
+    def __init__(self, path: str, field: str, fields: list[str]) -> None:
+        self.path, self.field, self.fields = path, field, fields
+        super().__init__(
+            f"vector label '{path}' has no field '{field}' (its fields: {fields}); add it to this file, or "
+            "set data.vector.field to the field that holds the class codes in every label file."
+        )
+
+
+def declares_field(path: str, field: str, layer: str | int | None) -> bool:
+    """Whether the vector file ``path`` declares ``field`` (False when it cannot be read)."""
+    try:
+        return field in list(pyogrio.read_info(path, layer=layer)["fields"])
+    except Exception:  # pyogrio's errors: that file's own check names them
+        return False
 
 
 def _codes_dtype(codes: np.ndarray) -> str:
@@ -164,12 +184,10 @@ def _load(
         raise GeosegError(f"label file not found: '{path}'. Check the path or the split's labels template.")
     try:
         info = pyogrio.read_info(path, layer=opts.layer)
-        columns = [] if opts.field is None else [opts.field]
-        if opts.field is not None and opts.field not in list(info["fields"]):
-            raise GeosegError(
-                f"vector label '{path}' has no field '{opts.field}' (its fields: {list(info['fields'])}); "
-                "set data.vector.field to one of them, or to null to burn data.vector.burn everywhere."
-            )
+        has_field = opts.field is not None and opts.field in list(info["fields"])
+        if opts.field is not None and not has_field and info.get("features") != 0:
+            raise MissingField(path, opts.field, list(info["fields"]))
+        columns = [opts.field] if has_field else []  # a file without features may list no fields (GeoJSON)
         bbox = _scene_bbox(info, grid)
         meta, fids, wkb, data = pyogrio.raw.read(
             path, layer=opts.layer, columns=columns, return_fids=True, bbox=bbox
@@ -185,7 +203,7 @@ def _load(
         raise GeosegError(f"vector label '{path}' has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:xxxx).")
     geoms = shapely.from_wkb(wkb) if wkb is not None else np.empty(0, dtype=object)
     values = np.full(len(geoms), opts.burn, dtype=np.int64)
-    if opts.field is not None:
+    if has_field:
         raw = np.asarray(data[0])
         try:
             as_float = raw.astype(np.float64)
@@ -204,12 +222,14 @@ def _load(
                 "class code; fix it in the file."
             )
         values = as_float.astype(np.int64)
-    keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    missing, empty = shapely.is_missing(geoms), shapely.is_empty(geoms)
+    keep = ~(missing | empty)
     if warn:
         warn_not_polygons(path, geoms[keep], np.asarray(fids)[keep])
-    if warn and not keep.all():
-        log.warning("vector label '%s': %d feature(s) without geometry skipped (e.g. feature %s)",
-                    path, int((~keep).sum()), fids[np.flatnonzero(~keep)[0]])  # fmt: skip
+        warn_without_geometry(path, info, np.asarray(fids)[missing] if bbox is None else None)
+    if warn and empty.any():
+        log.warning("vector label '%s': %d feature(s) with an empty geometry skipped (e.g. feature %s)",
+                    path, int(empty.sum()), fids[np.flatnonzero(empty)[0]])  # fmt: skip
     geoms, values, fids = geoms[keep], values[keep], np.asarray(fids)[keep]
     bad = ~shapely.is_valid(geoms)
     if warn and bad.any():
@@ -223,6 +243,35 @@ def _load(
     if len(geoms) and dst_crs is not None and src_crs != dst_crs:
         geoms = _reproject(geoms, src_crs, dst_crs)
     return geoms, values, info
+
+
+def warn_without_geometry(path: str, info: dict, read: np.ndarray | None) -> None:
+    """Warn once per file how many features have no geometry (they label no pixel). A read limited to
+    the scene's footprint never returns them, so they are counted over the whole layer; ``read``: the
+    fids of those the scene's read returned, when it was not limited."""
+    key = (os.path.abspath(path), info.get("layer_name"), os.stat(path).st_mtime_ns)
+    if key in _WARNED_WITHOUT_GEOMETRY:
+        return
+    _WARNED_WITHOUT_GEOMETRY.add(key)
+    fids = read if read is not None else _fids_without_geometry(path, str(info.get("layer_name")))
+    if len(fids):
+        log.warning("vector label '%s': %d feature(s) without geometry skipped (e.g. feature %s)", path,
+                    len(fids), fids[0])  # fmt: skip
+
+
+def _fids_without_geometry(path: str, layer: str) -> np.ndarray:
+    """The fids of ``layer``'s features whose geometry is null (OGR SQL works on every driver)."""
+    name = layer.replace('"', '""')
+    sql = f'SELECT FID FROM "{name}" WHERE OGR_GEOMETRY IS NULL'
+    try:
+        _, fids, _, _ = pyogrio.raw.read(
+            path, sql=sql, sql_dialect="OGRSQL", read_geometry=False, columns=[], return_fids=True
+        )
+    except Exception as err:  # pyogrio's errors; the features themselves were read
+        log.warning("vector label '%s': cannot count its features without geometry (%s); any are skipped",
+                    path, first_line(err))  # fmt: skip
+        return np.empty(0, np.int64)
+    return np.asarray(fids)
 
 
 def warn_not_polygons(path: str, geoms: np.ndarray, fids: np.ndarray) -> None:

@@ -14,7 +14,14 @@ from omegaconf import DictConfig
 from torch import nn
 
 from geoseg.config import as_dict, whole
-from geoseg.data.build import SplitData, build_augment, build_split, load_scenes, train_stats
+from geoseg.data.build import (
+    SplitData,
+    build_augment,
+    build_split,
+    load_scenes,
+    train_stats,
+    warn_repeated_bands,
+)
 from geoseg.data.scenes import Scene
 from geoseg.data.stats import BandStats, save_stats
 from geoseg.device import autocast_dtype
@@ -51,6 +58,8 @@ def build_data(cfg: DictConfig, info: DistInfo) -> tuple[BandStats, SplitData, S
     with main_process_first(info):  # rank 0 builds the scene index, the others read it
         scenes = {split: load_scenes(data_cfg, split) for split in ("train", "val")}
     check_splits(scenes["train"], scenes["val"])
+    if info.is_main:
+        warn_repeated_bands(scenes["train"])
     world = info.world_size if info.enabled else 1  # statistics: a shard per rank, merged
     stats = train_stats(
         data_cfg, progress=info.is_main, scenes=scenes["train"], rank=info.rank, world_size=world

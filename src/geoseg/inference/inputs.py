@@ -14,7 +14,7 @@ from typing import Any
 import rasterio
 
 from geoseg.data.band_files import FileEntry
-from geoseg.data.scene_paths import PLACEHOLDER, expand_pattern
+from geoseg.data.scene_paths import PLACEHOLDER, expand_pattern, glob_files
 from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stack import pixel_georeference
 from geoseg.errors import GeosegError
@@ -35,10 +35,11 @@ def find_inputs(spec: str, files: Sequence[FileEntry] | None = None) -> list[tup
         found = expand_pattern(spec, files, "input=")
         what = f"no scene matches input='{spec}' (with {{file}}={files[0].name if files else '?'})"
     elif os.path.isdir(spec):
-        found = [(str(p),) for p in sorted(Path(spec).iterdir()) if p.suffix.lower() in RASTER_SUFFIXES]
+        pattern = os.path.join(glob.escape(spec), "*")
+        found = [(p,) for p in glob_files(pattern, "input=", RASTER_SUFFIXES)]
         what = f"folder '{spec}' has no .tif/.tiff/.vrt files"
     elif glob.has_magic(spec):
-        found = [(p,) for p in sorted(glob.glob(spec, recursive=True))]
+        found = [(p,) for p in glob_files(spec, "input=")]
         what = f"no file matches input='{spec}'"
     else:
         found, what = [(spec,)], ""

@@ -215,8 +215,8 @@ def predict_scene(
                     to_cog(tmps["probs"], "AVERAGE")
         if "vector" in tmps:  # from the finished class map, before any output gets its name
             with write_errors(paths["vector"], "the polygons", OUTPUT_FIX):
-                polygons = write_polygons(tmps["classes"], tmps["vector"], loaded.classes,
-                                          opts.min_area, opts.simplify, rows=BLOCK)  # fmt: skip
+                polygons = write_polygons(tmps["classes"], tmps["vector"], loaded.classes, opts.min_area,
+                                          opts.simplify, rows=BLOCK, shown=paths["vector"])  # fmt: skip
                 log.info("%s: %d polygons -> %s", scene.name, polygons, paths["vector"])
     pixels = scene.height * scene.width
     if paths["quicklook"] is not None:

@@ -29,6 +29,7 @@ from geoseg.errors import first_line
 
 LAYER = "classes"
 BATCH = 5000  # polygons appended to the file at a time
+log = logging.getLogger(__name__)
 
 
 def strip_polygons(src: rasterio.DatasetReader, rows: int) -> Iterator[tuple[shapely.Geometry, int]]:
@@ -75,12 +76,13 @@ def _quiet(logger: logging.Logger) -> Iterator[None]:
 
 def write_polygons(
     class_path: str, out_path: str, classes: ClassInfo, min_area: float = 0.0, simplify: float = 0.0,
-    rows: int = 256,
+    rows: int = 256, shown: str | None = None,
 ) -> int:  # fmt: skip
     """Write the class map ``class_path`` as polygons (class code and name, its CRS) to the GeoPackage
     ``out_path``; return how many. ``min_area`` (map units²) drops small ones, ``simplify`` (map
-    units) simplifies them, keeping their topology valid."""
-    written, batch = 0, []
+    units) simplifies them, keeping their topology valid. When none is written, a warning says why,
+    naming ``shown`` (the GeoPackage's final name; default ``out_path``)."""
+    written, found, batch = 0, 0, []
     with rasterio.open(class_path) as src:
         crs = src.crs.to_wkt() if src.crs else None
         a = src.transform
@@ -109,6 +111,7 @@ def write_polygons(
             first, written, batch = False, written + len(geoms), []
 
         for geom, value in strip_polygons(src, rows):
+            found += 1
             geom = shapely.affinity.affine_transform(geom, matrix)
             if simplify > 0:
                 geom = shapely.simplify(geom, simplify, preserve_topology=True)
@@ -119,4 +122,17 @@ def write_polygons(
                 flush()
         if batch or first:
             flush()
+    if not written:
+        warn_no_polygons(shown or out_path, found, min_area, simplify)
     return written
+
+
+def warn_no_polygons(path: str, found: int, min_area: float, simplify: float) -> None:
+    """Say why a polygon layer is empty: the class map is all nodata, or ``min_area``/``simplify``
+    dropped every polygon."""
+    if found:
+        log.warning("'%s' has no polygons: min_area=%g or simplify=%g dropped all %d; lower them", path,
+                    min_area, simplify, found)  # fmt: skip
+    else:
+        log.warning("'%s' has no polygons: the class map is nodata everywhere (the input has no valid "
+                    "pixel)", path)  # fmt: skip
