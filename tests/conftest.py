@@ -188,6 +188,19 @@ def release_hydra_logging() -> Iterator[None]:
     drop_hydra_log_handlers()
 
 
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``geoseg ARGS`` in-process: (exit status, stdout, stderr)."""
+    from geoseg.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def run_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """Run ``geoseg ARGS`` in-process; check it exits 2 with exactly one stderr line, no traceback, and
     Hydra released for the next run; return that line."""

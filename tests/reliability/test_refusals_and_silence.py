@@ -13,8 +13,7 @@ import shapely
 from rasterio.transform import from_origin
 from test_bad_inputs import make_root
 
-from conftest import save_tiny_checkpoint, tiny_train_cfg, write_tif
-from geoseg.cli import main
+from conftest import run_cli, save_tiny_checkpoint, tiny_train_cfg, write_tif
 from geoseg.data.build import load_scenes
 from geoseg.data.rasters import open_raster
 from geoseg.data.scenes import inspect_scene
@@ -30,15 +29,10 @@ ORIGIN = from_origin(500_000, 5_000_000, 10, 10)  # conftest.write_tif's default
 UTM = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}}
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+def run_logged(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     """``geoseg ARGS`` in-process: (exit status, its stdout and stderr together, where Hydra logs)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    code, out, err = run_cli(capsys, *args)
+    return code, out + err
 
 
 def geojson(path: Path, features: list[tuple[dict | None, dict]]) -> Path:
@@ -109,7 +103,9 @@ def test_a_tile_without_the_field_is_never_told_field_null_while_others_have_it(
 def init_data(capsys, monkeypatch, tmp_path: Path, root: Path, *args: str) -> tuple[int, str, str]:
     """``geoseg init-data ROOT conf=<tmp>/conf`` (its scene index in tmp_path): (status, config text, log)."""
     monkeypatch.chdir(tmp_path)  # check_loads caches the scene index under ./outputs
-    code, log = run_cli(capsys, "init-data", str(root), f"conf={tmp_path / 'conf'}", "overwrite=true", *args)
+    code, log = run_logged(
+        capsys, "init-data", str(root), f"conf={tmp_path / 'conf'}", "overwrite=true", *args
+    )
     path = tmp_path / "conf" / "data" / f"{root.name}.yaml"
     return code, path.read_text() if path.exists() else "", log
 
@@ -206,7 +202,7 @@ def test_predict_vectorize_of_an_all_nodata_scene_says_why_there_are_no_polygons
     empty = write_tif(tmp_path / "empty.tif", np.zeros((3, 64, 64), np.uint16), nodata=0)
     checkpoint = save_tiny_checkpoint(tmp_path / "m.pt", good)
     out = tmp_path / "out" / "empty.tif"
-    code, log = run_cli(capsys, "predict", f"checkpoint={checkpoint}", f"input={empty}", f"output={out}",
+    code, log = run_logged(capsys, "predict", f"checkpoint={checkpoint}", f"input={empty}", f"output={out}",
                         "tile=64", "overlap=0", "device=cpu", "progress=false", "vectorize=true",
                         "check_stats=false")  # fmt: skip
     assert code == 0, log
@@ -246,5 +242,5 @@ def test_a_band_used_twice_is_said_once_at_start_up(tmp_path, capsys, caplog):
         build_data(tiny_train_cfg(root, "data.bands=[1,1,2]", cache), DistInfo())  # train and val inspected
     assert [r.getMessage() for r in caplog.records].count(said) == 1
     args = [f"data.root={root}", "data.demo=null", "data.bands=[1,1,2]", cache, f"output={tmp_path}/s.json"]
-    code, log = run_cli(capsys, "stats", *args, "progress=false")
+    code, log = run_logged(capsys, "stats", *args, "progress=false")
     assert code == 0 and log.count(said) == 1, log

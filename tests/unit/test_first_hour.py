@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_run
-from geoseg.cli import main
+from conftest import run_cli, tiny_run
 from geoseg.command_help import parse_options
 from geoseg.config import config_dir
 from geoseg.engine.progress import EpochProgress, RunClock, duration
@@ -19,17 +18,6 @@ from geoseg.engine.run_outputs import link_latest, next_steps, prune_checkpoints
 from geoseg.log_format import ShortFormatter
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``geoseg ARGS``: (exit status, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_command_help_lists_its_groups_and_every_option_with_its_yaml_comment(capsys):
