@@ -14,7 +14,15 @@ from omegaconf import DictConfig
 from torch import nn
 
 from geoseg.config import as_dict, whole
-from geoseg.data.build import SplitData, build_augment, build_split, load_scenes, train_stats
+from geoseg.data.build import (
+    SplitData,
+    build_augment,
+    build_split,
+    check_split_labels,
+    load_scenes,
+    split_has_labels,
+    train_stats,
+)
 from geoseg.data.scenes import Scene
 from geoseg.data.stats import BandStats, save_stats
 from geoseg.device import autocast_dtype
@@ -50,7 +58,10 @@ def build_data(cfg: DictConfig, info: DistInfo) -> tuple[BandStats, SplitData, S
     data_cfg = as_dict(cfg.data)
     with main_process_first(info):  # rank 0 builds the scene index, the others read it
         scenes = {split: load_scenes(data_cfg, split) for split in ("train", "val")}
+        labelled = {split: split_has_labels(data_cfg, split, found) for split, found in scenes.items()}
     check_splits(scenes["train"], scenes["val"])
+    for split, found in scenes.items():  # every rank takes the same decision, before any statistics
+        check_split_labels(data_cfg, split, found, labelled[split])
     world = info.world_size if info.enabled else 1  # statistics: a shard per rank, merged
     stats = train_stats(
         data_cfg, progress=info.is_main, scenes=scenes["train"], rank=info.rank, world_size=world
