@@ -5,6 +5,7 @@ chips of all-ignore targets) on the code before the fix."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,22 @@ def test_a_train_scene_without_a_label_file_is_skipped_not_trained_on(
     assert sum(line.endswith(skipped) for line in out.splitlines()) == 1, out
     assert "non-finite loss" not in out
     assert (root / "run" / "best.pt").exists()
+
+
+def test_a_run_whose_validations_never_scored_a_pixel_ends_with_an_error_and_keeps_its_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Val labels fine but the val image all nodata: every val mIoU NaN. It exited 0 without best.pt."""
+    root = make_root(tmp_path / "data")
+    write_tif(root / "val" / "images" / "v.tif", np.zeros((3, SIZE, SIZE), np.uint16), nodata=0)
+    run = root / "run"
+    line = run_error(capsys, *args(root, "trainer.max_steps=1", "trainer.diagnostics.train_max_chips=0",
+                                   "trainer.keep_checkpoints=best"))  # fmt: skip
+    assert line == (
+        "geoseg: error: no validation of this run scored a pixel (val mIoU NaN every time: no val chip held "
+        "a pixel both labelled and valid in its image), so it wrote no best.pt; check the val split's "
+        f"labels, region and data.nodata (summary.json and last.pt are in {run})"
+    )
+    assert not (run / "best.pt").exists() and (run / "last.pt").exists()  # kept: the run did not finish well
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch"] is None and summary["steps"] == 1
