@@ -4,7 +4,8 @@ The label is read onto the prediction grid (directly when the grids match, else 
 WarpedVRT, as the training loader does), its codes are mapped to class indices, and a confusion
 matrix is summed over the prediction's blocks, so memory stays bounded for any scene size. Label
 nodata and unknown codes are skipped; labelled pixels the prediction left as nodata are counted
-and reported, not scored.
+and reported, not scored. A prediction that is not a class map (geoseg's probabilities, several bands,
+floating-point values) is refused before any pixel is read.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from geoseg.classes import ClassInfo
 from geoseg.data.labels import ClassMap, check_classes, open_label_on_grid
+from geoseg.data.raster_kind import class_map_of, is_probabilities, not_a_class_map
 from geoseg.data.scenes import inspect_scene, open_raster, region_pixels
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.engine.metrics import ConfusionMatrix, compute_metrics
@@ -46,6 +48,23 @@ def prediction_classes(prediction: str, override: list[dict] | None) -> ClassInf
             "in the order of the predicted indices"
         )
     return found
+
+
+def check_class_map(prediction: str, in_set: bool = False) -> None:
+    """Refuse a prediction that is not a class map (geoseg's probabilities, several bands, floats) in one
+    line naming it and what to score instead (``in_set``: it is one file of a folder or glob)."""
+    with open_raster(prediction, "prediction") as src:
+        problem, probabilities = not_a_class_map(src, prediction), is_probabilities(src.tags())
+    if problem is None:
+        return
+    beside = class_map_of(prediction) if probabilities else None
+    if in_set:
+        fix = "leave it out of prediction= (a set is scored from class maps only)"
+    elif beside:
+        fix = f"score '{beside}'"
+    else:
+        fix = "score the class map geoseg predict wrote (its output= file)"
+    raise GeosegError(f"{problem}; {fix}")
 
 
 MOST = 0.5  # above this share of the pixels, out-of-range predictions or unmapped labels are an error
@@ -107,6 +126,7 @@ def count_scene(
     prediction: str, labels: str, classes: ClassInfo, opts: ScoreOptions, progress: bool = False
 ) -> SceneCounts:
     """The confusion matrix and pixel counts of one scene (within ``region``), block by block."""
+    check_class_map(prediction)
     num = len(classes.codes)
     ignore = 255 if num < 255 else num + 1
     class_map = ClassMap(classes.codes, ignore_index=ignore)
