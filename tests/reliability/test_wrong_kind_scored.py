@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from test_bad_inputs import SIZE, pixels
+from test_bad_inputs import SIZE, make_root, pixels, train_args
 
 from conftest import run_error, save_tiny_checkpoint, write_tif
 from geoseg.cli import main
@@ -123,5 +123,43 @@ def test_a_set_holding_a_file_that_is_not_a_class_map_is_refused_before_any_is_s
     odd = make(preds / "b.tif")
     assert run_error(capsys, *evaluate_args(preds, truth)) == (
         f"geoseg: error: '{odd}' {what}; leave it out of prediction= (a set is scored from class maps only)"
+    )
+    assert no_metrics_written(tmp_path)
+
+
+def test_labels_that_are_probabilities_are_refused_by_evaluate_and_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """labels= a probabilities raster: its band 1 was scored as class codes (a warning about its bands)."""
+    prediction = tagged(write_tif(tmp_path / "pred.tif", class_codes(), nodata=255))
+    labels = old_probabilities(tmp_path / "truth_probs.tif")
+    expected = (
+        f"geoseg: error: label '{labels}' is a probabilities raster written by geoseg predict, not labels of "
+        "class codes; pass the ground-truth label file"
+    )
+    assert run_error(capsys, *evaluate_args(prediction, labels)) == expected
+    assert no_metrics_written(tmp_path)
+    root = make_root(tmp_path / "data")
+    labels = old_probabilities(root / "train" / "labels" / "a.tif")
+    assert run_error(capsys, *train_args(root, f"data.cache_dir={root}/cache")) == expected.replace(
+        str(tmp_path / "truth_probs.tif"), str(labels)
+    )
+    assert not (root / "run" / "last.pt").exists()
+
+
+def test_labels_with_fractional_values_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A float label resampled with bilinear (fractions at class edges): those pixels were skipped with
+    a warning and the rest scored."""
+    codes = class_codes()
+    prediction = tagged(write_tif(tmp_path / "pred.tif", codes, nodata=255))
+    resampled = codes.astype(np.float32)
+    resampled[:8] += 0.5  # an eighth of the pixels
+    labels = write_tif(tmp_path / "truth.tif", resampled)
+    assert run_error(capsys, *evaluate_args(prediction, labels)) == (
+        f"geoseg: error: {8 * SIZE} pixels of label '{labels}' hold fractional values, so it is not a "
+        "raster of class codes (resampled with bilinear or cubic?); pass labels of whole class codes, "
+        "resampled with nearest"
     )
     assert no_metrics_written(tmp_path)

@@ -3,9 +3,10 @@
 The label is read onto the prediction grid (directly when the grids match, else a nearest-neighbour
 WarpedVRT, as the training loader does), its codes are mapped to class indices, and a confusion
 matrix is summed over the prediction's blocks, so memory stays bounded for any scene size. Label
-nodata and unknown codes are skipped; labelled pixels the prediction left as nodata are counted
-and reported, not scored. A prediction that is not a class map (geoseg's probabilities, several bands,
-floating-point values) is refused before any pixel is read.
+nodata and unknown codes are skipped (a label of fractional values is refused: it holds no class
+codes); labelled pixels the prediction left as nodata are counted and reported, not scored. A
+prediction that is not a class map (geoseg's probabilities, several bands, floating-point values) is
+refused before any pixel is read.
 """
 
 from __future__ import annotations
@@ -81,12 +82,13 @@ class SceneCounts:
     unmapped: int = 0
     out_of_range: int = 0
     label_on_grid: bool = True
+    fractional: int = 0  # label pixels holding a value that is no whole number (so no class code)
 
     def __add__(self, other: SceneCounts) -> SceneCounts:
         return SceneCounts(
             self.matrix + other.matrix, self.labelled + other.labelled, self.unpredicted + other.unpredicted,
             self.unmapped + other.unmapped, self.out_of_range + other.out_of_range,
-            self.label_on_grid and other.label_on_grid,
+            self.label_on_grid and other.label_on_grid, self.fractional + other.fractional,
         )  # fmt: skip
 
 
@@ -144,6 +146,7 @@ def count_scene(
                 target = class_map(raw).astype(np.int64)
                 nodata = _label_nodata(raw, scene.label_nodata)
                 counts.unmapped += int(((target == ignore) & ~nodata).sum())
+                counts.fractional += _fractional(raw, nodata)
                 if pred.nodata is not None:
                     missing = predicted == pred.nodata
                     counts.unpredicted += int((missing & (target != ignore)).sum())
@@ -201,10 +204,23 @@ def _label_nodata(raw: np.ndarray, nodata: float | None) -> np.ndarray:
     return out
 
 
+def _fractional(raw: np.ndarray, nodata: np.ndarray) -> int:
+    """Label pixels (not nodata) of a float label whose value is no whole number."""
+    if raw.dtype.kind != "f":
+        return 0
+    return int((~nodata & np.isfinite(raw) & (raw != np.round(raw))).sum())
+
+
 def check_counts(prediction: str, labels: str, classes: ClassInfo, counts: SceneCounts) -> None:
-    """Fail when most pixels cannot be scored; warn about the rest."""
+    """Fail when the labels are no class codes or most pixels cannot be scored; warn about the rest."""
     codes = classes.codes
     unmapped, labelled, out_of_range = counts.unmapped, counts.labelled, counts.out_of_range
+    if counts.fractional:
+        raise GeosegError(
+            f"{counts.fractional} pixels of label '{labels}' hold fractional values, so it is not a raster "
+            "of class codes (resampled with bilinear or cubic?); pass labels of whole class codes, resampled "
+            "with nearest"
+        )
     if unmapped and unmapped >= MOST * (unmapped + labelled):
         raise GeosegError(
             f"{unmapped} of {unmapped + labelled} label pixels of '{labels}' hold codes that are not in the "
