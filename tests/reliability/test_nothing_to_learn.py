@@ -151,3 +151,33 @@ def test_a_run_whose_validations_never_scored_a_pixel_ends_with_an_error_and_kee
     assert not (run / "best.pt").exists() and (run / "last.pt").exists()  # kept: the run did not finish well
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_epoch"] is None and summary["steps"] == 1
+
+
+def test_init_data_without_labels_says_train_needs_them_and_train_refuses_its_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """init-data writes labels: null when it finds none; it said 'next: geoseg train', which then ran
+    epochs of NaN losses and exited 0."""
+    folder, conf = tmp_path / "scenes", tmp_path / "conf"
+    folder.mkdir()
+    for k in range(2):
+        pixels = np.random.default_rng(k).integers(1, 999, (3, 160, 160), np.uint16)
+        write_tif(folder / f"tile_{k}.tif", pixels, nodata=0)
+    main(["init-data", str(folder), f"conf={conf}"])
+    out = capsys.readouterr().out
+    written = conf / "data" / "scenes.yaml"
+    warning = (
+        "no labels found: geoseg train refuses a split without labels; set splits.train.labels and "
+        f"splits.val.labels in {written} (e.g. 'labels/{{stem}}.tif') first"
+    )
+    assert out.count(warning) == 1, out
+    assert "# CHECK: no label files were found: set labels in both splits" in written.read_text()
+    run = tmp_path / "run"
+    line = run_error(capsys, "train", "--config-dir", str(conf), "data=scenes", f"hydra.run.dir={run}",
+                     f"data.cache_dir={tmp_path}/cache", "trainer.device=cpu")  # fmt: skip
+    assert line == (
+        "geoseg: error: the train split has no label files: data.splits.train.labels is null, so there is "
+        "nothing to learn from; set it to each image's label file, e.g. "
+        "data.splits.train.labels='labels/{stem}.tif'"
+    )
+    assert not (run / "last.pt").exists()

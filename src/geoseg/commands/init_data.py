@@ -65,5 +65,8 @@ def run(cfg: DictConfig) -> str:
     for note in found.notes:
         log.warning("%s", note)
     train, val = check_loads(path)
+    if found.label_template is None:
+        log.warning("no labels found: geoseg train refuses a split without labels; set splits.train.labels "
+                    "and splits.val.labels in %s (e.g. 'labels/{stem}.tif') first", path)  # fmt: skip
     log.info("checked: it loads (%d train and %d val scenes inspected); next: %s", train, val, hint)
     return path

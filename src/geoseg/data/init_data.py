@@ -253,6 +253,12 @@ def quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+NO_LABELS = (
+    '# CHECK: no label files were found: set labels in both splits (e.g. "labels/{stem}.tif"); '
+    "geoseg train refuses a split without labels"
+)
+
+
 def render(d: DataDraft, val_fraction: float, chip_size: int, command_hint: str) -> str:
     """The YAML text of the starter config, with comments on what was found and what to check."""
     cut = round(1 - val_fraction, 3)
@@ -274,6 +280,7 @@ def render(d: DataDraft, val_fraction: float, chip_size: int, command_hint: str)
         f"root: {quoted(d.root)}",
         "demo: null",
         f"# a spatial split of every scene: the left {cut:g} trains, the right {val_fraction:g} validates",
+        *([] if d.label_template else [NO_LABELS]),
         "splits:",
         f"  train: {{images: {quoted(d.image_glob)}, labels: {labels}, region: [0, 0, {cut:g}, 1]}}",
         f"  val: {{images: {quoted(d.image_glob)}, labels: {labels}, region: [{cut:g}, 0, 1, 1]}}",
