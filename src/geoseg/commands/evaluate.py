@@ -17,14 +17,7 @@ from geoseg.data.vector_labels import VectorOptions
 from geoseg.errors import GeosegError
 from geoseg.inference.quicklook import write_quicklook
 from geoseg.inference.score_set import format_scenes, is_set, prediction_files, score_set, set_classes
-from geoseg.inference.scoring import (
-    ScoreOptions,
-    check_class_map,
-    format_table,
-    prediction_classes,
-    score,
-    write_metrics,
-)
+from geoseg.inference.scoring import ScoreOptions, format_table, prediction_classes, score, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +62,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         table = f"{format_table(result)}\n{format_scenes(result)}"
         title = f"{len(result['scenes'])} scenes of {prediction} against {labels} (pooled)"
     else:
-        check_class_map(prediction)  # before its class list: a probabilities raster carries one too
         classes = prediction_classes(prediction, override)  # type: ignore[arg-type]
         result = score(prediction, labels, classes, cfg.get("label_nodata"), progress, vector, region)
         table, title = format_table(result), f"{prediction} against {labels}"

@@ -38,9 +38,11 @@ log = logging.getLogger(__name__)
 
 
 def prediction_classes(prediction: str, override: list[dict] | None) -> ClassInfo:
-    """The classes of ``classes=`` when given, else those the prediction file carries."""
+    """The classes of ``classes=`` when given, else those the prediction file carries (once it is known
+    to be a class map: geoseg's probabilities carry the list too)."""
     if override is not None:
         return ClassInfo.from_config(check_classes(override, "classes="))
+    check_class_map(prediction)
     with open_raster(prediction, "prediction") as src:
         found = read_classes_tag(src)
     if found is None:
