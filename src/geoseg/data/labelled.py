@@ -64,8 +64,11 @@ def any_labelled_pixel(scene: Scene, cmap: ClassMap) -> bool:
 
 def cached_any_labelled(scene: Scene, cmap: ClassMap, index: SceneIndex | None) -> bool:
     """:func:`any_labelled_pixel`, from the scene index when it holds the answer for this class map."""
+
+    def compute() -> np.ndarray:
+        return np.array([any_labelled_pixel(scene, cmap)], dtype=np.uint8)
+
     name = f"labelled:{cmap.codes.astype(int).tolist()}"
-    compute = lambda: np.array([any_labelled_pixel(scene, cmap)], dtype=np.uint8)  # noqa: E731
     return bool(cached_array(index, scene.index_key, name, compute, np.uint8)[0])
 
 
@@ -137,7 +140,7 @@ def no_label_fix(split: str, manifest: str | None) -> str:
 
 def shown_values(values: Sequence[float], most: int = 8) -> str:
     """Label values as a short list (whole numbers without '.0')."""
-    shown = [int(v) if not math.isnan(v) and v == int(v) else v for v in values[:most]]
+    shown = [int(v) if math.isfinite(v) and v == int(v) else v for v in values[:most]]
     return f"{shown}{' ...' if len(values) > most else ''}"
 
 
