@@ -2,7 +2,8 @@
 
 After a finished run, rank 0 keeps the checkpoints ``trainer.keep_checkpoints`` asks for, points
 ``trainer.latest_link`` at the run (not for sweep jobs) and prints where the checkpoint is and the
-command that uses it.
+command that uses it. A run whose validations never scored a pixel wrote no ``best.pt``: it fails in
+one line on every rank (after ``summary.json``), never with status 0.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from omegaconf import DictConfig
 from geoseg.engine.fit import fit
 from geoseg.engine.preemption import INTERRUPTED
 from geoseg.engine.run_folder import check_run_folder
-from geoseg.engine.run_outputs import check_keep, link_latest, next_steps, prune_checkpoints
+from geoseg.engine.run_outputs import (
+    check_best_written,
+    check_keep,
+    link_latest,
+    next_steps,
+    prune_checkpoints,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result = fit(cfg, run_dir)
     if result.get("preempted") == "SIGINT":  # Ctrl-C: last.pt is written; say so with the shell's status
         raise SystemExit(INTERRUPTED)
+    if not result.get("preempted"):
+        check_best_written(result, run_dir)  # every rank: none ends with status 0
     if result.get("preempted") or os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
         return result
     prune_checkpoints(run_dir, keep)

@@ -33,6 +33,7 @@ from geoseg.data.data_options import (
 )
 from geoseg.data.dataset import ChipDataset
 from geoseg.data.label_checks import missing_field_error
+from geoseg.data.labelled import split_labelled, unlabelled_split_error, warn_unlabelled_scenes
 from geoseg.data.labels import ClassMap
 from geoseg.data.loader import make_loader, num_workers, whole_number
 from geoseg.data.masks import coarse_valid_mask, label_codes
@@ -137,6 +138,24 @@ def warn_repeated_bands(scenes: Sequence[Scene]) -> None:
                     list(scene.bands), shown)  # fmt: skip
 
 
+def split_has_labels(cfg: Mapping[str, Any], split: str, scenes: Sequence[Scene]) -> bool | None:
+    """Whether ``split`` has a labelled pixel (see :mod:`geoseg.data.labelled`): a val label is read where
+    inspection cannot tell; the train split's labels are counted by its chip sampler, so None there."""
+    read = split != "train"
+    return split_labelled(scenes, class_map_from(cfg), scene_index(cfg) if read else None, read)
+
+
+def check_split_labels(
+    cfg: Mapping[str, Any], split: str, scenes: Sequence[Scene], labelled: bool | None
+) -> None:
+    """Refuse a split without a labelled pixel (``labelled`` from :func:`split_has_labels`) in one line;
+    warn about val scenes without a label file (train scenes without one are skipped by the sampler)."""
+    if labelled is False:
+        raise unlabelled_split_error(split, scenes, class_map_from(cfg), cfg.get("manifest"))
+    if split != "train":
+        warn_unlabelled_scenes(split, scenes)
+
+
 def build_augment(aug_cfg: Any) -> Augment | None:
     """Instantiate ``configs/aug`` (an albumentations Compose) and wrap it; empty means no augmentation."""
     if not aug_cfg or "_target_" not in aug_cfg:
@@ -186,6 +205,7 @@ def random_sampler(
     size = int(cfg["chip_size"])
     sampling, power = check_sampling(cfg)
     candidates, weights, empty, classes, cells = [], [], [], [], []
+    unlabelled: list[Scene] = []
     index = scene_index(cfg)
     group = chips_per_block(cfg)
     for scene in scenes:
@@ -201,7 +221,13 @@ def random_sampler(
         origins += np.array([i0 * step, j0 * step])
         on_lattice = (origins[:, 0] % align[0] == 0) & (origins[:, 1] % align[1] == 0)
         origins, frac = origins[on_lattice], frac[on_lattice]
-        if not sub.any():  # never draw all-ignore chips, even with data.max_nodata_fraction=1
+        counts = cached_class_counts(scene, step, cmap, index)  # exact, at full resolution
+        if not counts[:, i0 : row1 // step, j0 : col1 // step].any():  # every chip's target is all ignore
+            origins, frac = origins[:0], frac[:0]
+            unlabelled.append(scene)
+            cause = "no label file" if scene.label is None else "no data.classes code in its label"
+            log.warning("training scene '%s' has no labelled pixel (%s); it is skipped", scene.image, cause)
+        elif not sub.any():  # never draw all-ignore chips, even with data.max_nodata_fraction=1
             origins, frac = origins[:0], frac[:0]
             empty.append(scene.image)
             log.warning("training scene '%s' is all nodata (image nodata %s, or no labelled pixel); "
@@ -213,11 +239,12 @@ def random_sampler(
         weights.append(frac)
         if group > 1:  # each candidate's file block, for groups of chips read once
             cells.append(origin_cells(scene, size, origins))
-        if cmap is not None:  # the exact class mix of every candidate, from full-resolution label counts
-            counts = cached_class_counts(scene, step, cmap, index)
-            classes.append(candidate_class_fractions(counts, origins, (i0 * step, j0 * step), size, step))
+        # the exact class mix of every candidate, from the full-resolution label counts
+        classes.append(candidate_class_fractions(counts, origins, (i0 * step, j0 * step), size, step))
     if index is not None:
         index.save()
+    if len(unlabelled) == len(scenes):
+        raise unlabelled_split_error("train", scenes, cmap, cfg.get("manifest"))
     fractions = np.concatenate(classes) if classes else None
     if sampling == "class_balanced" and fractions is not None:
         weights = np.split(balanced_weights(fractions, power), np.cumsum([len(c) for c in candidates])[:-1])

@@ -18,6 +18,7 @@ from geoseg.data.label_checks import (
     check_vector_codes,
     warn_partial_label,
 )
+from geoseg.data.raster_kind import is_probabilities
 from geoseg.data.rasters import check_readable, open_raster, unreadable
 from geoseg.data.scene_paths import scene_name
 from geoseg.data.stack import Grid, SceneFile, inspect_stack, stack_dtype
@@ -212,6 +213,11 @@ def inspect_scene(
     elif label is not None:
         with open_raster(label, "label") as lab:
             check_readable(lab, label, "label")
+            if is_probabilities(lab.tags()):
+                raise GeosegError(
+                    f"label '{label}' is a probabilities raster written by geoseg predict, not labels of "
+                    "class codes; pass the ground-truth label file"
+                )
             if lab.crs is None:
                 raise GeosegError(f"label '{label}' has no CRS; assign one or write it on the image grid.")
             check_label_overlap(ref, lab, first, label)

@@ -18,7 +18,9 @@ from geoseg.data.build import (
     SplitData,
     build_augment,
     build_split,
+    check_split_labels,
     load_scenes,
+    split_has_labels,
     train_stats,
     warn_repeated_bands,
 )
@@ -57,9 +59,12 @@ def build_data(cfg: DictConfig, info: DistInfo) -> tuple[BandStats, SplitData, S
     data_cfg = as_dict(cfg.data)
     with main_process_first(info):  # rank 0 builds the scene index, the others read it
         scenes = {split: load_scenes(data_cfg, split) for split in ("train", "val")}
+        labelled = {split: split_has_labels(data_cfg, split, found) for split, found in scenes.items()}
     check_splits(scenes["train"], scenes["val"])
     if info.is_main:
         warn_repeated_bands(scenes["train"])
+    for split, found in scenes.items():  # every rank takes the same decision, before any statistics
+        check_split_labels(data_cfg, split, found, labelled[split])
     world = info.world_size if info.enabled else 1  # statistics: a shard per rank, merged
     stats = train_stats(
         data_cfg, progress=info.is_main, scenes=scenes["train"], rank=info.rank, world_size=world

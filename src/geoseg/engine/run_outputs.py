@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from geoseg.errors import GeosegError
 
@@ -25,6 +27,19 @@ def check_keep(keep: str) -> str:
     if keep not in KEEP:
         raise GeosegError(f"trainer.keep_checkpoints={keep!r} is not one of {', '.join(KEEP)}")
     return keep
+
+
+def check_best_written(summary: Mapping[str, Any], run_dir: str) -> None:
+    """Fail in one line when a finished run wrote no ``best.pt``: no validation gave a val mIoU (NaN
+    every time). Every rank has the same (all-reduced) metrics, so every rank fails; ``summary.json``
+    and ``last.pt`` are written by then, so nothing is lost."""
+    if summary.get("best_epoch") is not None:
+        return
+    raise GeosegError(
+        "no validation of this run scored a pixel (val mIoU NaN every time: no val chip held a pixel both "
+        "labelled and valid in its image), so it wrote no best.pt; check the val split's labels, region and "
+        f"data.nodata (summary.json and last.pt are in {shown_path(run_dir)})"
+    )
 
 
 def prune_checkpoints(run_dir: str, keep: str) -> list[str]:

@@ -21,6 +21,7 @@ from geoseg.errors import GeosegError
 from geoseg.inference.scoring import (
     SceneCounts,
     ScoreOptions,
+    check_class_map,
     check_counts,
     count_scene,
     prediction_classes,
@@ -40,7 +41,8 @@ def is_set(prediction: str) -> bool:
 
 
 def prediction_files(prediction: str) -> list[str]:
-    """The class maps of a folder or glob, sorted; ``*_probs.tif`` and hidden files are skipped."""
+    """The class maps of a folder or glob, sorted; ``*_probs.tif`` and hidden files are skipped, and a
+    file that is not a class map (see :func:`~geoseg.inference.scoring.check_class_map`) is refused."""
     pattern = os.path.join(prediction, "*") if os.path.isdir(prediction) else prediction
     found = sorted(
         p for p in glob.glob(pattern)
@@ -52,6 +54,8 @@ def prediction_files(prediction: str) -> list[str]:
             f"prediction={prediction} matches no class map (.tif, not *_probs.tif); pass the folder "
             "`geoseg predict` wrote or a glob such as 'preds/*.tif'"
         )
+    for path in found:  # a file the name does not tell: refused before any is scored
+        check_class_map(path, in_set=True)
     return found
 
 

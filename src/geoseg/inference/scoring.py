@@ -3,8 +3,10 @@
 The label is read onto the prediction grid (directly when the grids match, else a nearest-neighbour
 WarpedVRT, as the training loader does), its codes are mapped to class indices, and a confusion
 matrix is summed over the prediction's blocks, so memory stays bounded for any scene size. Label
-nodata and unknown codes are skipped; labelled pixels the prediction left as nodata are counted
-and reported, not scored.
+nodata and unknown codes are skipped (a label of fractional values is refused: it holds no class
+codes); labelled pixels the prediction left as nodata are counted and reported, not scored. A
+prediction that is not a class map (geoseg's probabilities, several bands, floating-point values) is
+refused before any pixel is read.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tqdm import tqdm
 
 from geoseg.classes import ClassInfo
 from geoseg.data.labels import ClassMap, check_classes, open_label_on_grid
+from geoseg.data.raster_kind import class_map_of, is_probabilities, not_a_class_map
 from geoseg.data.scenes import inspect_scene, open_raster, region_pixels
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.engine.metrics import ConfusionMatrix, compute_metrics
@@ -35,9 +38,11 @@ log = logging.getLogger(__name__)
 
 
 def prediction_classes(prediction: str, override: list[dict] | None) -> ClassInfo:
-    """The classes of ``classes=`` when given, else those the prediction file carries."""
+    """The classes of ``classes=`` when given, else those the prediction file carries (once it is known
+    to be a class map: geoseg's probabilities carry the list too)."""
     if override is not None:
         return ClassInfo.from_config(check_classes(override, "classes="))
+    check_class_map(prediction)
     with open_raster(prediction, "prediction") as src:
         found = read_classes_tag(src)
     if found is None:
@@ -46,6 +51,23 @@ def prediction_classes(prediction: str, override: list[dict] | None) -> ClassInf
             "in the order of the predicted indices"
         )
     return found
+
+
+def check_class_map(prediction: str, in_set: bool = False) -> None:
+    """Refuse a prediction that is not a class map (geoseg's probabilities, several bands, floats) in one
+    line naming it and what to score instead (``in_set``: it is one file of a folder or glob)."""
+    with open_raster(prediction, "prediction") as src:
+        problem, probabilities = not_a_class_map(src, prediction), is_probabilities(src.tags())
+    if problem is None:
+        return
+    beside = class_map_of(prediction) if probabilities else None
+    if in_set:
+        fix = "leave it out of prediction= (a set is scored from class maps only)"
+    elif beside:
+        fix = f"score '{beside}'"
+    else:
+        fix = "score the class map geoseg predict wrote (its output= file)"
+    raise GeosegError(f"{problem}; {fix}")
 
 
 MOST = 0.5  # above this share of the pixels, out-of-range predictions or unmapped labels are an error
@@ -62,12 +84,13 @@ class SceneCounts:
     unmapped: int = 0
     out_of_range: int = 0
     label_on_grid: bool = True
+    fractional: int = 0  # label pixels holding a value that is no whole number (so no class code)
 
     def __add__(self, other: SceneCounts) -> SceneCounts:
         return SceneCounts(
             self.matrix + other.matrix, self.labelled + other.labelled, self.unpredicted + other.unpredicted,
             self.unmapped + other.unmapped, self.out_of_range + other.out_of_range,
-            self.label_on_grid and other.label_on_grid,
+            self.label_on_grid and other.label_on_grid, self.fractional + other.fractional,
         )  # fmt: skip
 
 
@@ -107,6 +130,7 @@ def count_scene(
     prediction: str, labels: str, classes: ClassInfo, opts: ScoreOptions, progress: bool = False
 ) -> SceneCounts:
     """The confusion matrix and pixel counts of one scene (within ``region``), block by block."""
+    check_class_map(prediction)
     num = len(classes.codes)
     ignore = 255 if num < 255 else num + 1
     class_map = ClassMap(classes.codes, ignore_index=ignore)
@@ -124,6 +148,7 @@ def count_scene(
                 target = class_map(raw).astype(np.int64)
                 nodata = _label_nodata(raw, scene.label_nodata)
                 counts.unmapped += int(((target == ignore) & ~nodata).sum())
+                counts.fractional += _fractional(raw, nodata)
                 if pred.nodata is not None:
                     missing = predicted == pred.nodata
                     counts.unpredicted += int((missing & (target != ignore)).sum())
@@ -181,10 +206,23 @@ def _label_nodata(raw: np.ndarray, nodata: float | None) -> np.ndarray:
     return out
 
 
+def _fractional(raw: np.ndarray, nodata: np.ndarray) -> int:
+    """Label pixels (not nodata) of a float label whose value is no whole number."""
+    if raw.dtype.kind != "f":
+        return 0
+    return int((~nodata & np.isfinite(raw) & (raw != np.round(raw))).sum())
+
+
 def check_counts(prediction: str, labels: str, classes: ClassInfo, counts: SceneCounts) -> None:
-    """Fail when most pixels cannot be scored; warn about the rest."""
+    """Fail when the labels are no class codes or most pixels cannot be scored; warn about the rest."""
     codes = classes.codes
     unmapped, labelled, out_of_range = counts.unmapped, counts.labelled, counts.out_of_range
+    if counts.fractional:
+        raise GeosegError(
+            f"{counts.fractional} pixels of label '{labels}' hold fractional values, so it is not a raster "
+            "of class codes (resampled with bilinear or cubic?); pass labels of whole class codes, resampled "
+            "with nearest"
+        )
     if unmapped and unmapped >= MOST * (unmapped + labelled):
         raise GeosegError(
             f"{unmapped} of {unmapped + labelled} label pixels of '{labels}' hold codes that are not in the "

@@ -8,7 +8,9 @@ GeoTIFF is copied by GDAL's COG driver, with overviews (nearest for classes, ave
 probabilities). The class map carries a colour table and a ``geoseg_classes`` tag (codes, names and
 colours) that ``geoseg evaluate`` reads back; its legend for GIS software is written beside it by
 :mod:`geoseg.inference.legend`. The probabilities are grey bands (``PHOTOMETRIC=MINISBLACK``), one
-per class, named ``p_<class>``: never RGB(A), which GIS software would draw as colour and alpha.
+per class, named ``p_<class>``: never RGB(A), which GIS software would draw as colour and alpha. Both
+carry a ``geoseg_raster`` tag (``class_map`` | ``probabilities``), so ``geoseg evaluate`` refuses to
+score probabilities as class indices (see :mod:`geoseg.data.raster_kind`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import rasterio.errors
 import rasterio.shutil
 
 from geoseg.classes import ClassInfo
+from geoseg.data.raster_kind import CLASS_MAP, KIND_TAG, PROBABILITIES, PROBABILITY_SCALE
 from geoseg.data.stack import Grid
 from geoseg.errors import first_line
 from geoseg.inference.blend import FinishedBlock, PendingBlock
@@ -80,7 +83,8 @@ class PredictionWriter:
         profile, georef = base_profile(grid, threads, level), georef or {}
         self.classes = open_output(class_path, profile, georef, count=1, dtype=dtype, nodata=self.nodata)
         self.classes.set_band_description(1, "class")
-        self.classes.update_tags(**(tags or {}), **{CLASSES_TAG: json.dumps(classes.as_list())})
+        listed = json.dumps(classes.as_list())
+        self.classes.update_tags(**(tags or {}), **{CLASSES_TAG: listed, KIND_TAG: CLASS_MAP})
         if dtype == "uint8":
             self.classes.write_colormap(1, {i: (*rgb, 255) for i, rgb in enumerate(classes.colors)})
         self.probs = None
@@ -89,7 +93,7 @@ class PredictionWriter:
                                      photometric="MINISBLACK")  # fmt: skip
             for band, name in enumerate(classes.names, start=1):
                 self.probs.set_band_description(band, f"p_{name}")
-            self.probs.update_tags(scale="probability x 255", **{CLASSES_TAG: json.dumps(classes.as_list())})
+            self.probs.update_tags(scale=PROBABILITY_SCALE, **{CLASSES_TAG: listed, KIND_TAG: PROBABILITIES})
 
     def write(self, block: FinishedBlock | PendingBlock) -> None:
         """Write a block's classes (nodata where invalid) and, when kept, its uint8 probabilities."""
