@@ -1,5 +1,5 @@
 """A new user's first hour: help text, --version, typos, the latest link, kept checkpoints, progress lines,
-the log format and the README's Python snippets run as written."""
+the log format and the documentation's Python snippets run as written."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from geoseg.engine.progress import EpochProgress, RunClock, duration
 from geoseg.engine.run_outputs import link_latest, next_steps, prune_checkpoints
 from geoseg.log_format import ShortFormatter
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_command_help_lists_its_groups_and_every_option_with_its_yaml_comment(capsys):
@@ -153,8 +153,9 @@ def test_the_log_prefix_is_the_time_and_only_warnings_name_their_level():
 
 
 def readme_python_blocks() -> list[str]:
-    """The ```python blocks of the README, in order."""
-    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    """The ```python blocks of the documentation (the chip pipeline's page, then the models'), in order."""
+    pages = [DOCS / "python.md", DOCS / "models-and-norms.md"]
+    return [block for page in pages for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
 
 
 def test_the_readme_python_snippets_run_as_written(tmp_path, monkeypatch):
@@ -164,13 +165,13 @@ def test_the_readme_python_snippets_run_as_written(tmp_path, monkeypatch):
     import torchvision
 
     blocks = readme_python_blocks()
-    assert len(blocks) == 2, "the README's Python snippets changed: update this test"
+    assert len(blocks) == 2, "the documentation's Python snippets changed: update this test"
     weights = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), weights)
     monkeypatch.chdir(tmp_path)  # the demo data and the statistics cache are written here
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md:pipeline", "exec"), namespace)
+    exec(compile(blocks[0], "docs/python.md", "exec"), namespace)
     assert namespace["x"].dtype == torch.float32 and namespace["y"].shape[-1] == 128
     model_code = blocks[1].replace("/weights/resnet34-b627a593.pth", str(weights))
-    exec(compile(model_code, "README.md:model", "exec"), namespace)
+    exec(compile(model_code, "docs/models-and-norms.md", "exec"), namespace)
     assert namespace["logits"].shape[1] == 4

@@ -222,7 +222,7 @@ def inspect_images(root: str, images: list[str]) -> dict:
             raise GeosegError(
                 f"init-data: '{rel}' has {info['count']} bands in {info['crs']} but '{images[0]}' has "
                 f"{first['count']} in {first['crs']}; pick one kind with images='GLOB' (e.g. "
-                "images='*_S2*.tif'), or stack sensors with data.files (README)"
+                "images='*_S2*.tif'), or stack sensors with data.files (docs/multi-file.md)"
             )
     if first["crs"] is None:
         raise GeosegError(

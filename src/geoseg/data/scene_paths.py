@@ -240,5 +240,5 @@ def warn_bands_as_scenes(scenes: Sequence) -> None:
                 "%d single-band images (%s) share one grid and differ only in a number: each is trained as a "
                 "scene of its own with a 1-band model. If they are the bands of one scene, stack them: put "
                 "{file} where the band name goes in the images pattern and list the names in data.files "
-                "(README: 'Bands in several files').", len(paths), shown,
+                "(docs/multi-file.md).", len(paths), shown,
             )  # fmt: skip
