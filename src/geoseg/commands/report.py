@@ -21,8 +21,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("dir"):
         raise GeosegError("missing the sweep folder; usage: geoseg report DIR [output=FOLDER] [title=TEXT]")
     existing = check_existing(cfg.get("existing", "overwrite"))
-    if existing == "skip":
-        raise GeosegError("existing=skip: a report is always rewritten whole; use overwrite or error")
     result = report_sweep(str(cfg.dir), cfg.get("output"), cfg.get("title"), existing)
     ok = sum(r["status"] == "ok" for r in result["rows"])
     log.info(

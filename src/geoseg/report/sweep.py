@@ -33,10 +33,11 @@ def report_sweep(
     check_folder_output(out)
     ensure_writable_dir(out, "report folder")
     written = [os.path.join(out, "results.csv"), os.path.join(out, "results.md")]
-    for path in written:
-        claim_output(path, "report", existing)
-    for name in PLOTS:
-        claim_output(os.path.join(out, name), "picture", existing)
+    claims = [claim_output(path, "report", existing) for path in written]
+    claims += [claim_output(os.path.join(out, name), "picture", existing) for name in PLOTS]
+    if not all(claims):  # existing=skip and a report is there: it is kept whole, not mixed with a new one
+        log.info("a report exists in %s; kept (existing=skip)", out)
+        return {"written": [], "rows": [], "problems": []}
     title = title or f"Sweep report: {os.path.basename(sweep.root.rstrip(os.sep))}"
     rows = job_rows(sweep)
     atomic_write_text(written[0], to_csv(rows), "report table")
