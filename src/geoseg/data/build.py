@@ -198,7 +198,12 @@ def build_split(
 
 
 def random_sampler(
-    scenes: Sequence[Scene], cfg: Mapping[str, Any], cmap: ClassMap, seed: int, rank: int, world_size: int
+    scenes: Sequence[Scene],
+    cfg: Mapping[str, Any],
+    cmap: ClassMap | None,
+    seed: int,
+    rank: int,
+    world_size: int,
 ) -> RandomChipSampler:
     """Random chips weighted by valid area (or by class, ``data.sampling``), filtered by
     ``data.max_nodata_fraction``."""
@@ -221,8 +226,9 @@ def random_sampler(
         origins += np.array([i0 * step, j0 * step])
         on_lattice = (origins[:, 0] % align[0] == 0) & (origins[:, 1] % align[1] == 0)
         origins, frac = origins[on_lattice], frac[on_lattice]
-        counts = cached_class_counts(scene, step, cmap, index)  # exact, at full resolution
-        if not counts[:, i0 : row1 // step, j0 : col1 // step].any():  # every chip's target is all ignore
+        # exact, at full resolution; without a class map (statistics, tests) every pixel counts as labelled
+        counts = None if cmap is None else cached_class_counts(scene, step, cmap, index)
+        if counts is not None and not counts[:, i0 : row1 // step, j0 : col1 // step].any():  # all ignore
             origins, frac = origins[:0], frac[:0]
             unlabelled.append(scene)
             cause = "no label file" if scene.label is None else "no data.classes code in its label"
@@ -239,8 +245,8 @@ def random_sampler(
         weights.append(frac)
         if group > 1:  # each candidate's file block, for groups of chips read once
             cells.append(origin_cells(scene, size, origins))
-        # the exact class mix of every candidate, from the full-resolution label counts
-        classes.append(candidate_class_fractions(counts, origins, (i0 * step, j0 * step), size, step))
+        if counts is not None:  # the exact class mix of every candidate, from the full-resolution counts
+            classes.append(candidate_class_fractions(counts, origins, (i0 * step, j0 * step), size, step))
     if index is not None:
         index.save()
     if len(unlabelled) == len(scenes):
