@@ -78,7 +78,8 @@ def closest_key(key: str, tree: object) -> str | None:
 
 
 def unknown_key(command: str, config_name: str, key: str, parsed: list[Override], group: bool) -> str:
-    """``unknown option 'KEY'; did you mean 'NEAR'? (how to add it; where to see every option)``."""
+    """``unknown option 'KEY'; did you mean 'NEAR'? (where to see every option)``, or, when no existing key
+    is near, ``unknown option 'KEY' (how to add it; where to see every option)``."""
     line = next(o.input_line for o in reversed(parsed) if o.key_or_group == key and changes(o))
     others = [o.input_line for o in parsed if o.key_or_group != key]
     near = None
@@ -89,13 +90,14 @@ def unknown_key(command: str, config_name: str, key: str, parsed: list[Override]
             continue
         near = closest_key(key, tree)
         break
-    hint = f"; did you mean '{near}'?" if near else ""
+    where = "--cfg hydra" if key.split(".")[0] == "hydra" else "--help"
+    if near:  # almost surely a typo of an existing key: never suggest adding the misspelt one with +
+        return f"unknown option '{key}'; did you mean '{near}'? (every option: geoseg {command} {where})"
     if group:
         how = f"geoseg {command} does not use config group {key}; add it with +{line}"
     else:
-        where = "--cfg hydra" if key.split(".")[0] == "hydra" else "--help"
         how = f"add a new key with +{line}; every option: geoseg {command} {where}"
-    return f"unknown option '{key}'{hint} ({how})"
+    return f"unknown option '{key}' ({how})"
 
 
 def unknown_choice(err: MissingConfigException) -> str:
