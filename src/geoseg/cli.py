@@ -26,6 +26,7 @@ from geoseg.config import config_dir
 from geoseg.errors import GeosegError, user_message
 from geoseg.io import ensure_writable_dir
 from geoseg.overrides import check_overrides, split_config_dir
+from geoseg.versions import version
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +54,6 @@ def usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
     return USAGE.format(commands="\n".join(lines), configs=config_dir())
-
-
-def version() -> str:
-    """geoseg's version and those of the libraries a bug report needs."""
-    import rasterio
-    import segmentation_models_pytorch as smp
-    import torch
-
-    from geoseg import __version__
-
-    return (
-        f"geoseg {__version__} (torch {torch.__version__}, segmentation-models-pytorch {smp.__version__}, "
-        f"rasterio {rasterio.__version__}, GDAL {rasterio.__gdal_version__})"
-    )
 
 
 def print_paged(text: str) -> None:
