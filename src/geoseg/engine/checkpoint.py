@@ -222,5 +222,5 @@ def restore(run: Run, path: str) -> Progress:
     if counters.get("best_miou") is None:
         counters["best_miou"] = -math.inf
     state = Progress(**{**counters, "epoch": int(saved["epoch"]), "step": int(saved["step"])})
-    log.info("resumed from %s at epoch %d, step %d", path, state.epoch, state.step)
+    log.info("resumed from %s %s", path, state.position())
     return state
