@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import importlib
@@ -26,6 +27,8 @@ from geoseg.config import config_dir
 from geoseg.errors import GeosegError, user_message
 from geoseg.io import ensure_writable_dir
 from geoseg.overrides import check_overrides, split_config_dir
+from geoseg.resume import resumed_job, resumed_run
+from geoseg.versions import version
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +56,6 @@ def usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
     return USAGE.format(commands="\n".join(lines), configs=config_dir())
-
-
-def version() -> str:
-    """geoseg's version and those of the libraries a bug report needs."""
-    import rasterio
-    import segmentation_models_pytorch as smp
-    import torch
-
-    from geoseg import __version__
-
-    return (
-        f"geoseg {__version__} (torch {torch.__version__}, segmentation-models-pytorch {smp.__version__}, "
-        f"rasterio {rasterio.__version__}, GDAL {rasterio.__gdal_version__})"
-    )
 
 
 def print_paged(text: str) -> None:
@@ -193,17 +182,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         raise SystemExit(2)
     task = importlib.import_module(command.module).run
-    sys.argv = [f"geoseg {name}", *overrides]
     from rasterio.errors import NotGeoreferencedWarning  # loaded by the command's module already
 
     # geoseg says it in its own words (train refuses a file without CRS; predict warns, or carries GCPs)
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     try:
-        composed = check_overrides(name, config_name, overrides)  # a typo: one line, not Hydra's several
-        check_output_folder(args[1:])
-        if name == "train" and composed is not None:  # before Hydra writes its .hydra/ files into it
-            check_train_folder(composed)
-        hydra_app(config_name, task)()
+        with contextlib.ExitStack() as stack:
+            primary_dir = None
+            run_dir = resumed_run(overrides) if name == "train" else None
+            if run_dir:  # the run's own saved config, in its own working folder (see geoseg.resume)
+                job = stack.enter_context(resumed_job(run_dir, overrides))
+                config_name, primary_dir, overrides = job.config_name, job.config_dir, job.overrides
+            sys.argv = [f"geoseg {name}", *(["--config-dir", primary_dir] if primary_dir else []), *overrides]
+            composed = check_overrides(name, config_name, overrides, primary_dir)  # a typo: one line
+            check_output_folder(overrides)
+            if name == "train" and composed is not None:  # before Hydra writes its .hydra/ files into it
+                check_train_folder(composed)
+            hydra_app(config_name, task)()
     except GeosegError as err:  # raised while composing (e.g. configs not found)
         print(f"geoseg: error: {user_message(err)}", file=sys.stderr)
         raise SystemExit(2) from None

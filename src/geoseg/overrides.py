@@ -51,12 +51,13 @@ def changes(override: Override) -> bool:
     return not (override.is_add() or override.is_force_add() or override.is_delete())
 
 
-def compose_all(config_name: str, overrides: list[str]) -> DictConfig:
-    """The command's config composed with ``overrides``, the ``hydra`` node included.
+def compose_all(config_name: str, overrides: list[str], primary_dir: str | None = None) -> DictConfig:
+    """The command's config composed with ``overrides``, the ``hydra`` node included; ``primary_dir`` is
+    the folder of ``config_name`` when that is not one of geoseg's configs (a resumed run's).
 
     GlobalHydra is initialised only inside this call, so the real Hydra app can run afterwards.
     """
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    with initialize_config_dir(config_dir=primary_dir or str(config_dir()), version_base="1.3"):
         return compose(config_name, overrides=overrides, return_hydra_config=True)
 
 
@@ -78,7 +79,8 @@ def closest_key(key: str, tree: object) -> str | None:
 
 
 def unknown_key(command: str, config_name: str, key: str, parsed: list[Override], group: bool) -> str:
-    """``unknown option 'KEY'; did you mean 'NEAR'? (how to add it; where to see every option)``."""
+    """``unknown option 'KEY'; did you mean 'NEAR'? (where to see every option)``, or, when no existing key
+    is near, ``unknown option 'KEY' (how to add it; where to see every option)``."""
     line = next(o.input_line for o in reversed(parsed) if o.key_or_group == key and changes(o))
     others = [o.input_line for o in parsed if o.key_or_group != key]
     near = None
@@ -89,13 +91,14 @@ def unknown_key(command: str, config_name: str, key: str, parsed: list[Override]
             continue
         near = closest_key(key, tree)
         break
-    hint = f"; did you mean '{near}'?" if near else ""
+    where = "--cfg hydra" if key.split(".")[0] == "hydra" else "--help"
+    if near:  # almost surely a typo of an existing key: never suggest adding the misspelt one with +
+        return f"unknown option '{key}'; did you mean '{near}'? (every option: geoseg {command} {where})"
     if group:
         how = f"geoseg {command} does not use config group {key}; add it with +{line}"
     else:
-        where = "--cfg hydra" if key.split(".")[0] == "hydra" else "--help"
         how = f"add a new key with +{line}; every option: geoseg {command} {where}"
-    return f"unknown option '{key}'{hint} ({how})"
+    return f"unknown option '{key}' ({how})"
 
 
 def unknown_choice(err: MissingConfigException) -> str:
@@ -159,9 +162,12 @@ def yaml_error(err: yaml.YAMLError) -> str:
     return f"{where} is not valid YAML: {problem}{f' ({context})' if context else ''}; fix that line"
 
 
-def check_overrides(command: str, config_name: str, args: list[str]) -> DictConfig | None:
-    """Compose ``config_name`` with the overrides in ``args``; raise a one-line GeosegError on a typo.
-    Returns the composed config (the ``hydra`` node included), or None where the check is left to Hydra.
+def check_overrides(
+    command: str, config_name: str, args: list[str], primary_dir: str | None = None
+) -> DictConfig | None:
+    """Compose ``config_name`` (in ``primary_dir`` when given) with the overrides in ``args``; raise a
+    one-line GeosegError on a typo. Returns the composed config (the ``hydra`` node included), or None
+    where the check is left to Hydra.
 
     Left to Hydra: any flag (``-m``, ``--cfg``, ``--help``, ...), sweeps (``norm=a,b``) and any
     failure that is not a Hydra composition error.
@@ -175,7 +181,7 @@ def check_overrides(command: str, config_name: str, args: list[str]) -> DictConf
     if any(o.is_sweep_override() for o in parsed):
         return None
     try:
-        return compose_all(config_name, [*args, *search])
+        return compose_all(config_name, [*args, *search], primary_dir)
     except GeosegError:  # geoseg's configs not found
         raise
     except MissingConfigException as err:

@@ -79,7 +79,7 @@ def test_sigkill_mid_epoch_then_resume_auto_ends_with_uninterrupted_weights(demo
 
     resumed = run([*args, "trainer.resume=auto"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from" in resumed.stdout and "at epoch 1, step 8" in resumed.stdout
+    assert "resumed from" in resumed.stdout and "after epoch 1, step 8" in resumed.stdout
     assert (run_dir / "summary.json").exists()
     assert_same_weights(weights(run_dir / "last.pt"), reference)
     steps = [r["step"] for r in train_rows(run_dir)]

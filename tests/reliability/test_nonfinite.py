@@ -155,7 +155,7 @@ def test_non_finite_weights_are_never_written_over_last_pt(demo_root, tmp_path):
     with pytest.raises(GeosegError) as err:
         save_checkpoints(run)
     assert str(err.value).startswith(
-        f"the model holds NaN/inf weights at epoch 0, step 0; training stopped and {tmp_path / 'last.pt'} "
+        f"the model holds NaN/inf weights after epoch 0, step 0; training stopped and {tmp_path / 'last.pt'} "
         "keeps the last good weights."
     )
     assert (tmp_path / "last.pt").read_bytes() == good

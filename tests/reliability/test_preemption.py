@@ -58,7 +58,7 @@ def test_signal_checkpoints_mid_epoch_exits_0_and_resume_matches_an_uninterrupte
 
     resumed = run([*args, "trainer.resume=auto"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"at epoch 1, step {step}" in resumed.stdout
+    assert f"at epoch 2, step {step}" in resumed.stdout  # as the stop line says (1-based, as the bars)
     assert (run_dir / "summary.json").exists()
     assert [r["step"] for r in train_rows(run_dir)] == list(range(1, 25))
     assert_same_weights(weights(run_dir / "last.pt"), reference)

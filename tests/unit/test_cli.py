@@ -68,27 +68,27 @@ GRAMMAR = "(see https://hydra.cc/docs/advanced/override_grammar/basic)"
         (
             ("train", "trainer.max_epoch=3"),
             "unknown option 'trainer.max_epoch'; did you mean 'trainer.max_epochs'? "
-            "(add a new key with +trainer.max_epoch=3; every option: geoseg train --help)",
+            "(every option: geoseg train --help)",
         ),
         (
             ("stats", "data.chip_sise=3"),
             "unknown option 'data.chip_sise'; did you mean 'data.chip_size'? "
-            "(add a new key with +data.chip_sise=3; every option: geoseg stats --help)",
+            "(every option: geoseg stats --help)",
         ),
         (
             ("train", "data.splits.tain.labels='{x}.tif'"),
             "unknown option 'data.splits.tain.labels'; did you mean 'data.splits.train.labels'? "
-            "(add a new key with +data.splits.tain.labels='{x}.tif'; every option: geoseg train --help)",
+            "(every option: geoseg train --help)",
         ),
         (
             ("train", "norm=groupnorm", "norm.num_groupz=4"),
             "unknown option 'norm.num_groupz'; did you mean 'norm.num_groups'? "
-            "(add a new key with +norm.num_groupz=4; every option: geoseg train --help)",
+            "(every option: geoseg train --help)",
         ),
         (
             ("train", "hydra.run.dirr=out"),
             "unknown option 'hydra.run.dirr'; did you mean 'hydra.run.dir'? "
-            "(add a new key with +hydra.run.dirr=out; every option: geoseg train --cfg hydra)",
+            "(every option: geoseg train --cfg hydra)",
         ),
     ],
 )
@@ -221,7 +221,7 @@ def test_a_typo_is_one_line_from_the_console_script(tmp_path: Path, geoseg) -> N
     assert run.returncode == 2
     assert run.stderr.splitlines() == [
         "geoseg: error: unknown option 'trainer.max_epoch'; did you mean 'trainer.max_epochs'? "
-        "(add a new key with +trainer.max_epoch=3; every option: geoseg train --help)"
+        "(every option: geoseg train --help)"
     ]
     assert not (tmp_path / "outputs").exists()  # nothing was created before the check
 

@@ -7,11 +7,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from geoseg.config import whole
+from geoseg.engine.checkpoint import checkpoint_file
 from geoseg.errors import GeosegError
 from geoseg.inference.export import FORMATS, default_output, export_model, sidecar_path
 from geoseg.output_policy import check_existing, claim_output
 
-USAGE = "geoseg export checkpoint=RUN/best.pt [format=onnx|torchscript] [output=MODEL.onnx]"
+USAGE = "geoseg export checkpoint=RUN|RUN/best.pt [format=onnx|torchscript] [output=MODEL.onnx]"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -20,7 +21,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise GeosegError(f"format={fmt!r} is not an export format; choose one of {', '.join(FORMATS)}")
-    checkpoint = str(cfg.checkpoint)
+    checkpoint = checkpoint_file(str(cfg.checkpoint))  # a run folder: its best.pt (else last.pt)
     output = str(cfg.output) if cfg.get("output") else default_output(checkpoint, fmt)
     existing = check_existing(cfg.get("existing", "overwrite"))
     if not claim_output(output, "export", existing, [checkpoint]):

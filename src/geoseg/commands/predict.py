@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from geoseg.data.band_files import check_grid_rule, parse_files
 from geoseg.data.scene_paths import scene_name
 from geoseg.device import autocast_dtype
+from geoseg.engine.checkpoint import checkpoint_file
 from geoseg.engine.distributed import barrier, cleanup_distributed, init_distributed
 from geoseg.errors import GeosegError
 from geoseg.inference.inputs import find_inputs, output_paths
@@ -27,7 +28,9 @@ from geoseg.models.memory_format import channels_last_for
 
 log = logging.getLogger(__name__)
 
-USAGE = "geoseg predict checkpoint=RUN/best.pt|MODEL.onnx input=SCENE.tif|FOLDER|'GLOB' output=OUT.tif|FOLDER"
+USAGE = (
+    "geoseg predict checkpoint=RUN|RUN/best.pt|MODEL.onnx input=SCENE.tif|FOLDER|'GLOB' output=OUT.tif|FOLDER"
+)
 
 
 def require(cfg: DictConfig, *keys: str) -> None:
@@ -61,7 +64,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     require(cfg, "checkpoint", "input", "output")
     info = init_distributed(str(cfg.device), option="device")
     try:
-        loaded = load_model(str(cfg.checkpoint), info.device)
+        loaded = load_model(checkpoint_file(str(cfg.checkpoint)), info.device)
         opts = options(cfg, loaded)
         if is_exported(loaded.path):
             amp = exported_amp(str(cfg.amp), loaded.path)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from geoseg.engine.fit import fit
 from geoseg.engine.preemption import INTERRUPTED
-from geoseg.engine.run_folder import check_run_folder
+from geoseg.engine.run_folder import RESUME_RECORD, check_run_folder
 from geoseg.engine.run_outputs import (
     check_best_written,
     check_keep,
@@ -30,11 +30,19 @@ from geoseg.engine.run_outputs import (
 log = logging.getLogger(__name__)
 
 
+def say_resumed(record: str) -> None:
+    """Where a resumed run's options come from (see :mod:`geoseg.resume`), when this job resumes one."""
+    if record.startswith(RESUME_RECORD):
+        log.info("continuing the run with the options it was started with (its .hydra/config.yaml), in its "
+                 "working folder %s; this resume's options are in %s/", os.getcwd(), record)  # fmt: skip
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     keep = check_keep(str(cfg.trainer.get("keep_checkpoints", "all")))
     check_run_folder(run_dir, cfg.trainer.get("resume"), "run folder")  # a sweep job's, too
+    say_resumed(str(hydra_cfg.output_subdir or ""))
     result = fit(cfg, run_dir)
     if result.get("preempted") == "SIGINT":  # Ctrl-C: last.pt is written; say so with the shell's status
         raise SystemExit(INTERRUPTED)

@@ -101,6 +101,22 @@ MISSING_FIX = (
 )
 
 
+def checkpoint_file(path: str, option: str = "checkpoint") -> str:
+    """``path`` itself, or for a training run's folder its ``best.pt`` (else its ``last.pt``, saying so)."""
+    if not os.path.isdir(path):
+        return path
+    best, last = os.path.join(path, "best.pt"), os.path.join(path, "last.pt")
+    if os.path.isfile(best):
+        return best
+    if os.path.isfile(last):
+        log.info("%s='%s' has no best.pt (no validated epoch kept); using its last.pt", option, path)
+        return last
+    raise GeosegError(
+        f"{option}='{path}' is a folder with no best.pt or last.pt; give the folder of a geoseg train run "
+        "that wrote one, or a checkpoint file"
+    )
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", missing_fix: str = MISSING_FIX
 ) -> dict[str, Any]:
@@ -222,5 +238,5 @@ def restore(run: Run, path: str) -> Progress:
     if counters.get("best_miou") is None:
         counters["best_miou"] = -math.inf
     state = Progress(**{**counters, "epoch": int(saved["epoch"]), "step": int(saved["step"])})
-    log.info("resumed from %s at epoch %d, step %d", path, state.epoch, state.step)
+    log.info("resumed from %s %s", path, state.position())
     return state

@@ -276,9 +276,9 @@ def stop_for_preemption(run: Run, preempt: Preemption, logger: RunLogger, checkp
         save_checkpoints(run, best=False)
     logger.close()
     log.warning(
-        "stopped by %s at epoch %d, step %d of %d: %s/last.pt holds this step; rerun with "
-        "trainer.resume=auto hydra.run.dir=%s to continue", preempt.signal_name or "a signal on another rank",
-        state.epoch + (state.epoch_step > 0), state.step, run.total_steps, run.run_dir, run.run_dir,
+        "stopped by %s %s of %d: %s/last.pt holds this step; rerun with trainer.resume=auto "
+        "hydra.run.dir=%s to continue", preempt.signal_name or "a signal on another rank", state.position(),
+        run.total_steps, run.run_dir, run.run_dir,
     )  # fmt: skip
     preempt.chain()  # e.g. submitit's handler, which requeues the job
     return {"preempted": preempt.signal_name or "signal", "epoch": state.epoch, "step": state.step}

@@ -87,6 +87,5 @@ def check_weights_finite(model: nn.Module, state: Progress, run_dir: str) -> Non
     last = os.path.join(run_dir, "last.pt")
     kept = f"{last} keeps the last good weights" if os.path.exists(last) else "no checkpoint was written"
     raise GeosegError(
-        f"the model holds NaN/inf weights at epoch {state.epoch}, step {state.step}; training stopped and "
-        f"{kept}. To fix: {ADVICE}"
+        f"the model holds NaN/inf weights {state.position()}; training stopped and {kept}. To fix: {ADVICE}"
     )

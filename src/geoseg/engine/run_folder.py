@@ -20,6 +20,7 @@ from geoseg.errors import GeosegError
 
 RUN_MARKS = (".hydra", ".geoseg.lock")  # what every geoseg training run leaves in its folder
 CHECKPOINTS = ("last.pt", "best.pt")
+RESUME_RECORD = ".hydra/resume-"  # + N: Hydra's record of the N-th resume of a run (see geoseg.resume)
 
 
 def continues_this_run(resume: Any, run_dir: str) -> bool:

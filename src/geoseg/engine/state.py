@@ -148,6 +148,13 @@ class Progress:
     tiles: int = 0  # training chips seen, all ranks
     last_val: dict[str, Any] = field(default_factory=dict)
 
+    def position(self) -> str:
+        """Where the run stands, counting epochs from 1 as the progress bars do: ``at epoch 2, step 11``
+        inside an epoch, ``after epoch 1, step 8`` between epochs (the stop and resume lines say the same)."""
+        if self.epoch_step > 0:
+            return f"at epoch {self.epoch + 1}, step {self.step}"
+        return f"after epoch {self.epoch}, step {self.step}"
+
 
 @dataclass
 class Run:

@@ -11,10 +11,13 @@ under temporary names and renamed, and the export is checked against PyTorch on 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -134,12 +137,38 @@ def _write_onnx(net: nn.Module, chip: torch.Tensor, path: str, opset: int | None
     dim = torch.export.Dim
     shapes = {"x": {0: dim("batch", min=1), 2: stride * dim("h_blocks", min=1),
                     3: stride * dim("w_blocks", min=1)}}  # fmt: skip
+    with quiet_exporter():
+        try:
+            program = torch.onnx.export(net, (chip,), dynamo=True, dynamic_shapes=shapes,
+                                        input_names=[INPUT], output_names=[OUTPUT], opset_version=opset,
+                                        verbose=False)  # fmt: skip
+        except Exception as err:  # the exporter's own errors are long; its first line names the operator
+            raise GeosegError(f"ONNX export failed: {first_line(err)}; try format=torchscript") from None
+        program.save(path)
+
+
+class DropLibraryInfo(logging.Filter):
+    """Pass geoseg's records and every warning or error; drop the exporter's progress lines (torch.onnx,
+    onnxscript and onnx_ir log each optimisation pass at INFO: 'Removed 30 unused nodes', ...)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] == "geoseg"
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence what the ONNX exporter prints ('[torch.onnx] Obtain model graph...') and logs below WARNING
+    while it runs; its warnings and errors still reach the log, and its exceptions propagate."""
+    handlers = logging.getLogger().handlers
+    quiet = DropLibraryInfo()
+    for handler in handlers:
+        handler.addFilter(quiet)
     try:
-        program = torch.onnx.export(net, (chip,), dynamo=True, dynamic_shapes=shapes, input_names=[INPUT],
-                                    output_names=[OUTPUT], opset_version=opset, verbose=False)  # fmt: skip
-    except Exception as err:  # the exporter's own errors are long; its first line names the operator
-        raise GeosegError(f"ONNX export failed: {first_line(err)}; try format=torchscript") from None
-    program.save(path)
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
 def _run_onnx(path: str, net: nn.Module, chip: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -85,6 +85,11 @@ class NormSummary:
     replaced: int = 0
     dropped_running_stats: list[str] = field(default_factory=list)
 
+    @property
+    def changed(self) -> bool:
+        """Whether the model's norm layers are of other types now (not so for batchnorm on a BN model)."""
+        return self.before != self.after
+
     def __str__(self) -> str:
         return f"norm={self.norm}: {format_counts(self.before)} -> {format_counts(self.after)}"
 
@@ -155,5 +160,8 @@ def convert_norm(model: nn.Module, norm: NormFactory) -> NormSummary:
         if dropped:
             summary.dropped_running_stats.append(name)
     summary.after = norm_counts(model)
-    log.info("%s (%d layers replaced)", summary, summary.replaced)
+    if summary.changed:
+        log.info("%s (%d layers replaced)", summary, summary.replaced)
+    else:  # norm=batchnorm on smp's BatchNorm models: nothing to say on every command
+        log.debug("%s: the model's own norm layers, unchanged", summary)
     return summary
