@@ -1,0 +1,101 @@
+"""A new user's first hour, round 2 (issue 36): init-data judging files by their names, end-of-run work
+nobody asked for, polygon filters in the wrong units, and evaluate's region outputs and baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, write_tif
+
+pytestmark = pytest.mark.usefixtures("release_hydra_logging")  # in-process CLI runs (conftest.py)
+
+
+def run_logged(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """``geoseg ARGS`` in-process: (exit status, its stdout and stderr together, where Hydra logs)."""
+    code, out, err = run_cli(capsys, *args)
+    return code, out + err
+
+
+# --- item 1: init-data judges a file by what the user says, then by its content, its name last ---------
+
+
+def road_folder(root: Path, image: str, label: str) -> Path:
+    """One 1-band road scene (continuous uint16 values) named ``image`` and its 0/1 label ``label``."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    write_tif(root / image, rng.integers(1, 4000, (160, 160), dtype="uint16"))
+    write_tif(root / label, (rng.random((160, 160)) < 0.3).astype("uint8"))
+    return root
+
+
+def init_data(capsys, monkeypatch, tmp_path: Path, root: Path, *args: str) -> tuple[int, str, str]:
+    """``geoseg init-data ROOT conf=<tmp>/conf`` run in tmp_path: (status, config text, log)."""
+    monkeypatch.chdir(tmp_path)  # check_loads caches the scene index under ./outputs
+    code, log = run_logged(capsys, "init-data", str(root), f"conf={tmp_path / 'conf'}", *args)
+    path = tmp_path / "conf" / "data" / f"{root.name}.yaml"
+    return code, path.read_text() if path.exists() else "", log
+
+
+@pytest.mark.parametrize(
+    ("image", "label", "args"),
+    [
+        ("road_mask_input.tif", "road_label.tif", []),  # 'input' after 'mask': an image
+        ("road_mask.tif", "road_label.tif", []),  # both named like labels: the continuous one is the image
+        ("road_mask_input.tif", "road_truth.tif", ["images=road_mask_input.tif", "labels=road_truth.tif"]),
+    ],
+)
+def test_a_road_image_named_like_a_mask_is_taken_for_the_image(
+    tmp_path, capsys, monkeypatch, image, label, args
+):
+    """It said "no GeoTIFF images" for each, and images= gave the same error (the name check ran first)."""
+    root = road_folder(tmp_path / "roads", image, label)
+    code, text, log = init_data(capsys, monkeypatch, tmp_path, root, *args)
+    assert code == 0, log
+    assert f'train: {{images: "{image}", labels: "{label}", region: [0, 0, 0.8, 1]}}' in text
+    assert "- {code: 0, name: class_0}" in text and "- {code: 1, name: class_1}" in text
+    assert "checked: it loads (1 train and 1 val scenes inspected)" in log
+
+
+def test_a_single_road_image_and_its_label_train_with_no_options(tmp_path, capsys, monkeypatch):
+    root = road_folder(tmp_path / "roads", "road_mask_input.tif", "road_label.tif")
+    code, _, log = init_data(capsys, monkeypatch, tmp_path, root)
+    assert code == 0, log
+    code, log = run_logged(
+        capsys, "train", "--config-dir", str(tmp_path / "conf"), "data=roads",
+        f"hydra.run.dir={tmp_path}/run", "data.chip_size=32", "data.batch_size=2", "data.chips_per_epoch=4",
+        "data.num_workers=0",
+        "model.decoder_channels=[32,16,16,8,8]", "trainer.device=cpu", "trainer.progress=false",
+        "trainer.tensorboard=false", "trainer.latest_link=null", "trainer.max_steps=1", "trainer.diagnostics.train_max_chips=0",
+    )  # fmt: skip
+    assert code == 0, log
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 1
+
+
+def test_a_folder_with_no_image_lists_what_each_file_was_taken_for(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "only_labels"
+    root.mkdir()
+    for k in range(7):
+        write_tif(root / f"tile_{k}_mask.tif", np.full((64, 64), k % 2, "uint8"))
+    code, _, log = init_data(capsys, monkeypatch, tmp_path, root)
+    line = [x for x in log.splitlines() if x.startswith("geoseg: error")]
+    assert code == 2 and len(line) == 1, log
+    assert (
+        f"no GeoTIFF was taken for an image under '{root}'; it holds 7 file(s): tile_0_mask.tif: label "
+        "('mask' in its name); tile_1_mask.tif: label ('mask' in its name)" in line[0]
+    )
+    assert "; and 2 more. Name the images with images='GLOB' (relative to the folder, e.g. " in line[0]
+
+
+def test_a_multiband_scene_named_like_a_label_is_an_image(tmp_path, capsys, monkeypatch):
+    """A label is one band of class codes: 4 bands named ``*_seg_*`` are an image, whatever the words."""
+    root = tmp_path / "s2"
+    root.mkdir()
+    write_tif(root / "area_seg_2021.tif", np.random.default_rng(0).integers(1, 999, (4, 160, 160), "uint16"))
+    write_tif(root / "area_labels.tif", np.ones((160, 160), "uint8"))
+    code, text, log = init_data(capsys, monkeypatch, tmp_path, root)
+    assert code == 0, log
+    assert 'images: "area_seg_2021.tif", labels: "area_labels.tif"' in text
