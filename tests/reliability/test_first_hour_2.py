@@ -69,7 +69,7 @@ def test_a_single_road_image_and_its_label_train_with_no_options(tmp_path, capsy
         f"hydra.run.dir={tmp_path}/run", "data.chip_size=32", "data.batch_size=2", "data.chips_per_epoch=4",
         "data.num_workers=0",
         "model.decoder_channels=[32,16,16,8,8]", "trainer.device=cpu", "trainer.progress=false",
-        "trainer.tensorboard=false", "trainer.latest_link=null", "trainer.max_steps=1", "trainer.diagnostics.train_max_chips=0",
+        "trainer.tensorboard=false", "trainer.latest_link=null", "trainer.max_steps=1",
     )  # fmt: skip
     assert code == 0, log
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 1
@@ -99,3 +99,20 @@ def test_a_multiband_scene_named_like_a_label_is_an_image(tmp_path, capsys, monk
     code, text, log = init_data(capsys, monkeypatch, tmp_path, root)
     assert code == 0, log
     assert 'images: "area_seg_2021.tif", labels: "area_labels.tif"' in text
+
+
+# --- item 3: a plain `geoseg train` does no end-of-run work nobody asked for -----------------------------
+
+
+def test_the_default_run_skips_the_diagnostics_and_every_sweep_keeps_them(compose_config):
+    """The train-split eval and BatchNorm variants took ~60 s after the last epoch of a 1-min default run
+    on a busy 2-core machine; `geoseg report` tabulates them, so the sweeps ask for them."""
+    from geoseg.config import as_dict, config_dir
+    from geoseg.engine.state import Diagnostics, TrainerOptions
+
+    default = TrainerOptions.from_config(as_dict(compose_config("train").trainer))
+    assert default.diagnostics == Diagnostics(train_max_chips=0, bn_statistics=False)
+    for sweep in sorted((config_dir() / "sweep").glob("*.yaml")):
+        cfg = compose_config("train", f"sweep={sweep.stem}", hydra=True)
+        wanted = TrainerOptions.from_config(as_dict(cfg.trainer)).diagnostics
+        assert wanted.train_max_chips > 0 and wanted.bn_statistics, sweep.name
