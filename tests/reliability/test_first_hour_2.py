@@ -116,3 +116,61 @@ def test_the_default_run_skips_the_diagnostics_and_every_sweep_keeps_them(compos
         cfg = compose_config("train", f"sweep={sweep.stem}", hydra=True)
         wanted = TrainerOptions.from_config(as_dict(cfg.trainer)).diagnostics
         assert wanted.train_max_chips > 0 and wanted.bn_statistics, sweep.name
+
+
+# --- item 5: min_area= and simplify= say their unit, and take pixels -------------------------------------
+
+
+def geographic_scene(tmp_path: Path) -> tuple[Path, Path]:
+    """A 64x64 px, 3-band scene in EPSG:4326 (1e-4 degree pixels, ~10 m) and a tiny checkpoint for it."""
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    from conftest import save_tiny_checkpoint
+
+    img = np.random.default_rng(0).integers(1, 999, (3, 64, 64), dtype=np.uint16)
+    image = write_tif(tmp_path / "wgs84.tif", img, from_origin(13.0, 52.0, 1e-4, 1e-4), CRS.from_epsg(4326))
+    return image, save_tiny_checkpoint(tmp_path / "m.pt", image)
+
+
+def predict_polygons(capsys, tmp_path: Path, out: str, *args: str) -> tuple[int, str]:
+    image, checkpoint = geographic_scene(tmp_path)
+    return run_logged(capsys, "predict", f"checkpoint={checkpoint}", f"input={image}",
+                      f"output={tmp_path / out}", "tile=64", "overlap=0", "device=cpu", "progress=false",
+                      "vectorize=true", "check_stats=false", *args)  # fmt: skip
+
+
+def test_metric_looking_polygon_filters_on_a_geographic_scene_are_warned_with_the_fix(tmp_path, capsys):
+    """min_area=20 simplify=0.5 on EPSG:4326 are degrees² and degrees: "0 polygons" with no word why."""
+    code, log = predict_polygons(capsys, tmp_path, "a.tif", "min_area=20", "simplify=0.5")
+    assert code == 0, log
+    assert (
+        "min_area=20 is in degrees² here (EPSG:4326), more than the whole scene (4.1e-05 degrees²), so it "
+        "drops every polygon; give it in pixels instead, e.g. min_area=20px\n"
+    ) in log
+    assert (
+        "simplify=0.5 is in degrees here (EPSG:4326): 5000 pixel widths, which collapses the polygons" in log
+    )
+    assert "min_area=20 degrees² or simplify=0.5 degrees dropped all" in log
+
+
+def test_polygon_filters_in_pixels_work_on_any_crs_and_the_log_says_the_unit(tmp_path, capsys):
+    code, log = predict_polygons(capsys, tmp_path, "b.tif", "min_area=4px", "simplify=0.5px")
+    assert code == 0, log
+    assert "in pixels instead" not in log and "has no polygons" not in log, log
+    assert "polygons left out by min_area=4px (4e-08 degrees²) (after simplify=0.5px (5e-05 degrees))" in log
+    code, log = predict_polygons(capsys, tmp_path, "c.tif", "min_area=20m")
+    assert code == 2 and "min_area='20m' must be a number >= 0 in map units" in log and "min_area=20px" in log
+
+
+def test_min_area_in_pixels_equals_the_same_area_in_map_units(tmp_path):
+    from geoseg.classes import ClassInfo
+    from geoseg.inference.vectorize import write_polygons
+
+    arr = np.zeros((64, 64), np.uint8)
+    arr[4:6, 4:6], arr[20:40, 20:40] = 1, 2  # 4 px and 400 px
+    path = write_tif(tmp_path / "pred.tif", arr)  # 10 m pixels
+    classes = ClassInfo([0, 1, 2], ["a", "b", "c"], [(0, 0, 0)] * 3)
+    px = write_polygons(str(path), str(tmp_path / "px.gpkg"), classes, min_area="5px", simplify="1px")
+    metres = write_polygons(str(path), str(tmp_path / "m.gpkg"), classes, min_area=500.0, simplify=10.0)
+    assert px == metres == 2  # the 4-px square is left out either way
