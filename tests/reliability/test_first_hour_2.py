@@ -174,3 +174,69 @@ def test_min_area_in_pixels_equals_the_same_area_in_map_units(tmp_path):
     px = write_polygons(str(path), str(tmp_path / "px.gpkg"), classes, min_area="5px", simplify="1px")
     metres = write_polygons(str(path), str(tmp_path / "m.gpkg"), classes, min_area=500.0, simplify=10.0)
     assert px == metres == 2  # the 4-px square is left out either way
+
+
+# --- item 6: evaluate names region scores apart and prints the majority-class baseline -------------------
+
+
+def scored_pair(folder: Path, name: str, seed: int = 0) -> tuple[Path, Path]:
+    """A 40x40 class map (classes land/water, geoseg's class tag) and its label: 70% land in the top half,
+    all land in the bottom half; the prediction is right on 80% of the pixels."""
+    import rasterio
+
+    from geoseg.inference.writer import CLASSES_TAG
+
+    rng = np.random.default_rng(seed)
+    label = (rng.random((40, 40)) < 0.3).astype(np.uint8)
+    label[20:] = 0
+    pred = np.where(rng.random((40, 40)) < 0.8, label, 1 - label).astype(np.uint8)
+    folder.mkdir(exist_ok=True)
+    (folder.parent / "truth").mkdir(exist_ok=True)
+    path = write_tif(folder / name, pred, nodata=255)
+    with rasterio.open(path, "r+") as dst:
+        dst.update_tags(
+            **{CLASSES_TAG: json.dumps([{"code": 0, "name": "land"}, {"code": 1, "name": "water"}])}
+        )
+    return path, write_tif(folder.parent / "truth" / name, label)
+
+
+def expected_baseline(label: Path, rows: slice = slice(None)) -> float:
+    """mIoU of predicting the label's most frequent class everywhere: its share (IoU), 0 for the other."""
+    import rasterio
+
+    with rasterio.open(label) as src:
+        values = src.read(1)[rows]
+    share = max(np.mean(values == 0), np.mean(values == 1))
+    return float(share / 2) if 0 < share < 1 else 1.0
+
+
+def test_a_region_score_is_written_apart_from_the_whole_scene_one(tmp_path, capsys):
+    pred, label = scored_pair(tmp_path / "preds", "a.tif")
+    assert run_cli(capsys, "evaluate", f"prediction={pred}", f"labels={label}", "progress=false")[0] == 0
+    whole = json.loads((tmp_path / "preds" / "a_metrics.json").read_text())
+    code, _, _ = run_cli(capsys, "evaluate", f"prediction={pred}", f"labels={label}", "region=[0,0.5,1,1]")
+    assert code == 0
+    assert json.loads((tmp_path / "preds" / "a_metrics.json").read_text()) == whole  # untouched
+    bottom = json.loads((tmp_path / "preds" / "a_metrics_region-0-0.5-1-1.json").read_text())
+    assert bottom["region"] == [0.0, 0.5, 1.0, 1.0] and bottom["pixels"] == whole["pixels"] // 2
+
+
+def test_evaluate_prints_and_saves_the_majority_class_baseline_per_scene_and_per_set(tmp_path, capsys):
+    pred, label = scored_pair(tmp_path / "preds", "a.tif")
+    scored_pair(tmp_path / "preds", "b.tif", seed=1)
+    code, out, err = run_cli(capsys, "evaluate", f"prediction={pred}", f"labels={label}", "progress=false")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "preds" / "a_metrics.json").read_text())
+    assert metrics["majority_class"] == "land"
+    assert metrics["majority_baseline_miou"] == pytest.approx(expected_baseline(label))
+    row = f"baseline  {metrics['majority_baseline_miou']:6.3f}"
+    assert row in out + err and "(the most frequent label class, land, everywhere)" in out + err
+    code, out, err = run_cli(capsys, "evaluate", f"prediction={tmp_path / 'preds'}",
+                             f"labels={tmp_path / 'truth'}", "progress=false")  # fmt: skip
+    assert code == 0, err
+    pooled = json.loads((tmp_path / "preds" / "metrics.json").read_text())
+    assert 0 < pooled["majority_baseline_miou"] < 1 and pooled["majority_class"] == "land"
+    assert [s["majority_baseline_miou"] for s in pooled["scenes"]] == pytest.approx(
+        [expected_baseline(tmp_path / "truth" / n) for n in ("a.tif", "b.tif")]
+    )
+    assert "scene    mIoU    base     acc" in out + err
