@@ -4,9 +4,9 @@
 shared edges are exact integers). A polygon that touches the strip's lower edge is kept aside and
 merged (``shapely.union_all`` of the same class) with the polygons of the next strip that touch their
 upper edge; every other polygon is final, is moved to map coordinates, optionally simplified and
-filtered by area (``min_area``/``simplify`` in map units or pixels: :mod:`~geoseg.inference.polygon_units`),
-and appended to the layer. Memory is bounded by one strip and the polygons that
-cross its edge, whatever the scene size. Nodata is never a polygon.
+filtered by area (in map units or pixels: :mod:`~geoseg.inference.polygon_units`), and appended to
+the layer. Memory is bounded by one strip and the polygons that cross its edge, whatever the scene
+size. Nodata is never a polygon.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def write_polygons(
         crs = src.crs.to_wkt() if src.crs else None
         a = src.transform
         matrix = [a.a, a.b, a.d, a.e, a.c, a.f]
-        smallest, simplify = area_filter.in_map_units(pixel_area(a)), tolerance.in_map_units(pixel_area(a))
+        smallest, within = area_filter.in_map_units(pixel_area(a)), tolerance.in_map_units(pixel_area(a))
         units = [described(m, src.crs, a) for m in (area_filter, tolerance)]
         first = True
 
@@ -119,8 +119,8 @@ def write_polygons(
         for geom, value in strip_polygons(src, rows):
             found += 1
             geom = shapely.affinity.affine_transform(geom, matrix)
-            if simplify > 0:
-                geom = shapely.simplify(geom, simplify, preserve_topology=True)
+            if within > 0:
+                geom = shapely.simplify(geom, within, preserve_topology=True)
             if geom.is_empty or geom.area < smallest:
                 continue
             batch.append((geom, value))
@@ -131,8 +131,9 @@ def write_polygons(
     if not written:
         warn_no_polygons(shown or out_path, found, *units)
     elif written < found:
-        log.info("%s: %d of %d polygons left out by %s (after %s)", shown or out_path, found - written, found,
-                 *units)  # fmt: skip
+        after = f" (after {units[1]})" if within > 0 else ""
+        log.info("%s: %d of %d polygons left out by %s%s", shown or out_path, found - written, found,
+                 units[0], after)  # fmt: skip
     return written
 
 
