@@ -68,7 +68,7 @@ def test_a_single_road_image_and_its_label_train_with_no_options(tmp_path, capsy
         capsys, "train", "--config-dir", str(tmp_path / "conf"), "data=roads",
         f"hydra.run.dir={tmp_path}/run", "data.chip_size=32", "data.batch_size=2", "data.chips_per_epoch=4",
         "data.num_workers=0",
-        "model.decoder_channels=[32,16,16,8,8]", "trainer.device=cpu", "trainer.progress=false",
+        "encoder.depth=3", "model.decoder_channels=[16,8,8]", "trainer.device=cpu", "trainer.progress=false",
         "trainer.tensorboard=false", "trainer.latest_link=null", "trainer.max_steps=1",
     )  # fmt: skip
     assert code == 0, log
