@@ -53,7 +53,8 @@ def _rank_main(rank: int, port: int, cfg, out: str) -> None:
 
 
 def test_two_rank_ddp_agrees_shards_chips_and_reduces_the_confusion_matrix(demo_root, tmp_path):
-    cfg = tiny_train_cfg(demo_root, f"trainer.max_epochs={EPOCHS}", "data.chips_per_epoch=16")
+    diagnostics = ("trainer.diagnostics.train_max_chips=256", "trainer.diagnostics.bn_statistics=true")
+    cfg = tiny_train_cfg(demo_root, f"trainer.max_epochs={EPOCHS}", "data.chips_per_epoch=16", *diagnostics)
     mp.spawn(_rank_main, args=(free_port(), cfg, str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 

@@ -46,7 +46,8 @@ def test_grid_sampler_keeps_an_evenly_spaced_subset():
 
 def test_batchnorm_run_summary_has_statistics_variants_and_the_gap(demo_root, tmp_path):
     cfg = tiny_train_cfg(demo_root, "trainer.max_steps=2", "trainer.diagnostics.train_max_chips=6",
-                         "trainer.precise_bn.num_batches=2", "seed=3")  # fmt: skip
+                         "trainer.diagnostics.bn_statistics=true", "trainer.precise_bn.num_batches=2",
+                         "seed=3")  # fmt: skip
     summary = fit(cfg, str(tmp_path))
     saved = json.loads((tmp_path / "summary.json").read_text())
     bn = saved["bn_eval"]

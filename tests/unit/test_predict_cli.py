@@ -57,7 +57,7 @@ def test_predict_a_folder_then_evaluate_a_scene(
     assert "confusion (rows: labels" in out
     out = cli_output(capsys, "evaluate", f"prediction={tmp_path}/pred", f"labels={demo_root}/val/labels",
                      "region=[0,0.5,1,1]")  # fmt: skip
-    pooled = json.loads((tmp_path / "pred" / "metrics.json").read_text())
+    pooled = json.loads((tmp_path / "pred" / "metrics_region-0-0.5-1-1.json").read_text())  # named apart
     assert [os.path.basename(s["labels"]) for s in pooled["scenes"]] == ["scene_04.tif", "scene_05.tif"]
     summed = np.sum([s["confusion"] for s in pooled["scenes"]], axis=0)
     assert pooled["confusion"] == summed.tolist() and pooled["region"] == [0.0, 0.5, 1.0, 1.0]

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from geoseg.config import flag
+from geoseg.data.scenes import region_pixels
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.errors import GeosegError
 from geoseg.inference.quicklook import write_quicklook
@@ -25,16 +26,18 @@ from geoseg.output_policy import check_existing, claim_output
 log = logging.getLogger(__name__)
 
 
-def metrics_path(prediction: str, output: str | None) -> str:
+def metrics_path(prediction: str, output: str | None, region: list[float] | None = None) -> str:
     """``output=`` when given, else ``<prediction stem>_metrics.json`` beside the prediction, or
-    ``metrics.json`` in the folder of a set (the glob's folder)."""
+    ``metrics.json`` in the folder of a set (the glob's folder); a ``region=`` score is named apart
+    (``<stem>_metrics_region-0-0.5-1-1.json``), so it never replaces the whole-scene one."""
     if output:
         return output
+    suffix = "" if region is None else "_region-" + "-".join(f"{float(v):g}" for v in region)
     if os.path.isdir(prediction):
-        return os.path.join(prediction, "metrics.json")
+        return os.path.join(prediction, f"metrics{suffix}.json")
     if is_set(prediction):
-        return os.path.join(os.path.dirname(prediction) or ".", "metrics.json")
-    return f"{os.path.splitext(prediction)[0]}_metrics.json"
+        return os.path.join(os.path.dirname(prediction) or ".", f"metrics{suffix}.json")
+    return f"{os.path.splitext(prediction)[0]}_metrics{suffix}.json"
 
 
 def errors_picture(prediction: str) -> str:
@@ -70,11 +73,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise GeosegError(f"region={region} must be a list [left, top, right, bottom] of fractions, e.g. "
                           "region=[0,0.5,1,1] for the bottom half of each scene")  # fmt: skip
     region = None if region is None else list(region)
+    region_pixels(region, 1, 1, "region=")  # checked before the metrics file is named after it
     progress = flag(cfg, "progress", True) and sys.stderr.isatty()
     existing = check_existing(cfg.get("existing", "overwrite"))
     files = prediction_files(prediction) if is_set(prediction) else [prediction]
     inputs = [*files, *label_inputs(labels)]
-    path = metrics_path(prediction, cfg.get("output"))
+    path = metrics_path(prediction, cfg.get("output"), region)
     if not claim_output(path, "metrics", existing, inputs):
         return {}
     pictures = [errors_picture(f) for f in files] if flag(cfg, "quicklook") else []

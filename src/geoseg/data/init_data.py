@@ -1,12 +1,13 @@
 """``geoseg init-data DIR``: look at a folder of GeoTIFFs and write a starter data config for it.
 
-It finds the images and their labels (by name: a ``labels``/``masks``/``gt`` folder, beside the images
-or a sibling of their ``images`` folder, or a ``_label``, ``_mask``... suffix; polygons too), the label
-template that pairs them, the bands (names from the band descriptions), nodata, the classes found in the
-labels, and a chip size that fits. Images already split into ``train/`` and ``val/`` folders keep that
-split; otherwise every scene is split spatially: the left part for training, the right ``val_fraction``
-for validation. The config inherits every other option from the shipped ``data/demo.yaml`` (its
-``defaults``), so it stays short and the comments say what to check.
+It finds the images and their labels (:mod:`geoseg.data.file_roles`: ``images=`` and ``labels=`` first,
+then band counts, then names such as a ``labels``/``masks``/``gt`` folder or a ``_label``, ``_mask``...
+suffix; polygons too), the label template that pairs them, the bands (names from the band
+descriptions), nodata, the classes found in the labels, and a chip size that fits. Images already split
+into ``train/`` and ``val/`` folders keep that split; otherwise every scene is split spatially: the left
+part for training, the right ``val_fraction`` for validation. The config inherits every other option
+from the shipped ``data/demo.yaml`` (its ``defaults``), so it stays short and the comments say what to
+check.
 """
 
 from __future__ import annotations
@@ -20,16 +21,24 @@ from dataclasses import dataclass, field
 import numpy as np
 from rasterio.enums import Resampling
 
+from geoseg.data.file_roles import (
+    LABEL_WORDS,
+    MAX_CLASSES,
+    RASTER_EXT,
+    VECTOR_EXT,
+    file_roles,
+    folder_files,
+    images_by_values,
+    named_by_template,
+    no_images_error,
+    value_problem,
+    words,
+)
 from geoseg.data.rasters import open_raster
 from geoseg.errors import GeosegError
 
-RASTER_EXT = (".tif", ".tiff")
-VECTOR_EXT = (".geojson", ".gpkg", ".shp", ".fgb")
-LABEL_WORDS = {"label", "labels", "mask", "masks", "gt", "truth", "groundtruth", "annotation", "annotations",
-               "lulc", "labelhand", "target", "targets", "seg", "segmentation"}  # fmt: skip
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val"}
 CHIP_SIZES = (256, 128, 64, 32)
-MAX_CLASSES = 64  # more distinct label values than this: not a class map (continuous values?)
 
 
 @dataclass
@@ -70,26 +79,23 @@ class DataDraft:
         return {name: split.note or "" for name, split in self.splits.items() if split.labels is None}
 
 
-def words(path: str) -> set[str]:
-    """Lower-case words of a relative path's folders and file stem (split at ``_ - . /``)."""
-    stem = os.path.splitext(path)[0].lower()
-    return set(re.split(r"[_\-./\\\s]+", stem)) - {""}
-
-
-def find_files(root: str) -> tuple[list[str], list[str]]:
-    """(images, labels) under ``root``, relative and sorted; labels by their names, or polygons."""
-    found = sorted(
-        os.path.relpath(p, root)
-        for p in glob.glob(os.path.join(glob.escape(root), "**", "*"), recursive=True)
-        if p.lower().endswith(RASTER_EXT + VECTOR_EXT) and os.path.isfile(p)
-    )
-    labels = [p for p in found if p.lower().endswith(VECTOR_EXT) or words(p) & LABEL_WORDS]
-    images = [p for p in found if p not in labels and p.lower().endswith(RASTER_EXT)]
+def find_files(
+    root: str, pattern: str | None = None, template: str | None = None
+) -> tuple[list[str], list[str]]:
+    """(images, labels) under ``root``, relative and sorted: ``images=`` (``pattern``) and ``labels=``
+    (``template``) first, then content and names (:mod:`geoseg.data.file_roles`); an error listing the
+    files seen when no image is found."""
+    roles = file_roles(root, folder_files(root), pattern)
+    named: set[str | None] = set()
+    if template is not None:  # the files the template names are labels, whatever their names
+        named = {expand_or_none(template, r.path) for r in roles if r.path.lower().endswith(RASTER_EXT)}
+        roles = named_by_template(roles, named, template)
+    if not pattern:
+        roles = images_by_values(root, roles, named)
+    images = [r.path for r in roles if r.kind == "image"]
     if not images:
-        raise GeosegError(
-            f"init-data: no GeoTIFF images (*.tif, *.tiff) under '{root}'; pass the folder of your scenes"
-        )
-    return images, labels
+        raise no_images_error(root, roles, pattern)
+    return images, [r.path for r in roles if r.kind == "label"]
 
 
 def image_glob(root: str, images: list[str], labels: list[str]) -> str:
@@ -243,7 +249,7 @@ def label_values(root: str, labels: list[str], max_pixels: int = 4_000_000) -> t
             shape = (max(1, int(src.height / scale)), max(1, int(src.width / scale)))
             arr = src.read(1, out_shape=shape, resampling=Resampling.nearest)
             nodata = src.nodata if nodata is None else nodata
-        if np.issubdtype(arr.dtype, np.floating) and not np.allclose(arr[np.isfinite(arr)] % 1, 0):
+        if value_problem(arr) == "holds fractional values":
             raise GeosegError(
                 f"init-data: label '{rel}' holds fractional values; a label is a map of class codes"
             )
@@ -252,7 +258,7 @@ def label_values(root: str, labels: list[str], max_pixels: int = 4_000_000) -> t
         if len(counts) > MAX_CLASSES:
             raise GeosegError(
                 f"init-data: '{rel}' holds more than {MAX_CLASSES} distinct values; it does not look like a "
-                "class map (rename it if it is an image)"
+                "class map (if it is an image, name the images with images='GLOB')"
             )
     if nodata is not None:
         counts.pop(int(nodata), None)
@@ -344,18 +350,7 @@ def draft(
         raise GeosegError(f"init-data: '{root}' is not a folder; pass the folder that holds your GeoTIFFs")
     if not 0.05 <= val_fraction <= 0.5:
         raise GeosegError(f"init-data: val_fraction={val_fraction} must be between 0.05 and 0.5")
-    images, label_files = find_files(root)
-    if pattern:
-        picked = {
-            os.path.relpath(p, root)
-            for p in glob.glob(os.path.join(glob.escape(root), pattern), recursive=True)
-        }
-        images = [p for p in images if p in picked]
-        if not images:
-            raise GeosegError(f"init-data: images={pattern!r} matches no image under '{root}'")
-    if labels is not None:  # the files the template names are labels, whatever their names
-        named = {expand_or_none(labels, i) for i in images}
-        images = [i for i in images if i not in named]
+    images, label_files = find_files(root, pattern, labels)
     splits, by_folder, notes = draft_splits(root, images, label_files, pattern, labels)
     info = inspect_images(root, list(dict.fromkeys(i for split in splits.values() for i in split.images)))
     out = DataDraft(

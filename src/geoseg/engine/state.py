@@ -52,10 +52,10 @@ class PreciseBN:
 
 @dataclass(frozen=True)
 class Diagnostics:
-    """``trainer.diagnostics``: the end-of-run evaluations added to ``summary.json``."""
+    """``trainer.diagnostics``: the end-of-run evaluations added to ``summary.json`` (off by default)."""
 
-    train_max_chips: int = 256
-    bn_statistics: bool = True
+    train_max_chips: int = 0
+    bn_statistics: bool = False
 
 
 POSITIVE = ("max_epochs", "grad_accum_steps", "eval_every", "checkpoint_every", "log_every",

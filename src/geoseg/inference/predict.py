@@ -12,15 +12,18 @@ from functools import partial
 from typing import Any
 
 import torch
+from rasterio.crs import CRS
 from tqdm import tqdm
 
 from geoseg.config import flag, whole
 from geoseg.data.normalize import batch_dtype, raw_fill_values
 from geoseg.data.scenes import Scene, scene_grid
+from geoseg.data.stack import Grid
 from geoseg.errors import GeosegError
 from geoseg.inference.inputs import input_georeference, input_scene
 from geoseg.inference.legend import write_legend
 from geoseg.inference.loaded import LoadedModel
+from geoseg.inference.polygon_units import Measure, parse_measure, unit_warning
 from geoseg.inference.quicklook import quicklook_display, write_quicklook
 from geoseg.inference.score_set import label_for
 from geoseg.inference.scoring import ScoreOptions
@@ -67,8 +70,8 @@ class PredictOptions:
     existing: str = "error"  # error | skip | overwrite
     channels_last: bool | str = False  # "auto" is resolved per model by the predict command
     vectorize: bool = False  # also write <output stem>.gpkg: the class map as polygons
-    min_area: float = 0.0  # map units²: smaller polygons are dropped from the .gpkg
-    simplify: float = 0.0  # map units: polygon simplification tolerance (0 = exact pixel edges)
+    min_area: float | str = 0.0  # map units², or pixels ('20px'): smaller polygons are left out of the .gpkg
+    simplify: float | str = 0.0  # map units, or pixels ('1.5px'): polygon simplification tolerance
     read_workers: int | str = "auto"  # reader threads (GDAL decodes without the GIL); auto = half the cores
     write_threads: int | str = 1  # GDAL deflate threads per output (> 1: each output is read back whole)
     deflate_level: int = 3  # 1 (fastest) .. 9 (smallest); 3 writes 4x faster than GDAL's 6, ~10% larger
@@ -116,16 +119,13 @@ def prepare(
         or opts.stats_warn <= 0
     ):
         raise GeosegError(f"stats_warn={opts.stats_warn!r} must be a positive number of training stds")
-    for key in ("min_area", "simplify"):
-        value = getattr(opts, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-            raise GeosegError(f"{key}={value!r} must be a number >= 0 (map units)")
+    measures = [parse_measure(key, getattr(opts, key)) for key in ("min_area", "simplify")]
     if isinstance(opts.deflate_level, bool) or opts.deflate_level not in range(1, 10):
         raise GeosegError(f"deflate_level={opts.deflate_level!r} must be a whole number from 1 to 9")
     resolve_workers(opts.read_workers, "read_workers")
     resolve_workers(opts.write_threads, "write_threads")
     check_existing(opts.existing)
-    jobs = []
+    jobs, warned = [], set()
     for paths, output in zip(inputs, outputs, strict=True):
         paths = [paths] if isinstance(paths, str) else list(paths)
         outs = sidecar_paths(output, opts.probabilities, opts.quicklook, opts.vectorize)
@@ -137,12 +137,25 @@ def prepare(
             if outs.get(key) is not None:
                 claim_output(outs[key], kind, opts.existing, [*paths, opts.labels])
         scene = input_scene(paths, loaded, opts.nodata)
+        if opts.vectorize:
+            warn_units(measures, scene_grid(scene), warned)
         if opts.check_stats:
             check_statistics(scene, loaded, warn_shift=opts.stats_warn)
         display = quicklook_display(scene, opts.quicklook_bands) if opts.quicklook else None
         labels = quicklook_labels(opts, output, len(inputs))
         jobs.append(SceneJob(scene, outs, display, labels, input_georeference(scene)))
     return jobs
+
+
+def warn_units(measures: Sequence[Measure], grid: Grid, warned: set[str]) -> None:
+    """Warn (once per message) about a min_area/simplify in map units that this grid's CRS makes
+    unlikely to be meant (degrees taken for metres)."""
+    crs = CRS.from_wkt(grid.crs) if grid.crs else None
+    for measure in measures:
+        message = unit_warning(measure, crs, grid.affine, grid.height, grid.width)
+        if message and message not in warned:
+            warned.add(message)
+            log.warning("%s", message)
 
 
 OUTPUT_KINDS = {"classes": "prediction", "probs": "prediction", "quicklook": "picture", "vector": "polygons"}

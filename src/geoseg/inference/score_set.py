@@ -141,14 +141,16 @@ def set_classes(predictions: Sequence[str], override: list[dict] | None) -> Clas
 
 
 def format_scenes(result: dict[str, Any]) -> str:
-    """One line per scene: its file, mIoU, accuracy and scored pixels."""
+    """One line per scene: its file, mIoU, the majority-class baseline's, accuracy and scored pixels."""
     names = [os.path.basename(s["prediction"]) for s in result["scenes"]]
     width = max(5, *(len(n) for n in names)) if names else 5
 
-    def fmt(v: float) -> str:
+    def fmt(v: float | None) -> str:
         return "     -" if v is None or math.isnan(v) else f"{v:6.3f}"
 
-    lines = [f"{'scene':<{width}}  {'mIoU':>6}  {'acc':>6}  {'pixels':>10}"]
+    lines = [f"{'scene':<{width}}  {'mIoU':>6}  {'base':>6}  {'acc':>6}  {'pixels':>10}"]
     for name, s in zip(names, result["scenes"], strict=True):
-        lines.append(f"{name:<{width}}  {fmt(s['miou'])}  {fmt(s['accuracy'])}  {s['pixels']:>10}")
+        lines.append(f"{name:<{width}}  {fmt(s['miou'])}  {fmt(s.get('majority_baseline_miou'))}  "
+                     f"{fmt(s['accuracy'])}  {s['pixels']:>10}")  # fmt: skip
+    lines.append("base: the mIoU of each scene's most frequent label class predicted everywhere")
     return "\n".join(lines)

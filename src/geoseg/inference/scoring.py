@@ -29,7 +29,7 @@ from geoseg.data.labels import ClassMap, check_classes, open_label_on_grid
 from geoseg.data.raster_kind import class_map_of, is_probabilities, not_a_class_map
 from geoseg.data.scenes import inspect_scene, open_raster, region_pixels
 from geoseg.data.vector_labels import VectorOptions
-from geoseg.engine.metrics import ConfusionMatrix, compute_metrics
+from geoseg.engine.metrics import ConfusionMatrix, compute_metrics, majority_baseline
 from geoseg.errors import GeosegError
 from geoseg.inference.writer import read_classes_tag
 from geoseg.io import atomic_write_text, json_safe
@@ -186,6 +186,7 @@ def summarize(counts: SceneCounts, classes: ClassInfo, prediction: str, labels: 
     """The metrics JSON of summed counts: metrics, confusion, classes and the pixel counts."""
     num = len(classes.codes)
     result = _metrics_without_invalid(counts.matrix, classes.names)
+    result.update(baseline_fields(counts.matrix, classes.names))
     result.update({
         "prediction": prediction, "labels": labels, "label_on_grid": counts.label_on_grid,
         "region": None if region is None else [float(v) for v in region],
@@ -194,6 +195,19 @@ def summarize(counts: SceneCounts, classes: ClassInfo, prediction: str, labels: 
         "unmapped_label_pixels": counts.unmapped,
     })  # fmt: skip
     return result
+
+
+def baseline_fields(matrix: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """The scores of predicting the most frequent label class everywhere (training's
+    ``majority_baseline_miou``), from the true pixel counts of ``matrix`` (its rows)."""
+    truth = matrix.sum(1)[: len(names)]  # the last column (out-of-range predictions) counts as truth too
+    baseline = majority_baseline(torch.diag(truth), names)  # any matrix with these row sums
+    return {
+        "majority_class": names[int(truth.argmax())] if int(truth.sum()) else None,
+        "majority_baseline_miou": baseline["miou"],
+        "majority_baseline_mf1": baseline["mf1"],
+        "majority_baseline_accuracy": baseline["accuracy"],
+    }
 
 
 def _label_nodata(raw: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -271,7 +285,10 @@ def format_table(result: dict[str, Any]) -> str:
     for name, n in zip(names, pixels, strict=True):
         lines.append(f"{name:<{width}}  {fmt(result['iou'][name])}  {fmt(result['f1'][name])}  {n:>10}")
     lines.append(f"{'mean':<{width}}  {fmt(result['miou'])}  {fmt(result['mf1'])}  {result['pixels']:>10}")
-    lines.append(f"accuracy {fmt(result['accuracy']).strip()}")
+    lines.append(f"{'baseline':<{width}}  {fmt(result.get('majority_baseline_miou'))}  "
+                 f"{fmt(result.get('majority_baseline_mf1'))}  {majority_note(result)}")  # fmt: skip
+    lines.append(f"accuracy {fmt(result['accuracy']).strip()} (baseline "
+                 f"{fmt(result.get('majority_baseline_accuracy')).strip()})")  # fmt: skip
     lines.append("confusion (rows: labels, columns: predictions)")
     cell = max(8, *(len(n) for n in names), *(len(str(v)) for row in result["confusion"] for v in row))
     lines.append(" " * width + "  " + " ".join(f"{n:>{cell}}" for n in names))
@@ -280,6 +297,12 @@ def format_table(result: dict[str, Any]) -> str:
         for name, row in zip(names, result["confusion"], strict=True)
     ]
     return "\n".join(lines)
+
+
+def majority_note(result: dict[str, Any]) -> str:
+    """What the baseline row is: the majority label class predicted everywhere."""
+    name = result.get("majority_class")
+    return f"(the most frequent label class, {name}, everywhere)" if name else "(no labelled pixel)"
 
 
 def write_metrics(path: str, result: dict[str, Any]) -> None:

@@ -4,8 +4,9 @@
 shared edges are exact integers). A polygon that touches the strip's lower edge is kept aside and
 merged (``shapely.union_all`` of the same class) with the polygons of the next strip that touch their
 upper edge; every other polygon is final, is moved to map coordinates, optionally simplified and
-filtered by area, and appended to the layer. Memory is bounded by one strip and the polygons that
-cross its edge, whatever the scene size. Nodata is never a polygon.
+filtered by area (in map units or pixels: :mod:`~geoseg.inference.polygon_units`), and appended to
+the layer. Memory is bounded by one strip and the polygons that cross its edge, whatever the scene
+size. Nodata is never a polygon.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rasterio.windows import Window
 
 from geoseg.classes import ClassInfo
 from geoseg.errors import first_line
+from geoseg.inference.polygon_units import described, parse_measure, pixel_area
 
 LAYER = "classes"
 BATCH = 5000  # polygons appended to the file at a time
@@ -75,18 +77,22 @@ def _quiet(logger: logging.Logger) -> Iterator[None]:
 
 
 def write_polygons(
-    class_path: str, out_path: str, classes: ClassInfo, min_area: float = 0.0, simplify: float = 0.0,
-    rows: int = 256, shown: str | None = None,
+    class_path: str, out_path: str, classes: ClassInfo, min_area: float | str = 0.0,
+    simplify: float | str = 0.0, rows: int = 256, shown: str | None = None,
 ) -> int:  # fmt: skip
     """Write the class map ``class_path`` as polygons (class code and name, its CRS) to the GeoPackage
-    ``out_path``; return how many. ``min_area`` (map units²) drops small ones, ``simplify`` (map
-    units) simplifies them, keeping their topology valid. When none is written, a warning says why,
-    naming ``shown`` (the GeoPackage's final name; default ``out_path``)."""
+    ``out_path``; return how many. ``min_area`` (map units², or ``'20px'``) drops small ones,
+    ``simplify`` (map units, or ``'1.5px'``) simplifies them, keeping their topology valid. What they
+    left out is logged with its unit; when none is written, a warning says why, naming ``shown`` (the
+    GeoPackage's final name; default ``out_path``)."""
     written, found, batch = 0, 0, []
+    area_filter, tolerance = parse_measure("min_area", min_area), parse_measure("simplify", simplify)
     with rasterio.open(class_path) as src:
         crs = src.crs.to_wkt() if src.crs else None
         a = src.transform
         matrix = [a.a, a.b, a.d, a.e, a.c, a.f]
+        smallest, within = area_filter.in_map_units(pixel_area(a)), tolerance.in_map_units(pixel_area(a))
+        units = [described(m, src.crs, a) for m in (area_filter, tolerance)]
         first = True
 
         def flush() -> None:
@@ -113,9 +119,9 @@ def write_polygons(
         for geom, value in strip_polygons(src, rows):
             found += 1
             geom = shapely.affinity.affine_transform(geom, matrix)
-            if simplify > 0:
-                geom = shapely.simplify(geom, simplify, preserve_topology=True)
-            if geom.is_empty or geom.area < min_area:
+            if within > 0:
+                geom = shapely.simplify(geom, within, preserve_topology=True)
+            if geom.is_empty or geom.area < smallest:
                 continue
             batch.append((geom, value))
             if len(batch) >= BATCH:
@@ -123,16 +129,20 @@ def write_polygons(
         if batch or first:
             flush()
     if not written:
-        warn_no_polygons(shown or out_path, found, min_area, simplify)
+        warn_no_polygons(shown or out_path, found, *units)
+    elif written < found:
+        after = f" (after {units[1]})" if within > 0 else ""
+        log.info("%s: %d of %d polygons left out by %s%s", shown or out_path, found - written, found,
+                 units[0], after)  # fmt: skip
     return written
 
 
-def warn_no_polygons(path: str, found: int, min_area: float, simplify: float) -> None:
+def warn_no_polygons(path: str, found: int, min_area: str, simplify: str) -> None:
     """Say why a polygon layer is empty: the class map is all nodata, or ``min_area``/``simplify``
-    dropped every polygon."""
+    (each with its unit) dropped every polygon."""
     if found:
-        log.warning("'%s' has no polygons: min_area=%g or simplify=%g dropped all %d; lower them", path,
-                    min_area, simplify, found)  # fmt: skip
+        log.warning("'%s' has no polygons: %s or %s dropped all %d; lower them, or give them in pixels "
+                    "(min_area=20px, simplify=1.5px)", path, min_area, simplify, found)  # fmt: skip
     else:
         log.warning("'%s' has no polygons: the class map is nodata everywhere (the input has no valid "
                     "pixel)", path)  # fmt: skip
