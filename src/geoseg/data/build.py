@@ -24,6 +24,7 @@ from geoseg.data.class_balance import (
     delivered_fractions,
 )
 from geoseg.data.data_options import (
+    cache_dir,
     check_data_config,
     check_sampling,
     class_map_from,
@@ -35,12 +36,14 @@ from geoseg.data.dataset import ChipDataset
 from geoseg.data.label_checks import missing_field_error
 from geoseg.data.labelled import split_labelled, unlabelled_split_error, warn_unlabelled_scenes
 from geoseg.data.labels import ClassMap
-from geoseg.data.loader import make_loader, num_workers, whole_number
+from geoseg.data.loader import make_loader, num_workers, reads_in_flight, whole_number
 from geoseg.data.masks import coarse_valid_mask, label_codes
+from geoseg.data.remote import is_remote
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scene_index import SceneIndex, cached_array, entry_key
-from geoseg.data.scene_paths import find_scene_files, read_manifest, warn_bands_as_scenes
-from geoseg.data.scenes import Scene, inspect_scene
+from geoseg.data.scene_paths import ScenePaths, find_scene_files, read_manifest, warn_bands_as_scenes
+from geoseg.data.scenes import Scene, inspect_scene, scene_files
+from geoseg.data.stac import StacOptions, asset_nodata, item_scenes, resolve_items
 from geoseg.data.stats import BandStats, load_or_compute_stats, stats_key
 from geoseg.data.transforms import Augment
 from geoseg.data.vector_labels import MissingField, VectorOptions
@@ -81,6 +84,7 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
     stack = StackOptions.from_config(cfg)
     root = data_root(cfg)
     region = None
+    titles: list[str | None] = []
     if cfg.get("manifest"):
         manifest = str(cfg["manifest"])
         path = manifest if os.path.isabs(manifest) else os.path.join(root, manifest)
@@ -89,8 +93,11 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
         spec = (cfg.get("splits") or {}).get(split)
         if spec is None:
             raise GeosegError(f"data.splits has no '{split}' entry; add images/labels patterns for it.")
-        pairs = find_scene_files(root, spec["images"], spec.get("labels"), stack.files, split)
         region = spec.get("region")
+        if split_uses_stac(cfg, spec):
+            pairs, titles, stack = stac_pairs(cfg, spec, split, stack, root)
+        else:
+            pairs = find_scene_files(root, spec["images"], spec.get("labels"), stack.files, split)
     bands = None if cfg.get("bands") is None else list(cfg["bands"])
     nodata = cfg.get("nodata")
     nodata = list(nodata) if isinstance(nodata, Sequence) else nodata
@@ -104,12 +111,13 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
     index = scene_index(cfg)
     scenes = []
     bar = tqdm(pairs, desc=f"inspect {split}", unit="scene", disable=not (progress and sys.stderr.isatty()))
-    for images, label in bar:
+    for k, (images, label) in enumerate(bar):
         key = entry_key(options, [images] if isinstance(images, str) else list(images), label)
         scene = index.scene(key) if index is not None else None
         if scene is None:
             try:
-                scene = dataclasses.replace(inspect_scene(images, label, **options), index_key=key)
+                title = titles[k] if titles else None
+                scene = dataclasses.replace(inspect_scene(images, label, **options), index_key=key, title=title)
             except MissingField as err:
                 raise missing_field_error(err, [lab for _, lab in pairs], vector) from None
             if index is not None:
@@ -121,6 +129,37 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
     if stack.files is None:
         warn_bands_as_scenes(scenes)
     return scenes
+
+
+def split_uses_stac(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    """Whether a split's scenes come from STAC (its own ``stac`` entry, or ``data.stac`` and no images)."""
+    if spec.get("stac") is not None:
+        return True
+    return cfg.get("stac") is not None and not spec.get("images")
+
+
+def stac_options(cfg: Mapping[str, Any], spec: Mapping[str, Any], split: str) -> StacOptions:
+    """``data.stac`` with the split's ``stac`` entry laid over it (e.g. another bbox or date range)."""
+    merged = {**dict(cfg.get("stac") or {}), **dict(spec.get("stac") or {})}
+    return StacOptions.from_config(merged, f"data.stac (split {split})")
+
+
+def stac_pairs(
+    cfg: Mapping[str, Any], spec: Mapping[str, Any], split: str, stack: StackOptions, root: str
+) -> tuple[list[ScenePaths], list[str | None], StackOptions]:
+    """The scenes of a STAC split: each item's ``data.files`` assets (and label), item ids as scene names,
+    and ``data.files`` with the nodata the assets declare (``raster:bands``) where the entry sets none."""
+    opts = stac_options(cfg, spec, split)
+    items, _ = resolve_items(opts, cache_dir(cfg))
+    found = item_scenes(items, stack.files, opts.label_asset, spec.get("labels"), root)
+    declared = asset_nodata(items, stack.files) if stack.files else {}
+    files = tuple(
+        dataclasses.replace(e, nodata=declared[e.name])
+        if e.nodata is None and declared.get(e.name) is not None else e
+        for e in stack.files or ()
+    )  # fmt: skip
+    return [(paths, label) for paths, label, _ in found], [name for *_, name in found], (
+        dataclasses.replace(stack, files=files or stack.files))  # fmt: skip
 
 
 def warn_repeated_bands(scenes: Sequence[Scene]) -> None:
@@ -188,6 +227,7 @@ def build_split(
     dataset = ChipDataset(
         scenes, size, cmap, fill=stats.mean,
         augment=None if grid else augment, max_open_files=whole_number(cfg, "max_open_files", 64),
+        reads_in_flight=reads_in_flight(cfg, any(is_remote(p) for p in scene_files(scenes))),
     )  # fmt: skip
     if not grid:
         sampler = random_sampler(scenes, cfg, cmap, seed, rank, world_size)

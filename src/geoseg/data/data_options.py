@@ -15,6 +15,7 @@ from geoseg.data.demo import make_demo_data
 from geoseg.data.labels import ClassMap, check_classes
 from geoseg.data.loader import check_loader_options
 from geoseg.data.masks import label_codes
+from geoseg.data.remote import is_remote
 from geoseg.data.scene_index import SceneIndex
 from geoseg.errors import GeosegError
 
@@ -83,14 +84,27 @@ def data_root(cfg: Mapping[str, Any]) -> str:
     Only the folder named by ``data.demo`` is ever generated, so pointing ``data.root`` at a
     missing folder of your own fails instead of filling it with demo scenes.
     """
+    if is_remote(cfg["root"]):  # a URL prefix the split patterns are joined to
+        return str(cfg["root"]).rstrip("/")
     root = os.path.abspath(os.path.expanduser(str(cfg["root"])))
     demo = cfg.get("demo")
     if demo and os.path.abspath(os.path.expanduser(str(demo))) == root and not os.path.exists(root):
         log.info("demo data missing: generating it under %s", root)
         make_demo_data(root)
-    if not os.path.isdir(root) and not cfg.get("manifest"):
+    if (
+        not os.path.isdir(root)
+        and not cfg.get("manifest")
+        and not cfg.get("stac")
+        and not _remote_splits(cfg)
+    ):
         raise GeosegError(f"data.root '{root}' is not a folder; point data.root at your scenes.")
     return root
+
+
+def _remote_splits(cfg: Mapping[str, Any]) -> bool:
+    """Whether every split names its images by URL (so ``data.root`` need not be a folder)."""
+    splits = [s for s in (cfg.get("splits") or {}).values() if s]
+    return bool(splits) and all(is_remote(s.get("images")) or s.get("stac") for s in splits)
 
 
 def class_map_from(cfg: Mapping[str, Any]) -> ClassMap:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from geoseg.data.labels import ClassMap, open_label_on_grid
 from geoseg.data.normalize import BATCH_DTYPES, batch_dtype, raw_fill_values
+from geoseg.data.remote import is_remote, with_retries
 from geoseg.data.scenes import Scene
 from geoseg.data.stack_reader import StackReader
 from geoseg.data.transforms import Augment, apply_symmetry
@@ -24,41 +27,58 @@ from geoseg.errors import GeosegError
 
 
 class HandleCache:
-    """A bounded LRU of open rasterio datasets, private to one process.
+    """A bounded LRU of open rasterio datasets, private to one process and one thread.
 
     Handles are opened lazily on first use, closed when evicted, never pickled, and a forked
     DataLoader worker starts with an empty cache instead of sharing its parent's GDAL handles.
+    Each thread has its own LRU (a GDAL handle is not safe to share between threads), each bounded
+    by ``max_open``, so a thread never closes a handle another one is reading.
     """
 
     def __init__(self, max_open: int = 64) -> None:
         self.max_open = max(1, max_open)
         self._pid = os.getpid()
-        self._open: OrderedDict[Any, tuple[Any, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._threads: dict[int, OrderedDict[Any, tuple[Any, ...]]] = {}
+
+    @property
+    def _open(self) -> OrderedDict[Any, tuple[Any, ...]]:
+        """This thread's LRU."""
+        with self._lock:
+            if os.getpid() != self._pid:  # inherited through fork: don't touch the parent's handles
+                self._pid, self._threads = os.getpid(), {}
+            return self._threads.setdefault(threading.get_ident(), OrderedDict())
 
     def get(self, key: Any, opener: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
         """The cached handles for ``key``, opening them with ``opener()`` on a miss."""
-        if os.getpid() != self._pid:  # inherited through fork: don't touch the parent's handles
-            self._pid, self._open = os.getpid(), OrderedDict()
-        if key in self._open:
-            self._open.move_to_end(key)
-            return self._open[key]
+        cache = self._open
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
         handles = opener()
-        self._open[key] = handles
-        while len(self._open) > self.max_open:
-            _, old = self._open.popitem(last=False)
+        cache[key] = handles
+        while len(cache) > self.max_open:
+            _, old = cache.popitem(last=False)
             for h in reversed(old):
                 h.close()
         return handles
 
+    def drop(self, key: Any) -> None:
+        """Close this thread's handles of ``key`` (a file to open afresh after a failed read)."""
+        for h in reversed(self._open.pop(key, ())):
+            h.close()
+
     def close(self) -> None:
-        if os.getpid() == self._pid:
-            for handles in self._open.values():
-                for h in reversed(handles):
-                    h.close()
-        self._open = OrderedDict()
+        with self._lock:
+            if os.getpid() == self._pid:
+                for cache in self._threads.values():
+                    for handles in cache.values():
+                        for h in reversed(handles):
+                            h.close()
+            self._threads = {}
 
     def __len__(self) -> int:
-        return len(self._open)
+        return sum(len(c) for c in self._threads.values())
 
     def __getstate__(self) -> dict:
         return {"max_open": self.max_open}
@@ -109,6 +129,7 @@ class ChipDataset(Dataset):
         fill: Sequence[float],
         augment: Augment | None = None,
         max_open_files: int = 64,
+        reads_in_flight: int = 1,
     ) -> None:
         self.scenes = list(scenes)
         self.chip_size = chip_size
@@ -127,6 +148,10 @@ class ChipDataset(Dataset):
             )
         self.num_bands = bands.pop()
         self.label_is_index = [s.label is not None and class_map.reads_directly(s) for s in self.scenes]
+        # chips of a batch read by this many threads at once, so network latency overlaps (remote scenes)
+        self.reads_in_flight = max(1, int(reads_in_flight))
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     def _image(self, i: int) -> StackReader:
         return self.handles.get(("image", i), lambda: (self.scenes[i].reader(),))[0]
@@ -144,13 +169,22 @@ class ChipDataset(Dataset):
         invalid = self._image(chip.scene).read(window, image)
         if scene.label is None:
             mask.fill(self.class_map.ignore_index)
-        elif self.label_is_index[chip.scene]:  # already class indices: read straight into the batch
-            self._label(chip.scene).read(1, window=window, out=mask)
+        elif is_remote(scene.label):  # a dropped connection or a cut-off body: open afresh and retry
+            with_retries(
+                lambda: self._read_label(chip.scene, window, mask),
+                lambda: self.handles.drop(("label", chip.scene)), scene.label, f"window {window}",
+            )  # fmt: skip
         else:
-            self.class_map(self._label(chip.scene).read(1, window=window), out=mask)
+            self._read_label(chip.scene, window, mask)
         if invalid is not None:
             self._invalidate(image, mask, invalid)
         return invalid
+
+    def _read_label(self, i: int, window: Window, mask: np.ndarray) -> None:
+        if self.label_is_index[i]:  # already class indices: read straight into the batch
+            self._label(i).read(1, window=window, out=mask)
+        else:
+            self.class_map(self._label(i).read(1, window=window), out=mask)
 
     def _invalidate(self, image: np.ndarray, mask: np.ndarray, invalid: np.ndarray) -> None:
         mask[invalid] = self.class_map.ignore_index
@@ -183,9 +217,13 @@ class ChipDataset(Dataset):
         image = _empty((len(chips), self.num_bands, size, size), BATCH_DTYPES[self.dtype])
         mask = _empty((len(chips), size, size), getattr(torch, self.class_map.dtype.name))
         image_np, mask_np = image.numpy(), mask.numpy()
-        for i, chip in enumerate(chips):
-            invalid = self._read_into(chip, image_np[i], mask_np[i])
-            if self.augment is not None:
+        reads = (lambda i: self._read_into(chips[i], image_np[i], mask_np[i]), range(len(chips)))
+        if self.reads_in_flight > 1 and len(chips) > 1:  # GDAL waits on the network without the GIL
+            invalids = list(self._threads().map(*reads))
+        else:
+            invalids = list(map(*reads))
+        if self.augment is not None:  # one pipeline, seeded per chip: applied in order in this thread
+            for i, (chip, invalid) in enumerate(zip(chips, invalids, strict=True)):
                 self._augment_into(image_np[i], mask_np[i], invalid, chip.seed)
         return {
             "image": image,
@@ -193,12 +231,27 @@ class ChipDataset(Dataset):
             "chip": torch.tensor([[c.scene, c.row, c.col] for c in chips], dtype=torch.int64),
         }
 
+    def _threads(self) -> ThreadPoolExecutor:
+        """This process's pool of :attr:`reads_in_flight` reader threads (made on first use)."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(self.reads_in_flight, thread_name_prefix="geoseg-read")
+            self._pool_pid = os.getpid()
+        return self._pool
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_pool"] = None  # threads never travel to a worker
+        return state
+
     def __getitem__(self, chip: Chip) -> dict[str, torch.Tensor]:
         """One sample, the same as row 0 of ``__getitems__([chip])``."""
         return {k: v[0] for k, v in self.__getitems__([chip]).items()}
 
     def close(self) -> None:
-        """Close every file handle this process holds."""
+        """Close every file handle this process holds (and its reader threads)."""
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.shutdown(wait=True)
+        self._pool = None
         self.handles.close()
 
     def __del__(self) -> None:

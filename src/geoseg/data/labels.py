@@ -11,6 +11,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from geoseg.data.label_checks import label_fill_value
+from geoseg.data.remote import configure_remote_reads, is_remote
 from geoseg.data.scenes import Scene, scene_grid
 from geoseg.data.vector_labels import VectorLabels
 from geoseg.errors import GeosegError
@@ -112,6 +113,8 @@ def open_label_on_grid(scene: Scene, codes: Sequence[int]) -> tuple[rasterio.Dat
     if scene.vector is not None:  # polygons, rasterised per window straight onto the image grid
         features = VectorLabels(scene.label, scene.vector, scene_grid(scene), warn=False)
         return features, features
+    if is_remote(scene.label):
+        configure_remote_reads()
     src = rasterio.open(scene.label)
     if scene.label_on_grid:
         return src, src

@@ -48,6 +48,7 @@ def check_loader_options(cfg: Mapping[str, Any]) -> None:
     """The DataLoader options of ``data`` checked before any file is opened (one line naming a bad one)."""
     num_workers(cfg)
     read_threads(cfg)
+    reads_in_flight(cfg)
     pin_memory(cfg)
     whole_number(cfg, "prefetch_factor", 2)
     whole_number(cfg, "max_open_files", 64)
@@ -90,6 +91,20 @@ def read_threads(cfg: Mapping[str, Any]) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise GeosegError(f"data.read_threads must be a whole number >= 1 or 'auto', got {value!r}.")
+    return value
+
+
+REMOTE_READS_IN_FLIGHT = 8
+
+
+def reads_in_flight(cfg: Mapping[str, Any], remote: bool = False) -> int:
+    """``data.reads_in_flight``: chips of a batch each worker reads at once (threads); ``auto`` is
+    :data:`REMOTE_READS_IN_FLIGHT` when a scene is ``remote`` (the reads wait on the network), else 1."""
+    value = cfg.get("reads_in_flight", "auto")
+    if value == "auto":
+        return REMOTE_READS_IN_FLIGHT if remote else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GeosegError(f"data.reads_in_flight must be a whole number >= 1 or 'auto', got {value!r}.")
     return value
 
 

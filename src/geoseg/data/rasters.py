@@ -9,6 +9,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
+from geoseg.data.remote import configure_remote_reads, is_remote, remote_cause, shown
 from geoseg.errors import GeosegError, first_line
 
 
@@ -20,6 +21,8 @@ def open_raster(
     ``options`` names what set the path, for the message when the file is missing.
     """
     path = str(path)
+    if is_remote(path):
+        return open_remote(path, what)
     if not os.path.exists(path):
         raise GeosegError(f"{what} file not found: '{path}'. Check the path or {options}.")
     if os.path.isdir(path):
@@ -39,8 +42,25 @@ def open_raster(
         ) from None
 
 
+def open_remote(path: str, what: str = "raster") -> rasterio.DatasetReader:
+    """Open a URL or GDAL virtual path (see :mod:`geoseg.data.remote`); a failure is one line naming the
+    URL without its query string, and the cause (HTTP status, credentials, connection)."""
+    configure_remote_reads()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as err:
+        raise GeosegError(f"cannot read {what} '{shown(path)}' ({remote_cause(str(err))}).") from None
+
+
 def unreadable(what: str, path: str) -> GeosegError:
     """The one-line error for a raster whose header opens but whose pixels cannot be read."""
+    if is_remote(path):
+        return GeosegError(
+            f"cannot read the pixels of {what} '{shown(path)}' after retries (a truncated file, or the "
+            "connection kept failing); check the file and the network."
+        )
     return GeosegError(
         f"{what} '{path}' is truncated or corrupt (GDAL cannot read its pixels); re-download or re-export it."
     )

@@ -13,9 +13,9 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 from geoseg.data.band_files import FileEntry
+from geoseg.data.remote import file_name, has_wildcard, is_remote, join, parent, shown, stem
 from geoseg.errors import GeosegError
 
 PLACEHOLDER = "{file}"
@@ -74,14 +74,14 @@ def _fill(tokens: list[tuple[str, str]], groups: Sequence[str], value: str) -> s
 
 def scene_name(first_path: str, first_value: str | None) -> str:
     """A scene's name: the first file's stem without its ``{file}`` value (``X_SR_B2`` -> ``X_SR``)."""
-    stem = Path(first_path).stem
-    if not first_value or first_value not in stem:
-        return stem
-    head, _, tail = stem.rpartition(first_value)
+    name_stem = stem(first_path)
+    if not first_value or first_value not in name_stem:
+        return name_stem
+    head, _, tail = name_stem.rpartition(first_value)
     name = (
         head.rstrip("_-. ") + ("_" if head.strip("_-. ") and tail.strip("_-. ") else "") + tail.lstrip("_-. ")
     )
-    return name or stem
+    return name or name_stem
 
 
 def glob_files(pattern: str, option: str, suffixes: tuple[str, ...] = ()) -> list[str]:
@@ -111,6 +111,12 @@ def expand_pattern(pattern: str, files: Sequence[FileEntry] | None, option: str)
         )
         raise GeosegError(f"{option} must be one glob pattern (a string), got {pattern!r}{hint}.")
     has = PLACEHOLDER in pattern
+    if is_remote(pattern) and has_wildcard(pattern):
+        raise GeosegError(
+            f"{option} '{shown(pattern)}' is a URL with a wildcard, which cannot be listed; name the files "
+            "(a {file} placeholder and data.files for bands in several files), list them in a "
+            "data.manifest CSV, or find them with data.stac."
+        )
     if has and not files:
         raise GeosegError(
             f"{option} '{pattern}' has a {PLACEHOLDER} placeholder but data.files is not set; "
@@ -122,7 +128,9 @@ def expand_pattern(pattern: str, files: Sequence[FileEntry] | None, option: str)
             f"write where the file name goes, e.g. 'scene_{PLACEHOLDER}.tif'."
         )
     if not files:
-        return [(p,) for p in glob_files(pattern, option)]
+        return [(pattern,)] if is_remote(pattern) else [(p,) for p in glob_files(pattern, option)]
+    if is_remote(pattern):  # no listing: the scene is the pattern with each data.files value put in
+        return [tuple(pattern.replace(PLACEHOLDER, e.name) for e in files)]
     tokens = _tokens(pattern)
     first = files[0].name
     regex = _regex(tokens, first)
@@ -151,7 +159,7 @@ def zeros_hint(files: Sequence[FileEntry] | None) -> str:
 
 def manifest_images(cell: str, base: str, files: Sequence[FileEntry] | None, where: str) -> tuple[str, ...]:
     """The ``image`` cell of a manifest row: one path, or several separated by ``;`` in stack order."""
-    paths = tuple(os.path.join(base, p.strip()) for p in cell.split(";") if p.strip())
+    paths = tuple(join(base, p.strip()) for p in cell.split(";") if p.strip())
     if not paths:
         raise GeosegError(f"{where} has an empty image cell.")
     if files is not None and len(paths) != len(files):
@@ -167,16 +175,19 @@ def label_path(images: Sequence[str], template: str | None, root: str, first_val
     and ``{scene}``, the scene's name (the first file's stem without its ``{file}`` value)."""
     if template is None:
         return None
-    p = Path(images[0])
+    first = images[0]
     try:
         name = template.format(
-            stem=p.stem, name=p.name, parent=str(p.parent), scene=scene_name(images[0], first_value)
+            stem=stem(first),
+            name=file_name(first),
+            parent=parent(first),
+            scene=scene_name(first, first_value),
         )
     except (KeyError, IndexError, ValueError) as err:
         raise GeosegError(
             f"label template '{template}' uses {err}; use {{stem}}, {{name}}, {{parent}} or {{scene}}."
         ) from None
-    return name if os.path.isabs(name) else os.path.join(root, name)
+    return join(root, name)
 
 
 ScenePaths = tuple[tuple[str, ...], str | None]  # (image files in stack order, label or None)
@@ -187,8 +198,8 @@ def find_scene_files(
 ) -> list[ScenePaths]:
     """Glob ``images`` under ``root`` (``{file}`` filled from ``files``); pair each scene with its label."""
     option = f"data.splits.{split}.images"
-    if isinstance(images, str) and not os.path.isabs(images):
-        images = os.path.join(root, images)
+    if isinstance(images, str):
+        images = join(root, images)
     found = expand_pattern(images, files, option)
     if not found:
         raise GeosegError(f"no image matches '{images}'; check data.root and {option}{zeros_hint(files)}.")
@@ -219,7 +230,7 @@ def read_manifest(path: str, split: str, files: Sequence[FileEntry] | None = Non
             continue
         label = row.get("label") or None
         images = manifest_images(row["image"] or "", base, files, f"manifest '{path}' line {line}")
-        out.append((images, None if label is None else os.path.join(base, label)))
+        out.append((images, None if label is None else join(base, label)))
     if not out:
         raise GeosegError(f"manifest '{path}' has no rows for split '{split}'.")
     return out
@@ -231,14 +242,14 @@ def warn_bands_as_scenes(scenes: Sequence) -> None:
     for scene in scenes:
         if len(scene.bands) != 1 or scene.grid is None:
             continue
-        key = (scene.grid, re.sub(r"\d+", "#", Path(scene.image).stem))
+        key = (scene.grid, re.sub(r"\d+", "#", stem(scene.image)))
         groups.setdefault(key, []).append(scene.image)
     for paths in groups.values():
         if len(paths) > 1:
-            shown = ", ".join(f"'{Path(p).name}'" for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+            listed = ", ".join(f"'{file_name(p)}'" for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
             log.warning(
                 "%d single-band images (%s) share one grid and differ only in a number: each is trained as a "
                 "scene of its own with a 1-band model. If they are the bands of one scene, stack them: put "
                 "{file} where the band name goes in the images pattern and list the names in data.files "
-                "(docs/multi-file.md).", len(paths), shown,
+                "(docs/multi-file.md).", len(paths), listed,
             )  # fmt: skip

@@ -59,6 +59,7 @@ class Scene:
     file_key: str | None = None  # the {file} value of the first file (multi-file scenes)
     vector: VectorOptions | None = None  # data.vector, when the label is a vector file
     index_key: str | None = None  # its entry in the scene index (geoseg.data.scene_index), when cached
+    title: str | None = None  # its name when its files do not give one (a STAC item's id)
 
     @property
     def bounds(self) -> tuple[int, int, int, int]:
@@ -72,7 +73,7 @@ class Scene:
 
     @property
     def name(self) -> str:
-        return scene_name(self.image, self.file_key)
+        return self.title or scene_name(self.image, self.file_key)
 
     @property
     def stack(self) -> tuple[SceneFile, ...]:

@@ -26,6 +26,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from geoseg.data.remote import configure_remote_reads, is_remote, remote_cause, shown, with_retries
 from geoseg.data.stack import SceneFile
 from geoseg.errors import GeosegError, first_line
 
@@ -131,11 +132,22 @@ class StackReader:
 
     def _src(self, i: int) -> rasterio.DatasetReader:
         if i not in self._open:
+            path = self.files[i].path
+            if is_remote(path):
+                configure_remote_reads()
             try:
-                self._open[i] = rasterio.open(self.files[i].path)
+                self._open[i] = rasterio.open(path)
             except RasterioError as err:
-                raise GeosegError(f"cannot open '{self.files[i].path}' ({first_line(err)}).") from None
+                shown_path, cause = (shown(path), remote_cause(str(err))) if is_remote(path) else (
+                    path, first_line(err))  # fmt: skip
+                raise GeosegError(f"cannot open '{shown_path}' ({cause}).") from None
         return self._open[i]
+
+    def _reopen(self, i: int) -> None:
+        """Close file ``i``: the next read opens it afresh (after a failed remote read)."""
+        src = self._open.pop(i, None)
+        if src is not None:
+            src.close()
 
     def read(self, window: Window, out: np.ndarray) -> np.ndarray | None:
         """Fill (C, h, w) ``out`` with ``window`` of the reference grid; return its invalid mask or None."""
@@ -175,8 +187,16 @@ class StackReader:
         for part in parts:
             dest = out[part.positions[0] : part.positions[0] + len(part.positions)] if part.contiguous else (
                 np.empty((len(part.bands), h, w), dtype=out.dtype))  # fmt: skip
+            path = self.files[part.file].path
             try:
-                outside = self._read_part(part, window, transform, dest)
+                if is_remote(path):
+                    where = f"window {window}" if window is not None else "a decimated read"
+                    outside = with_retries(
+                        lambda part=part, dest=dest: self._read_part(part, window, transform, dest),
+                        lambda part=part: self._reopen(part.file), path, where,
+                    )  # fmt: skip
+                else:
+                    outside = self._read_part(part, window, transform, dest)
             except RasterioError as err:
                 where = f"window {window}" if window is not None else "a decimated read"
                 raise GeosegError(

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch.distributed
 
+from geoseg.data.remote import local_or_remote_abspath
 from geoseg.data.scenes import Scene
 from geoseg.data.stats_accumulate import accumulate, accumulate_sharded
 from geoseg.errors import GeosegError
@@ -108,7 +109,7 @@ def stats_key(scenes: Sequence[Scene]) -> str:
                 seen = [st.st_size, st.st_mtime_ns]
             except OSError:  # not a local file (/vsicurl/ and the like): its name only
                 seen = []
-            files.append([os.path.abspath(f.path), *seen, list(f.bands), _nodata_key(list(f.nodata)),
+            files.append([local_or_remote_abspath(f.path), *seen, list(f.bands), _nodata_key(list(f.nodata)),
                           f.resampling])  # fmt: skip
         record.append([files, list(scene.bands), list(scene.bounds), scene.invalid, scene.grid is not None])
     return hashlib.sha256(json.dumps(record).encode()).hexdigest()[:16]

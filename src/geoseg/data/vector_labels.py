@@ -27,6 +27,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from geoseg.data.remote import file_name, is_remote, remote_cause, shown
 from geoseg.data.stack import Grid
 from geoseg.errors import GeosegError, first_line
 
@@ -39,7 +40,7 @@ _WARNED_WITHOUT_GEOMETRY: set[tuple] = set()  # (file, layer, mtime) whose count
 
 def is_vector(path: str | None) -> bool:
     """Whether a label path names a vector file (by its suffix)."""
-    return path is not None and str(path).lower().endswith(VECTOR_SUFFIXES)
+    return path is not None and file_name(str(path)).lower().endswith(VECTOR_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def _load(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Read, check, repair and reproject the features of ``path`` near the scene: (geometries, codes,
     the layer's info from pyogrio). ``warn``: log skipped, repaired and non-polygon features."""
-    if not os.path.exists(path):
+    if not is_remote(path) and not os.path.exists(path):
         raise GeosegError(f"label file not found: '{path}'. Check the path or the split's labels template.")
     try:
         info = pyogrio.read_info(path, layer=opts.layer)
@@ -195,6 +196,10 @@ def _load(
     except GeosegError:
         raise
     except Exception as err:  # pyogrio's DataSourceError, DataLayerError, ...
+        if is_remote(path):
+            raise GeosegError(
+                f"cannot read vector label '{shown(path)}' ({remote_cause(str(err))})."
+            ) from None
         raise GeosegError(
             f"cannot read vector label '{path}' ({first_line(err)}); check that it is a complete "
             "GeoJSON/GeoPackage/Shapefile/FlatGeobuf (and data.vector.layer)."
@@ -249,7 +254,8 @@ def warn_without_geometry(path: str, info: dict, read: np.ndarray | None) -> Non
     """Warn once per file how many features have no geometry (they label no pixel). A read limited to
     the scene's footprint never returns them, so they are counted over the whole layer; ``read``: the
     fids of those the scene's read returned, when it was not limited."""
-    key = (os.path.abspath(path), info.get("layer_name"), os.stat(path).st_mtime_ns)
+    key = (path, info.get("layer_name"), None) if is_remote(path) else (
+        os.path.abspath(path), info.get("layer_name"), os.stat(path).st_mtime_ns)  # fmt: skip
     if key in _WARNED_WITHOUT_GEOMETRY:
         return
     _WARNED_WITHOUT_GEOMETRY.add(key)

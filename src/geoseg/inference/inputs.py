@@ -8,12 +8,12 @@ import glob
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import rasterio
 
 from geoseg.data.band_files import FileEntry
+from geoseg.data.remote import is_remote, stem
 from geoseg.data.scene_paths import PLACEHOLDER, expand_pattern, glob_files
 from geoseg.data.scenes import Scene, inspect_scene
 from geoseg.data.stack import pixel_georeference
@@ -34,6 +34,8 @@ def find_inputs(spec: str, files: Sequence[FileEntry] | None = None) -> list[tup
     if files or PLACEHOLDER in spec:
         found = expand_pattern(spec, files, "input=")
         what = f"no scene matches input='{spec}' (with {{file}}={files[0].name if files else '?'})"
+    elif is_remote(spec):  # a URL is one scene: it cannot be listed like a folder or a glob
+        found, what = expand_pattern(spec, None, "input="), ""
     elif os.path.isdir(spec):
         pattern = os.path.join(glob.escape(spec), "*")
         found = [(p,) for p in glob_files(pattern, "input=", RASTER_SUFFIXES)]
@@ -55,7 +57,7 @@ def output_paths(
     ``<output>/<scene name>.tif`` (``names``, by default each input's stem). Two inputs never share
     an output, and no output overwrites an input."""
     scenes = [(p,) if isinstance(p, str) else tuple(p) for p in inputs]
-    names = list(names) if names is not None else [Path(p[0]).stem for p in scenes]
+    names = list(names) if names is not None else [stem(p[0]) for p in scenes]
     single = len(scenes) == 1 and output.lower().endswith((".tif", ".tiff"))
     if not single and output.lower().endswith((".tif", ".tiff")):
         raise GeosegError(

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from geoseg.config import flag, whole
 from geoseg.data.normalize import batch_dtype, raw_fill_values
+from geoseg.data.remote import is_remote
 from geoseg.data.scenes import Scene, scene_grid
 from geoseg.data.stack import Grid
 from geoseg.errors import GeosegError
@@ -168,7 +169,7 @@ def quicklook_labels(opts: PredictOptions, output: str, count: int) -> str | Non
         return None
     if not opts.quicklook:
         raise GeosegError("labels= is for the quicklook's label and error panels; add quicklook=true")
-    if count == 1 and os.path.isfile(opts.labels):
+    if count == 1 and (os.path.isfile(opts.labels) or is_remote(opts.labels)):
         return opts.labels
     return label_for(output, opts.labels)
 
@@ -198,8 +199,9 @@ def predict_scene(
         bar = tqdm(total=plan.num_tiles, desc=f"{position} {scene.name}", unit="tile", dynamic_ncols=True,
                    disable=not (opts.progress and sys.stderr.isatty()), leave=False)  # fmt: skip
         try:
-            tiles = TileSource(scene.reader, fill, plan, opts.batch_size, resolve_workers(opts.read_workers),
-                               device)  # fmt: skip
+            remote = any(is_remote(f.path) for f in scene.stack)
+            readers = resolve_workers(opts.read_workers, remote=remote)
+            tiles = TileSource(scene.reader, fill, plan, opts.batch_size, readers, device)
             for block in predict_blocks(
                 tiles, plan, loaded.model, device, len(loaded.classes.codes), block=BLOCK, amp=amp,
                 tta=opts.tta, channels_last=opts.channels_last, on_tiles=bar.update,

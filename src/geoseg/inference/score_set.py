@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from geoseg.classes import ClassInfo
+from geoseg.data.remote import is_remote
 from geoseg.errors import GeosegError
 from geoseg.inference.scoring import (
     SceneCounts,
@@ -72,6 +73,8 @@ def label_for(prediction: str, labels: str) -> str:
                 f"labels={labels} is not a valid template ({err}); use {{stem}} or {{name}} of the "
                 "prediction file, e.g. labels='truth/{stem}_mask.tif'"
             ) from None
+        if is_remote(path):  # a URL is not listed: a missing one fails in one line when it is read
+            return path
         candidates = [path]
     elif os.path.isdir(labels):
         candidates = [os.path.join(labels, name)] + [os.path.join(labels, stem + s) for s in LABEL_SUFFIXES]

@@ -47,8 +47,11 @@ def tile_jobs(plan: TilePlan) -> list[TileJob]:
     return jobs
 
 
-def resolve_workers(value: int | str, option: str = "read_workers") -> int:
-    """``auto``: half the cores this process may use (2 to 8); else a whole number >= 1."""
+def resolve_workers(value: int | str, option: str = "read_workers", remote: bool = False) -> int:
+    """``auto``: half the cores this process may use (2 to 8), or 8 for a ``remote`` scene (its reader
+    threads mostly wait on the network); else a whole number >= 1."""
+    if value == "auto" and remote:
+        return 8
     if value == "auto":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return max(2, min(8, cores // 2))
