@@ -186,6 +186,8 @@ def test_intersects_file_is_unioned_and_reprojected(tmp_path: Path) -> None:
     assert geom.geom_type == "MultiPolygon"  # two apart: one union of two parts
     minx, miny, maxx, maxy = geom.bounds
     assert 15.0 < minx < maxx < 15.1 and 45.0 < miny < maxy < 45.1  # degrees, not metres
+    relative = StacOptions.from_config({"source": "x.json", "intersects": "aoi.gpkg"}, root=tmp_path)
+    assert relative.intersects == opts.intersects
 
 
 # --- static sources ------------------------------------------------------------------------------------
@@ -265,6 +267,18 @@ def test_static_catalog_over_http_resolves_against_urls(tmp_path: Path) -> None:
     assert "secret" not in str(err.value)
 
 
+def test_static_filters_by_area_and_relative_source_under_root(scenes: Path, tmp_path: Path) -> None:
+    pystac.ItemCollection([make_item(scenes / "s2", i) for i in SCENES]).save_object(str(scenes / "all.json"))
+    area = polygon([15.05, 45.05, 16.05, 46.05])  # touches NEAR and FAR
+    opts = StacOptions.from_config({"source": "all.json", "intersects": area, "ids": ["a", "c"]}, root=scenes)
+    assert opts.source == str(scenes / "all.json")
+    found, _ = resolve_items(opts, tmp_path)
+    assert ids(found) == ["a", "c"]
+    away = options(source=str(scenes / "all.json"), intersects=polygon([0, 0, 1, 1]))
+    with pytest.raises(GeosegError, match=r"no STAC items found .*intersects=<Polygon>"):
+        resolve_items(away, tmp_path)
+
+
 def test_static_source_errors(tmp_path: Path) -> None:
     with pytest.raises(GeosegError, match=r"data.stac.source not found: '.*nothing.json'"):
         resolve_items(options(source=str(tmp_path / "nothing.json")), tmp_path)
@@ -274,6 +288,16 @@ def test_static_source_errors(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text('{"type": "Topology"}')
     with pytest.raises(GeosegError, match=r"is not a STAC Item, ItemCollection, Catalog or Collection"):
         resolve_items(options(source=str(tmp_path / "other.json")), tmp_path)
+    pystac.Catalog("empty", "no items").save_object(dest_href=str(tmp_path / "empty.json"))
+    with pytest.raises(GeosegError, match=r"holds no items; for a STAC API .* set data.stac.api"):
+        resolve_items(options(source=str(tmp_path / "empty.json")), tmp_path)
+    path = write_catalog(tmp_path / "cat")
+    (tmp_path / "cat" / "s2" / "e" / "e.json").unlink()
+    with pytest.raises(GeosegError) as err:
+        resolve_items(options(source=str(path)), tmp_path)
+    assert str(err.value).startswith(
+        f"data.stac.source: STAC file '{tmp_path}/cat/s2/e/e.json' could not be read (file not found)"
+    )
 
 
 def test_zero_items_names_the_search(scenes: Path, tmp_path: Path) -> None:
@@ -310,6 +334,17 @@ def test_api_search_pages_and_filters(api_items: list[dict], tmp_path: Path, cap
     record = frozen_record(found)[0]
     assert (record["id"], record["collection"], record["datetime"]) == ("a", "s2", "2024-06-10T10:00:00Z")
     assert record["assets"]["label"].endswith("a/label.tif")
+
+
+def test_api_with_get_search_only_and_no_query_extension(
+    api_items: list[dict], tmp_path: Path, caplog
+) -> None:
+    conforms = [c for c in StacApiServer([]).conforms_to if not c.endswith("#query")]
+    with StacApiServer(api_items, page_size=2, conforms_to=conforms, search_methods=["GET"]) as server:
+        found, _ = resolve_items(options(api=server.url, **SEARCH), tmp_path)
+        assert server.paths.count("GET /search") == 2 and "POST /search" not in server.paths
+    assert ids(found) == ["a", "e", "f"]
+    assert f"data.stac.api '{server.url}': Server does not conform to QUERY" in caplog.text
 
 
 def test_api_relative_hrefs_resolve_against_the_self_link(api_items: list[dict], tmp_path: Path) -> None:

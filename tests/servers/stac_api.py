@@ -119,11 +119,13 @@ class StacApiServer:
         page_size: int = 2,
         conforms_to: Sequence[str] | None = None,
         static_dir: str | Path | None = None,
+        search_methods: Sequence[str] = ("GET", "POST"),
     ) -> None:
         self.items = [dict(i) for i in items]
         self.page_size = page_size
         self.conforms_to = list(CONFORMS_TO if conforms_to is None else conforms_to)
         self.static_dir = None if static_dir is None else Path(static_dir).resolve()
+        self.search_methods = tuple(search_methods)  # what the landing page advertises and /search answers
         self.requests = 0
         self.paths: list[str] = []  # method and path of every request, in order
         self._lock = threading.Lock()
@@ -206,6 +208,8 @@ class StacApiServer:
             found = [c for c in self._collections(base) if c["id"] == wanted]
             if found:
                 return 200, found[0], js
+        if path == "/search" and method not in self.search_methods:
+            return 405, {"code": "MethodNotAllowed", "description": f"{method} /search"}, js
         if path == "/search":
             if method == "POST":
                 try:
@@ -229,9 +233,11 @@ class StacApiServer:
             {"rel": "root", "href": f"{base}/", "type": "application/json"},
             {"rel": "conformance", "href": f"{base}/conformance", "type": "application/json"},
             {"rel": "data", "href": f"{base}/collections", "type": "application/json"},
-            {"rel": "search", "href": f"{base}/search", "type": "application/geo+json", "method": "GET"},
-            {"rel": "search", "href": f"{base}/search", "type": "application/geo+json", "method": "POST"},
         ]
+        for method in self.search_methods:
+            links.append(
+                {"rel": "search", "href": f"{base}/search", "type": "application/geo+json", "method": method}
+            )
         return {
             "type": "Catalog", "id": "test-api", "stac_version": "1.0.0", "description": "geoseg test API",
             "conformsTo": self.conforms_to, "links": links,

@@ -65,8 +65,16 @@ class StacOptions:
     option: str = field(default="data.stac", compare=False, repr=False)
 
     @classmethod
-    def from_config(cls, mapping: Mapping[str, Any] | None, option: str = "data.stac") -> StacOptions:
-        """The options from a ``data.stac`` mapping, checked; a mistake is one line naming the key."""
+    def from_config(
+        cls,
+        mapping: Mapping[str, Any] | None,
+        option: str = "data.stac",
+        root: str | os.PathLike | None = None,
+    ) -> StacOptions:
+        """The options from a ``data.stac`` mapping, checked; a mistake is one line naming the key.
+
+        A relative ``source`` or ``intersects`` path is taken under ``root`` (the working folder when None).
+        """
         if not isinstance(mapping, Mapping):
             raise GeosegError(
                 f"{option} must be a mapping with api (a STAC API URL) or source (a STAC JSON file), "
@@ -96,7 +104,7 @@ class StacOptions:
                     f"{option}.source must be a path or URL of a STAC JSON file, got {source!r}."
                 )
             source = _local_path(source)
-            source = source if _is_url(source) else os.path.abspath(os.path.expanduser(source))
+            source = source if _is_url(source) else _under(source, root)
         bbox, intersects = value.get("bbox"), value.get("intersects")
         if bbox is not None and intersects is not None:
             raise GeosegError(f"{option}.bbox and {option}.intersects are both set; give one of them.")
@@ -116,7 +124,7 @@ class StacOptions:
             api=api, source=source,
             collections=_names(value.get("collections"), f"{option}.collections", "[sentinel-2-l2a]"),
             bbox=_bbox(bbox, f"{option}.bbox"),
-            intersects=None if intersects is None else aoi_geometry(intersects, f"{option}.intersects"),
+            intersects=None if intersects is None else aoi_geometry(intersects, f"{option}.intersects", root),
             datetime=None if value.get("datetime") is None else normalise_interval(
                 value["datetime"], f"{option}.datetime"),
             query=_query(value.get("query"), f"{option}.query"),
@@ -157,6 +165,12 @@ class StacOptions:
 
 
 # --- option parsing ------------------------------------------------------------------------------------
+
+
+def _under(path: str, root: str | os.PathLike | None) -> str:
+    """``path`` (``~`` expanded) made absolute under ``root``, or under the working folder."""
+    path = os.path.expanduser(path)
+    return os.path.abspath(path if root is None else os.path.join(os.fspath(root), path))
 
 
 def _names(value: Any, option: str, example: str) -> tuple[str, ...] | None:
@@ -302,9 +316,12 @@ def _interval(text: str) -> tuple[datetime | None, datetime | None]:
     return start, (_instant(parts[1], True, "data.stac.datetime") if len(parts) == 2 else start)
 
 
-def aoi_geometry(value: Any, option: str = "data.stac.intersects") -> dict[str, Any]:
+def aoi_geometry(
+    value: Any, option: str = "data.stac.intersects", root: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """An area of interest as one GeoJSON geometry in EPSG:4326: a GeoJSON geometry (Feature,
-    FeatureCollection) mapping, or a vector file (GeoJSON, GPKG, ...) whose geometries are unioned."""
+    FeatureCollection) mapping, or a vector file (GeoJSON, GPKG, ...; relative to ``root``) whose
+    geometries are unioned."""
     import shapely
     from shapely.geometry import mapping, shape
 
@@ -323,7 +340,7 @@ def aoi_geometry(value: Any, option: str = "data.stac.intersects") -> dict[str, 
             ) from None
         where = option
     elif isinstance(value, str) and value:
-        geoms, where = _read_aoi(os.path.expanduser(value), option), f"{option} '{value}'"
+        geoms, where = _read_aoi(_under(value, root), option), f"{option} '{value}'"
     else:
         raise GeosegError(f"{option} must be a vector file path or a GeoJSON geometry, got {value!r}.")
     geoms = [g for g in geoms if g is not None and not g.is_empty]
@@ -417,8 +434,6 @@ def absolute_item(item: Mapping[str, Any], location: str | None) -> dict[str, An
     for link in item.get("links") or []:
         if isinstance(link, dict) and isinstance(link.get("href"), str):
             link["href"] = absolute_href(link["href"], base)
-    if self_href is None and base:
-        item.setdefault("links", []).append({"rel": "self", "href": base, "type": "application/geo+json"})
     return item
 
 
@@ -433,7 +448,7 @@ def _cause(err: BaseException) -> str:
     status = getattr(err, "status_code", None) or getattr(response, "status_code", None)
     text = str(err)
     if status:
-        detail = _detail(response.text) or response.reason if response is not None else _detail(text)
+        detail = (_detail(response.text) or response.reason) if response is not None else _detail(text)
         return f"HTTP {status}" + (f": {detail}" if detail else "")
     if type(err).__name__ in ("STACTypeError", "ClientTypeError"):  # pystac's, pystac-client's
         return "the JSON is not a STAC catalog, collection or item"
@@ -446,7 +461,7 @@ def _cause(err: BaseException) -> str:
         if match:
             return match.group(1).strip().lower()
     if "timed out" in text.lower():
-        return f"no answer within {TIMEOUT[1]:.0f} s (timed out)"
+        return f"timed out: {TIMEOUT[0]:.0f} s to connect, {TIMEOUT[1]:.0f} s to answer"
     return _scrub(first_line(err))[:160]
 
 
@@ -466,7 +481,12 @@ def _detail(text: str) -> str:
 
 
 def _read_failure(what: str, url: str, err: BaseException, fix: str) -> GeosegError:
-    return GeosegError(f"{what} '{shown_url(url)}' could not be read ({_cause(err)}); {fix}")
+    """One line for a failed read of ``url`` (or of the file that ``err``, unwrapped, names)."""
+    while err.__cause__ is not None:  # pystac wraps a child's read error: "HREF ... does not resolve"
+        err = err.__cause__
+    return GeosegError(
+        f"{what} '{shown_url(_failed_href(err, url))}' could not be read ({_cause(err)}); {fix}"
+    )
 
 
 def _retry() -> Any:
@@ -595,8 +615,6 @@ def _sort_key(item: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def _static_items(opts: StacOptions) -> list[dict[str, Any]]:
     """Every item of a static source (a catalog or collection walked to its leaves), hrefs absolute."""
-    import pystac
-
     source = opts.source or ""
     what = f"{opts.option}.source"
     fix = "check the path or URL; it must be a STAC Item, ItemCollection, Catalog or Collection JSON."
@@ -604,9 +622,19 @@ def _static_items(opts: StacOptions) -> list[dict[str, Any]]:
         raise GeosegError(f"{what} not found: '{source}'; {fix}")
     io = _static_io()
     try:
+        return _walk(source, io, what, fix)
+    finally:
+        io.session.close()
+
+
+def _walk(source: str, io: Any, what: str, fix: str) -> list[dict[str, Any]]:
+    """The items in the JSON at ``source`` (read with ``io``), following a catalog's links to its items."""
+    import pystac
+
+    try:
         d = io.read_json(source)
     except Exception as err:
-        raise _read_failure(what, _failed_href(err, source), err, fix) from None
+        raise _read_failure(what, source, err, fix) from None
     kind = d.get("type") if isinstance(d, Mapping) else None
     if kind == "Feature":
         return [absolute_item(d, source)]
@@ -634,7 +662,7 @@ def _static_items(opts: StacOptions) -> list[dict[str, Any]]:
                 absolute_item(item.to_dict(include_self_link=False, transform_hrefs=False), location)
             )
     except Exception as err:
-        raise _read_failure(f"{what}: STAC file", _failed_href(err, source), err, fix) from None
+        raise _read_failure(f"{what}: STAC file", source, err, fix) from None
     return items
 
 
@@ -646,10 +674,11 @@ def _search_items(opts: StacOptions) -> list[dict[str, Any]]:
     api = opts.api or ""
     what = f"{opts.option}.api"
     fix = f"check {what} and the network (a frozen copy of an earlier search is reused offline)."
-    with warnings.catch_warnings(record=True) as caught:
+    io = StacApiIO(timeout=TIMEOUT, max_retries=_retry())
+    with warnings.catch_warnings(record=True) as caught, io.session:
         warnings.simplefilter("always")
         try:
-            client = Client.open(api, stac_io=StacApiIO(timeout=TIMEOUT, max_retries=_retry()))
+            client = Client.open(api, stac_io=io)
         except Exception as err:
             raise _read_failure(f"{what}: STAC API", api, err, fix) from None
         search_links = [link for link in client.links if link.rel == "search"]
@@ -711,7 +740,13 @@ def resolve_items(opts: StacOptions, cache_dir: str | os.PathLike) -> tuple[list
             )  # fmt: skip
         items = sorted(found, key=_sort_key)
     else:
-        items = sorted((i for i in _static_items(opts) if item_matches(i, opts)), key=_sort_key)
+        every = _static_items(opts)
+        if not every:
+            raise GeosegError(
+                f"{opts.option}.source '{opts.where}' holds no items; for a STAC API (or one of its "
+                f"collections) set {opts.option}.api to the API's URL and {opts.option}.collections instead."
+            )
+        items = sorted((i for i in every if item_matches(i, opts)), key=_sort_key)
         if len(items) > opts.max_items:
             log.warning(
                 "%s: %d items match in %s, more than %s.max_items=%d; the first %d by id are used. "
@@ -788,7 +823,10 @@ def _asset_href(item: Mapping[str, Any], name: str, where: str) -> str:
             f"{sorted(assets)}{hint}. List asset keys every item has, or leave the item out "
             "(data.stac.ids/query)."
         )
-    return str(item["assets"][key]["href"])
+    href = item["assets"][key].get("href") if isinstance(item["assets"][key], Mapping) else None
+    if not isinstance(href, str) or not href:
+        raise GeosegError(f"STAC item '{item.get('id')}': asset '{key}' ({where}) has no href.")
+    return href
 
 
 def item_scenes(
