@@ -25,6 +25,7 @@ from geoseg.data.stac import (
     asset_nodata,
     asset_scaling,
     frozen_record,
+    item_matches,
     item_scenes,
     resolve_items,
 )
@@ -277,6 +278,31 @@ def test_static_filters_by_area_and_relative_source_under_root(scenes: Path, tmp
     away = options(source=str(scenes / "all.json"), intersects=polygon([0, 0, 1, 1]))
     with pytest.raises(GeosegError, match=r"no STAC items found .*intersects=<Polygon>"):
         resolve_items(away, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("search", "expected"),
+    [
+        ({"query": ["platform=sentinel-2a"]}, True),
+        ({"query": ["platform!=sentinel-2a"]}, False),
+        ({"query": ["platform>sentinel-2"]}, True),  # strings compare as strings
+        ({"query": ["eo:cloud_cover<=12.5", "eo:cloud_cover>12"]}, True),
+        ({"query": ["eo:cloud_cover<sentinel"]}, False),  # a number is never below a string
+        ({"query": ["gsd=10"]}, False),  # an absent property matches nothing
+        ({"query": {"platform": {"in": ["sentinel-2b", "sentinel-2a"]}}}, True),
+        ({"datetime": "2024-06-30/2024-07-01"}, True),  # overlaps start..end
+        ({"datetime": "2024-07-02/.."}, False),
+        ({"datetime": "../2024-06-01"}, True),
+        ({"datetime": "../2024-05-31"}, False),
+        ({"bbox": [15.05, 45.05, 16, 46]}, True),
+        ({"collections": ["landsat"]}, False),
+    ],
+)
+def test_static_filters_as_an_api_would(search: dict, expected: bool) -> None:
+    june = {"start_datetime": "2024-06-01T00:00:00Z", "end_datetime": "2024-06-30T12:00:00Z"}
+    props = {"datetime": None, **june, "eo:cloud_cover": 12.5, "platform": "sentinel-2a"}
+    item = {"id": "x", "collection": "s2", "bbox": NEAR, "geometry": polygon(NEAR), "properties": props}
+    assert item_matches(item, options(source="x.json", **search)) is expected
 
 
 def test_static_source_errors(tmp_path: Path) -> None:
