@@ -16,7 +16,8 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -489,6 +490,19 @@ def _read_failure(what: str, url: str, err: BaseException, fix: str) -> GeosegEr
     )
 
 
+@contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """Silence urllib3's per-retry warnings (they show the URL's query string, where keys live); the
+    failure, if any, is one line of ours."""
+    logger = logging.getLogger("urllib3.connectionpool")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _retry() -> Any:
     """Retries for a flaky network: once on a failed connect or read, three times on 429/5xx."""
     from urllib3 import Retry
@@ -622,7 +636,8 @@ def _static_items(opts: StacOptions) -> list[dict[str, Any]]:
         raise GeosegError(f"{what} not found: '{source}'; {fix}")
     io = _static_io()
     try:
-        return _walk(source, io, what, fix)
+        with _quiet_retries():
+            return _walk(source, io, what, fix)
     finally:
         io.session.close()
 
@@ -675,7 +690,7 @@ def _search_items(opts: StacOptions) -> list[dict[str, Any]]:
     what = f"{opts.option}.api"
     fix = f"check {what} and the network (a frozen copy of an earlier search is reused offline)."
     io = StacApiIO(timeout=TIMEOUT, max_retries=_retry())
-    with warnings.catch_warnings(record=True) as caught, io.session:
+    with warnings.catch_warnings(record=True) as caught, io.session, _quiet_retries():
         warnings.simplefilter("always")
         try:
             client = Client.open(api, stac_io=io)
