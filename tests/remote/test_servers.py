@@ -23,6 +23,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from servers.cog import cog_layout
+from servers.gdal import clear_vsicurl_cache
 from servers.range_http import RangeServer, iter_multipart, make_certificate, parse_ranges
 from servers.s3 import BUCKET as S3_BUCKET
 from servers.s3 import S3Server
@@ -361,3 +362,18 @@ def test_a_stalled_server_times_out(http_server, gdal_options, synthetic_cogs) -
     err, took = timed(lambda: read_window(http_server.unique_url(synthetic_cogs[0]), Window(0, 0, 8, 8)))
     assert isinstance(err, RasterioIOError) and "timed out" in str(err), err
     assert took < 3
+
+
+def test_gdal_caches_a_failed_open_until_its_cache_is_cleared(http_server, synthetic_cogs) -> None:
+    """Reopening a URL that failed does not ask the server again: GDAL re-raises the cached failure
+    (so a retry around ``rasterio.open`` needs a cleared cache, or another URL, to reach the network)."""
+    url = http_server.url(synthetic_cogs[1])
+    http_server.faults.add("404", count=1, path_contains=url_path(url))
+    for _ in range(2):
+        with pytest.raises(RasterioIOError, match="HTTP response code: 404"):
+            read_window(url, Window(0, 0, 4, 4))
+    assert len(http_server.log()) == 1  # the second open sent nothing
+    if not clear_vsicurl_cache():
+        pytest.skip("VSICurlClearCache is not reachable in this process")
+    assert read_window(url, Window(0, 0, 4, 4)).shape == (1, 4, 4)
+    assert http_server.count(status=404) == 1 and http_server.count(method="GET", status=206) >= 1
