@@ -43,7 +43,7 @@ from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scene_index import SceneIndex, cached_array, entry_key
 from geoseg.data.scene_paths import ScenePaths, find_scene_files, read_manifest, warn_bands_as_scenes
 from geoseg.data.scenes import Scene, inspect_scene, scene_files
-from geoseg.data.stac import StacOptions, asset_nodata, item_scenes, resolve_items
+from geoseg.data.stac import StacOptions, asset_nodata, frozen_path, item_scenes, resolve_items, stac_given
 from geoseg.data.stats import BandStats, load_or_compute_stats, stats_key
 from geoseg.data.transforms import Augment
 from geoseg.data.vector_labels import MissingField, VectorOptions
@@ -116,8 +116,8 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
         scene = index.scene(key) if index is not None else None
         if scene is None:
             try:
-                title = titles[k] if titles else None
-                scene = dataclasses.replace(inspect_scene(images, label, **options), index_key=key, title=title)
+                scene = inspect_scene(images, label, **options)
+                scene = dataclasses.replace(scene, index_key=key, title=titles[k] if titles else None)
             except MissingField as err:
                 raise missing_field_error(err, [lab for _, lab in pairs], vector) from None
             if index is not None:
@@ -133,15 +133,17 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
 
 def split_uses_stac(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
     """Whether a split's scenes come from STAC (its own ``stac`` entry, or ``data.stac`` and no images)."""
-    if spec.get("stac") is not None:
+    if spec.get("stac"):
         return True
-    return cfg.get("stac") is not None and not spec.get("images")
+    return stac_given(cfg.get("stac")) and not spec.get("images")
 
 
-def stac_options(cfg: Mapping[str, Any], spec: Mapping[str, Any], split: str) -> StacOptions:
-    """``data.stac`` with the split's ``stac`` entry laid over it (e.g. another bbox or date range)."""
+def stac_options(cfg: Mapping[str, Any], spec: Mapping[str, Any], split: str, root: str) -> StacOptions:
+    """``data.stac`` with the split's ``stac`` entry laid over it (e.g. another bbox or date range);
+    a relative ``source`` or ``intersects`` file is under ``data.root``."""
     merged = {**dict(cfg.get("stac") or {}), **dict(spec.get("stac") or {})}
-    return StacOptions.from_config(merged, f"data.stac (split {split})")
+    option = "data.stac" if not spec.get("stac") else f"data.splits.{split}.stac over data.stac"
+    return StacOptions.from_config(merged, option, root=root)
 
 
 def stac_pairs(
@@ -149,7 +151,7 @@ def stac_pairs(
 ) -> tuple[list[ScenePaths], list[str | None], StackOptions]:
     """The scenes of a STAC split: each item's ``data.files`` assets (and label), item ids as scene names,
     and ``data.files`` with the nodata the assets declare (``raster:bands``) where the entry sets none."""
-    opts = stac_options(cfg, spec, split)
+    opts = stac_options(cfg, spec, split, root)
     items, _ = resolve_items(opts, cache_dir(cfg))
     found = item_scenes(items, stack.files, opts.label_asset, spec.get("labels"), root)
     declared = asset_nodata(items, stack.files) if stack.files else {}
@@ -160,6 +162,18 @@ def stac_pairs(
     )  # fmt: skip
     return [(paths, label) for paths, label, _ in found], [name for *_, name in found], (
         dataclasses.replace(stack, files=files or stack.files))  # fmt: skip
+
+
+def stac_frozen_items(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """The frozen STAC items (ItemCollection files in ``data.cache_dir``) of each split found by
+    ``data.stac``, for the run's record."""
+    out = {}
+    for split, spec in (cfg.get("splits") or {}).items():
+        if spec and not cfg.get("manifest") and split_uses_stac(cfg, spec):
+            path = frozen_path(stac_options(cfg, spec, split, data_root(cfg)), cache_dir(cfg))
+            if os.path.exists(path):
+                out[split] = path
+    return out
 
 
 def warn_repeated_bands(scenes: Sequence[Scene]) -> None:

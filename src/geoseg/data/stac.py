@@ -25,6 +25,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from geoseg.config import as_dict, is_real, is_whole
 from geoseg.data.band_files import FileEntry
+from geoseg.data.remote import is_remote
 from geoseg.errors import GeosegError, first_line
 from geoseg.io import atomic_write_text
 
@@ -734,12 +735,23 @@ def _read_frozen(path: str, opts: StacOptions) -> list[dict[str, Any]]:
     return features
 
 
+def stac_given(value: Mapping[str, Any] | None) -> bool:
+    """Whether a ``data.stac`` mapping names a catalog (its ``api`` or ``source`` is set)."""
+    return bool(value) and bool(value.get("api") or value.get("source"))
+
+
+def frozen_path(opts: StacOptions, cache_dir: str | os.PathLike) -> str:
+    """Where :func:`resolve_items` freezes the items of ``opts``: ``cache_dir/stac-<hash>.json``."""
+    return os.path.join(os.fspath(cache_dir), f"stac-{opts.digest()}.json")
+
+
 def resolve_items(opts: StacOptions, cache_dir: str | os.PathLike) -> tuple[list[dict[str, Any]], str]:
     """The items of ``opts`` (plain STAC Item dicts, asset hrefs absolute, sorted by id and datetime) and
     the path of their frozen copy, ``cache_dir/stac-<hash>.json``: read from it when it exists (unless
     ``opts.refresh``), else found and frozen there."""
-    path = os.path.join(os.fspath(cache_dir), f"stac-{opts.digest()}.json")
-    if os.path.exists(path) and not opts.refresh:
+    path = frozen_path(opts, cache_dir)
+    local = opts.source is not None and not is_remote(opts.source)  # read again: an edit is seen at once
+    if os.path.exists(path) and not opts.refresh and not local:
         items = _read_frozen(path, opts)
         log.info("%s: reused %d frozen items from %s; %s.refresh=true searches again",
                  opts.option, len(items), path, opts.option)  # fmt: skip

@@ -21,6 +21,7 @@ from geoseg.data.build import (
     check_split_labels,
     load_scenes,
     split_has_labels,
+    stac_frozen_items,
     train_stats,
     warn_repeated_bands,
 )
@@ -34,7 +35,7 @@ from geoseg.engine.optim import build_optimizer
 from geoseg.engine.runtime import check_batch_for_batchnorm, seed_everything
 from geoseg.engine.state import DistInfo, Run, TrainerOptions
 from geoseg.errors import GeosegError
-from geoseg.io import ensure_free_space, ensure_writable_dir
+from geoseg.io import atomic_write_text, ensure_free_space, ensure_writable_dir
 from geoseg.models.build import model_from_config
 from geoseg.models.memory_format import channels_last_for
 
@@ -74,6 +75,16 @@ def build_data(cfg: DictConfig, info: DistInfo) -> tuple[BandStats, SplitData, S
     train = build_split(data_cfg, "train", augment=augment, scenes=scenes["train"], **common)
     val = build_split(data_cfg, "val", augment=None, scenes=scenes["val"], **common)
     return stats, train, val
+
+
+def record_stac_items(data_cfg: dict, run_dir: str) -> None:
+    """Copy each split's STAC items (ids, asset hrefs, as found) into the run folder, so the run can be
+    repeated exactly after the catalog changes (``data.stac.source=<run>/stac-items-train.json``)."""
+    for split, frozen in stac_frozen_items(data_cfg).items():
+        path = os.path.join(run_dir, f"stac-items-{split}.json")
+        with open(frozen, encoding="utf-8") as fh:
+            atomic_write_text(path, fh.read(), "STAC items")
+        log.info("%s: the STAC items of this run are in %s", split, path)
 
 
 def check_splits(train: list[Scene], val: list[Scene]) -> None:
@@ -156,6 +167,7 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     if info.is_main:
         check_checkpoint_space(run_dir, model, optimizer)
         save_stats(stats, os.path.join(run_dir, "stats.json"))
+        record_stac_items(as_dict(cfg.data), run_dir)
     return Run(
         cfg, run_dir, info, options, amp, stats, classes, train, val, model, optimizer,
         scheduler=instantiate(cfg.sched)(optimizer, total_steps),
