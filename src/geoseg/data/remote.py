@@ -115,13 +115,15 @@ def has_wildcard(path: str) -> bool:
 
 
 def configure_remote_reads() -> dict[str, str]:
-    """Apply :func:`remote_gdal_options` in this process (cheap and idempotent: call it before remote
-    reads in any process, the main one or a DataLoader worker); returns what it set."""
+    """Apply :data:`REMOTE_GDAL_OPTIONS` in this process where neither the environment nor the program
+    (``rasterio.Env``, ``set_gdal_config``) set the option: cheap and idempotent, called before remote
+    reads in any process, the main one or a DataLoader worker. Returns what it set."""
+    from rasterio._env import get_gdal_config
     from rasterio.env import set_gdal_config
 
-    applied = remote_gdal_options()
+    applied = {k: v for k, v in remote_gdal_options().items() if get_gdal_config(k, normalize=False) is None}
     for key, value in applied.items():
-        set_gdal_config(key, value)
+        set_gdal_config(key, value, normalize=False)
     return applied
 
 
