@@ -2,19 +2,26 @@
 
 A ```bash block right after a ``<!-- recipe -->`` line is run with ``bash -e`` in a fresh folder;
 ``<!-- recipe: my_scenes -->`` first lays out ``my_scenes/`` there (the demo scenes' train/val
-folders, as a user's own files, without the demo's manifest). The site itself is built by
-``mkdocs build --strict`` in the last test (MkDocs comes with ``pip install ".[dev]"``).
+folders, as a user's own files, without the demo's manifest). ``<!-- recipe: stac -->`` runs against
+real servers on 127.0.0.1 standing in for the network: a STAC API (the recipe's catalog, the only
+substitution made in its text) whose Sentinel-2-like items point at per-band COGs on an HTTP server
+with Range requests, ``labels/<item>.tif`` beside them, and an S3 store (moto) with ``my-bucket``.
+The site itself is built by ``mkdocs build --strict`` in the last test (MkDocs comes with
+``pip install ".[dev]"``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +45,75 @@ def lay_out_my_scenes(folder: Path, demo_root: Path) -> None:
     shutil.copytree(demo_root, folder, ignore=shutil.ignore_patterns("manifest.csv", ".geoseg-demo.json"))
 
 
+COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+S2_ASSETS = {"blue": ("B02", 1), "green": ("B03", 2), "red": ("B04", 3), "nir": ("B08", 4)}  # demo bands
+
+
+def stac_item(scene: str, image: Path, cogs_url: str) -> dict:
+    """A Sentinel-2 L2A-like STAC item of a demo scene: one COG asset per band, as Earth Search serves."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(image) as src:
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    assets = {
+        key: {"href": f"{cogs_url}/{scene}/{key}.tif", "type": COG_TYPE, "roles": ["data"],
+              "eo:bands": [{"name": band, "common_name": key}],
+              "raster:bands": [{"nodata": 0, "data_type": "uint16"}]}
+        for key, (band, _) in S2_ASSETS.items()
+    }  # fmt: skip
+    return {
+        "type": "Feature", "stac_version": "1.0.0", "id": scene, "collection": "sentinel-2-l2a",
+        "stac_extensions": ["https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+                            "https://stac-extensions.github.io/raster/v1.1.0/schema.json"],
+        "geometry": {"type": "Polygon", "coordinates": [ring]}, "bbox": [west, south, east, north],
+        "properties": {"datetime": "2024-07-15T10:00:00Z", "eo:cloud_cover": 5.0}, "links": [],
+        "assets": assets,
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def stac_servers(folder: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """The recipe's network on 127.0.0.1: yields (the STAC API's URL, environment for the S3 store)."""
+    import rasterio
+
+    from geoseg.data.demo import write_scene
+    from servers.cog import write_cog
+    from servers.range_http import RangeServer
+    from servers.s3 import S3Server
+    from servers.stac_api import StacApiServer
+
+    src, cogs = folder / "src", folder / "cogs"
+    (folder / "labels").mkdir()
+    scenes = []
+    for i in range(2):  # 640 px: the val region (the right 20 %) holds one 128-px chip across
+        image, label = write_scene(src, "train", i, 640, seed=0)
+        scene = f"S2B_33TWL_20240715_{i}_L2A"
+        with rasterio.open(src / label) as lab:  # the config's classes: 1 water (the demo's 0), 0 other
+            codes, profile = lab.read(1), lab.profile
+        with rasterio.open(folder / "labels" / f"{scene}.tif", "w", **profile) as dst:
+            dst.write(
+                np.where(codes == 0, 1, np.where(codes == profile["nodata"], codes, 0)).astype(codes.dtype), 1
+            )
+        with rasterio.open(src / image) as whole:
+            for key, (_, band) in S2_ASSETS.items():
+                one = src / f"{scene}_{key}.tif"
+                profile = {**whole.profile, "count": 1}
+                with rasterio.open(one, "w", **profile) as dst:
+                    dst.write(whole.read(band), 1)
+                (cogs / scene).mkdir(parents=True, exist_ok=True)
+                write_cog(one, cogs / scene / f"{key}.tif")
+        scenes.append((scene, src / image))
+    with RangeServer(cogs) as http, S3Server() as s3:
+        s3.create_bucket("my-bucket")
+        for key in S2_ASSETS:  # the scene to predict: the first item's bands
+            s3.upload(cogs / scenes[0][0] / f"{key}.tif", "my-bucket", f"scenes/{key}.tif")
+        items = [stac_item(scene, image, http.base_url) for scene, image in scenes]
+        with StacApiServer(items) as api:
+            yield api.url, s3.aws_environ()
+
+
 def test_the_pages_hold_recipes():
     """The tour and your own data are the README's; the site's getting-started page includes them."""
     found = recipes()
@@ -53,8 +129,14 @@ def test_a_recipe_runs_as_written(where, setup, script, tmp_path, demo_root):
         lay_out_my_scenes(tmp_path / "my_scenes", demo_root)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "HYDRA_FULL_ERROR": "0"}  # fmt: skip
-    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        if setup == "stac":
+            api, aws = stack.enter_context(stac_servers(tmp_path))
+            assert script.count("data=s2_stac ") >= 1, where
+            script = script.replace("data=s2_stac ", f"data=s2_stac data.stac.api={api} ", 1)
+            env.update(aws, NO_PROXY="127.0.0.1,localhost")
+        done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, f"{where}: {done.stderr[-3000:]}"
     assert "Traceback" not in done.stderr, f"{where}: {done.stderr[-3000:]}"
 
