@@ -17,6 +17,7 @@ from geoseg.data.loader import check_loader_options
 from geoseg.data.masks import label_codes
 from geoseg.data.remote import is_remote
 from geoseg.data.scene_index import SceneIndex
+from geoseg.data.stac import stac_given
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)
@@ -87,16 +88,14 @@ def data_root(cfg: Mapping[str, Any]) -> str:
     if is_remote(cfg["root"]):  # a URL prefix the split patterns are joined to
         return str(cfg["root"]).rstrip("/")
     root = os.path.abspath(os.path.expanduser(str(cfg["root"])))
+    elsewhere = bool(cfg.get("manifest")) or stac_given(cfg.get("stac")) or _remote_splits(cfg)
     demo = cfg.get("demo")
-    if demo and os.path.abspath(os.path.expanduser(str(demo))) == root and not os.path.exists(root):
+    if demo and os.path.abspath(os.path.expanduser(str(demo))) == root and not os.path.exists(root) and (
+        not elsewhere
+    ):  # fmt: skip
         log.info("demo data missing: generating it under %s", root)
         make_demo_data(root)
-    if (
-        not os.path.isdir(root)
-        and not cfg.get("manifest")
-        and not cfg.get("stac")
-        and not _remote_splits(cfg)
-    ):
+    if not os.path.isdir(root) and not elsewhere:  # scenes listed elsewhere need no folder
         raise GeosegError(f"data.root '{root}' is not a folder; point data.root at your scenes.")
     return root
 
