@@ -20,15 +20,9 @@ import pytest
 
 from conftest import free_port, write_tif
 from geoseg.data.band_files import FileEntry
-from geoseg.data.stac import (
-    StacOptions,
-    asset_nodata,
-    asset_scaling,
-    frozen_record,
-    item_matches,
-    item_scenes,
-    resolve_items,
-)
+from geoseg.data.stac import asset_nodata, asset_scaling, frozen_record, item_scenes
+from geoseg.data.stac_options import StacOptions
+from geoseg.data.stac_search import item_matches, resolve_items
 from geoseg.errors import GeosegError
 from servers.stac_api import StacApiServer
 
@@ -158,7 +152,7 @@ def test_options_are_normalised_and_keyed_by_the_search() -> None:
     assert opts.datetime == "2024-06-01T00:00:00Z/2024-06-30T23:59:59Z"
     assert opts.query == {"eo:cloud_cover": {"lt": 20, "gte": 1.5}, "platform": {"eq": "sentinel-2a"}}
     assert opts.max_items == 100 and opts.refresh is False and opts.label_asset is None
-    assert opts.where == "https://example.test/v1"  # no key shown
+    assert opts.where == "https://example.test/v1?…"  # no key shown
     same = options(source="x.json", collections=["s1", "s2"], ids=["b", "a"])
     assert same.digest() == options(source="x.json", collections=["s2", "s1"], ids=["a", "b"]).digest()
     assert same.digest() == options(source="x.json", collections=["s1", "s2"], ids=["b", "a"], refresh=True,
@@ -202,7 +196,7 @@ def test_static_item_collection_with_relative_hrefs(scenes: Path, tmp_path: Path
     path = scenes / "items.json"
     pystac.ItemCollection(items).save_object(str(path))
     assert '"href": "s2/a/B02.tif"' in path.read_text()
-    caplog.set_level(logging.INFO, logger="geoseg.data.stac")
+    caplog.set_level(logging.INFO, logger="geoseg.data.stac_search")
     found, frozen = resolve_items(options(source=str(path), **SEARCH), tmp_path / "cache")
     assert ids(found) == ["a", "e", "f"]
     assert found[0]["assets"]["B02"]["href"] == str(scenes / "s2" / "a" / "B02.tif")
@@ -263,7 +257,7 @@ def test_static_catalog_over_http_resolves_against_urls(tmp_path: Path) -> None:
         with pytest.raises(GeosegError) as err:
             resolve_items(options(source=f"{server.url}static/missing.json?sig=secret"), tmp_path)
     assert str(err.value).startswith(
-        f"data.stac.source '{server.url}static/missing.json' could not be read (HTTP 404"
+        f"data.stac.source '{server.url}static/missing.json?…' could not be read (HTTP 404"
     )
     assert "secret" not in str(err.value)
 
@@ -343,7 +337,7 @@ def test_zero_items_names_the_search(scenes: Path, tmp_path: Path) -> None:
 
 
 def test_api_search_pages_and_filters(api_items: list[dict], tmp_path: Path, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="geoseg.data.stac")
+    caplog.set_level(logging.INFO, logger="geoseg.data.stac_search")
     with StacApiServer(api_items, page_size=2) as server:
         found, _ = resolve_items(options(api=server.url, collections=["s2"], **SEARCH), tmp_path)
         assert ids(found) == ["a", "e", "f"]
@@ -385,7 +379,7 @@ def test_api_relative_hrefs_resolve_against_the_self_link(api_items: list[dict],
 
 
 def test_frozen_search_is_reused_offline_until_refresh(api_items: list[dict], tmp_path: Path, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="geoseg.data.stac")
+    caplog.set_level(logging.INFO, logger="geoseg.data.stac_search")
     with StacApiServer(api_items) as server:
         opts = options(api=server.url, **SEARCH)
         first, frozen = resolve_items(opts, tmp_path)
@@ -408,7 +402,7 @@ def test_unreachable_api_is_one_line_with_the_url(tmp_path: Path, caplog) -> Non
     with pytest.raises(GeosegError) as err:
         resolve_items(options(api=f"http://user:secret@127.0.0.1:{port}/v1?token=abc"), tmp_path)
     message = str(err.value)
-    assert message.startswith(f"data.stac.api: STAC API 'http://127.0.0.1:{port}/v1' could not be read")
+    assert message.startswith(f"data.stac.api: STAC API 'http://127.0.0.1:{port}/v1?…' could not be read")
     assert "(connection refused)" in message and "\n" not in message
     assert "secret" not in message and "abc" not in message
     assert "token=abc" not in caplog.text and "Retrying" not in caplog.text  # urllib3's retry warnings

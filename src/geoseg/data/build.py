@@ -43,7 +43,9 @@ from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scene_index import SceneIndex, cached_array, entry_key
 from geoseg.data.scene_paths import ScenePaths, find_scene_files, read_manifest, warn_bands_as_scenes
 from geoseg.data.scenes import Scene, inspect_scene, scene_files
-from geoseg.data.stac import StacOptions, asset_nodata, frozen_path, item_scenes, resolve_items, stac_given
+from geoseg.data.stac import asset_nodata, item_scenes
+from geoseg.data.stac_options import StacOptions, stac_given
+from geoseg.data.stac_search import frozen_path, resolve_items
 from geoseg.data.stats import BandStats, load_or_compute_stats, stats_key
 from geoseg.data.transforms import Augment
 from geoseg.data.vector_labels import MissingField, VectorOptions

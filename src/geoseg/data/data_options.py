@@ -17,7 +17,7 @@ from geoseg.data.loader import check_loader_options
 from geoseg.data.masks import label_codes
 from geoseg.data.remote import is_remote
 from geoseg.data.scene_index import SceneIndex
-from geoseg.data.stac import stac_given
+from geoseg.data.stac_options import stac_given
 from geoseg.errors import GeosegError
 
 log = logging.getLogger(__name__)

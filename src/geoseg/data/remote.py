@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,6 +107,17 @@ def stem(path: str) -> str:
     """:func:`file_name` without its suffix."""
     name = file_name(path)
     return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+
+
+def is_url(href: str) -> bool:
+    """Whether ``href`` is a URL with a host (``https://h/x``, ``file://h/x``; not ``C:/x``)."""
+    parts = urlsplit(href)
+    return bool(parts.scheme) and bool(parts.netloc) and len(parts.scheme) > 1  # "C:" is a drive
+
+
+def file_url_path(href: str) -> str:
+    """``file:///x/y.tif`` as ``/x/y.tif`` (GDAL reads paths); other hrefs as they are."""
+    return unquote(urlsplit(href).path) if href.startswith("file://") else href
 
 
 def has_wildcard(path: str) -> bool:
