@@ -14,28 +14,22 @@ import ctypes
 import os
 from collections.abc import Iterator, Mapping
 from functools import cache
-from pathlib import Path
 
 from rasterio._env import del_gdal_config, get_gdal_config, set_gdal_config
 
 
 @cache
 def _loaded_libgdal() -> ctypes.CDLL | None:
-    """The libgdal mapped into this process by rasterio (found in /proc/self/maps), or None."""
-    import rasterio._io  # noqa: F401  (loads libgdal)
+    """rasterio's libgdal, or None: looked up through rasterio's own extension module (the dynamic loader
+    searches a library's dependencies for a symbol), never by name, for another copy may be mapped into
+    the process too (pyogrio's wheel brings its own libgdal, and /proc/self/maps may list it first)."""
+    import rasterio._io
 
-    maps = Path("/proc/self/maps")
-    if not maps.exists():
+    try:
+        lib = ctypes.CDLL(rasterio._io.__file__)  # already loaded: dlopen returns the same handle
+    except OSError:
         return None
-    for line in maps.read_text().splitlines():
-        path = line.split()[-1] if line.split() else ""
-        if "libgdal" in Path(path).name and os.path.isfile(path):
-            try:
-                lib = ctypes.CDLL(path)  # already loaded: dlopen returns the same handle
-            except OSError:
-                return None
-            return lib if hasattr(lib, "VSICurlClearCache") else None
-    return None
+    return lib if hasattr(lib, "VSICurlClearCache") else None
 
 
 def clear_vsicurl_cache() -> bool:
