@@ -9,7 +9,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from geoseg.data.remote import configure_remote_reads, is_remote, remote_cause, shown
+from geoseg.data.remote import configure_remote_reads, is_remote, remote_cause, shown, with_retries
 from geoseg.errors import GeosegError, first_line
 
 
@@ -71,16 +71,43 @@ def check_readable(src: rasterio.DatasetReader, path: str, what: str = "raster")
 
     GeoTIFF writers put the blocks in raster order (COGs put the full-resolution blocks last), so a
     cut-off file fails here at start-up instead of in the middle of a run; it costs one block per band.
-    Bands of different dtypes are read one at a time (rasterio reads one dtype per call).
+    Bands of different dtypes are read one at a time (rasterio reads one dtype per call). A remote
+    file's read is tried again, on a fresh handle, after a dropped connection or a cut-off body
+    (:func:`~geoseg.data.remote.with_retries`), as every later read of it is.
     """
+    if not is_remote(path):
+        try:
+            _read_last_block(src)
+        except RasterioError:
+            raise unreadable(what, path) from None
+        return
+    handle = [src]  # the caller's, then a fresh one after each failed try
+
+    def reset() -> None:
+        """Close a handle this function opened; the next try opens the file afresh."""
+        if handle[0] is not src:
+            handle[0].close()
+        handle[0] = None
+
+    def read() -> None:
+        if handle[0] is None:
+            handle[0] = open_remote(path, what)
+        _read_last_block(handle[0])
+
+    try:
+        with_retries(read, reset, path, "the pixels")
+    finally:
+        if handle[0] is not None and handle[0] is not src:
+            handle[0].close()
+
+
+def _read_last_block(src: rasterio.DatasetReader) -> None:
+    """The last block of every band of ``src``."""
     rows, cols = src.block_shapes[0]
     row0, col0 = (src.height - 1) // rows * rows, (src.width - 1) // cols * cols
     window = Window(col0, row0, src.width - col0, src.height - row0)
-    try:
-        if len(set(src.dtypes)) == 1:
-            src.read(window=window)
-        else:
-            for band in range(1, src.count + 1):
-                src.read(band, window=window)
-    except RasterioError:
-        raise unreadable(what, path) from None
+    if len(set(src.dtypes)) == 1:
+        src.read(window=window)
+    else:
+        for band in range(1, src.count + 1):
+            src.read(band, window=window)

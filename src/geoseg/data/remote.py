@@ -13,6 +13,8 @@ open into one line with :func:`remote_error`.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import os
 import posixpath
@@ -188,7 +190,53 @@ def remote_cause(message: str) -> str:
         return "the TLS connection failed (certificate not trusted?): check CURL_CA_BUNDLE"
     if "not recognized as being in a supported file format" in low or "not recognised" in low:
         return "GDAL does not recognise its format"
+    if "ireadblock failed" in low or "tiffread" in low:
+        return "a block could not be read: the transfer was cut off, or the file is truncated"
     return re.sub(r"\S+://\S+|/vsi\w+/\S+", "<url>", message.splitlines()[0] if message else "")[:160]
+
+
+def forget(path: str) -> bool:
+    """Make GDAL drop what it cached in this process about the remote file ``path`` (its size, the
+    ranges it fetched, a failed open), so that the next open and read ask the server again.
+
+    Without it a retry can never succeed where GDAL keeps a failure: a body cut off at the end of a
+    file is taken as the file's end, and a failed open is failed again without a request. Returns
+    False where GDAL's ``VSICurlPartialClearCache`` cannot be reached (the retry then goes on).
+    """
+    clear = _partial_clear_cache()
+    if clear is None or not is_remote(path):
+        return False
+    from rasterio._path import _parse_path
+
+    clear(_parse_path(str(path)).as_vsi().encode())
+    return True
+
+
+@functools.cache
+def _partial_clear_cache() -> Callable[[bytes], None] | None:
+    """GDAL's ``VSICurlPartialClearCache`` in the libgdal rasterio loaded (looked up through rasterio's
+    extension module, whose dependencies the dynamic loader searches), or None."""
+    import rasterio._env
+
+    try:
+        clear = ctypes.CDLL(rasterio._env.__file__).VSICurlPartialClearCache
+    except (OSError, AttributeError):
+        return None
+    clear.argtypes, clear.restype = [ctypes.c_char_p], None
+    return clear
+
+
+def error_text(err: BaseException) -> str:
+    """The messages of ``err`` and of the errors it was raised from, one a line: rasterio's "Read failed.
+    See previous exception for details." says nothing, GDAL's message is in its cause."""
+    lines: list[str] = []
+    seen: BaseException | None = err
+    while seen is not None and len(lines) < 5:
+        text = str(seen).strip()
+        if text and "see previous exception" not in text.lower():
+            lines.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(lines)
 
 
 def with_retries(
@@ -199,7 +247,8 @@ def with_retries(
     (close the file, so the next try opens it afresh) in between; then one line naming ``path``.
 
     GDAL retries 429/5xx answers itself (``GDAL_HTTP_MAX_RETRY``); this covers what it does not: a
-    dropped connection, a cut-off body, a timeout. Bounded: at most ``len(delays) + 1`` tries.
+    dropped connection, a cut-off body, a timeout. Between tries GDAL forgets what it cached about the
+    file (:func:`forget`). Bounded: at most ``len(delays) + 1`` tries.
     """
     from rasterio.errors import RasterioError
 
@@ -209,13 +258,14 @@ def with_retries(
         try:
             return read()
         except (RasterioError, GeosegError, OSError) as err:
+            cause = remote_cause(error_text(err))
             if delay is None:
                 raise GeosegError(
-                    f"cannot read {what} of '{shown(path)}' after {attempt + 1} tries "
-                    f"({remote_cause(str(err))}); check the network and the file."
+                    f"cannot read {what} of '{shown(path)}' after {attempt + 1} tries ({cause}); check the "
+                    "network and the file."
                 ) from None
-            log.warning("reading '%s' failed (%s); trying again in %.1f s", shown(path),
-                        remote_cause(str(err)), delay)  # fmt: skip
+            log.warning("reading '%s' failed (%s); trying again in %.1f s", shown(path), cause, delay)
             reset()
+            forget(path)
             time.sleep(delay)
     raise AssertionError("unreachable")
