@@ -123,21 +123,57 @@ def file_url_path(href: str) -> str:
 
 
 def has_wildcard(path: str) -> bool:
-    """Whether ``path`` holds a glob wildcard (remote paths cannot be listed by a glob)."""
+    """Whether ``path`` holds a glob wildcard (remote paths cannot be listed by a glob). A URL's host and
+    query string are not looked at: the ``?`` of a signed URL's ``?token=…`` is no wildcard."""
+    if _SCHEME.match(path) is not None:
+        path = urlsplit(path).path
+    elif is_remote(path):
+        path = path.split("?", 1)[0]
     return any(c in path for c in "*?[")
 
 
 def configure_remote_reads() -> dict[str, str]:
     """Apply :data:`REMOTE_GDAL_OPTIONS` in this process where neither the environment nor the program
-    (``rasterio.Env``, ``set_gdal_config``) set the option: cheap and idempotent, called before remote
-    reads in any process, the main one or a DataLoader worker. Returns what it set."""
+    (``rasterio.Env``, ``set_gdal_config``) set the option, and show URLs in GDAL's log messages without
+    their query string (:func:`hide_url_secrets`): cheap and idempotent, called before remote reads in
+    any process, the main one or a DataLoader worker. Returns the options it set."""
     from rasterio._env import get_gdal_config
     from rasterio.env import set_gdal_config
 
+    hide_url_secrets()
     applied = {k: v for k, v in remote_gdal_options().items() if get_gdal_config(k, normalize=False) is None}
     for key, value in applied.items():
         set_gdal_config(key, value, normalize=False)
     return applied
+
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+# the loggers GDAL's messages reach Python through (rasterio's error handler), which name the URL in full
+GDAL_LOGGERS = ("rasterio._env", "rasterio._err", "rasterio._io", "rasterio._base", "rasterio.env")
+
+
+def without_secrets(text: str) -> str:
+    """``text`` with every URL in it as :func:`shown` shows it: no query string, no user info."""
+    return _URL.sub(lambda m: shown(m.group()), text)
+
+
+class _HideUrlSecrets(logging.Filter):
+    """A log record's message with its URLs shown by :func:`without_secrets`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "://" in message:
+            record.msg, record.args = without_secrets(message), None
+        return True
+
+
+def hide_url_secrets() -> None:
+    """Show URLs in GDAL's log messages (a 503 retried: "HTTP error code: 503 - https://…?sig=…") without
+    their query string or user info, as geoseg's own messages do; idempotent."""
+    for name in GDAL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HideUrlSecrets) for f in logger.filters):
+            logger.addFilter(_HideUrlSecrets())
 
 
 def remote_gdal_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:
