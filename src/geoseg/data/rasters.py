@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from geoseg.data.remote import configure_remote_reads, is_remote, remote_cause, shown, with_retries
+from geoseg.data.remote import configure_remote_reads, is_remote, read_cause, shown, with_retries
 from geoseg.errors import GeosegError, first_line
 
 
@@ -46,12 +47,13 @@ def open_remote(path: str, what: str = "raster") -> rasterio.DatasetReader:
     """Open a URL or GDAL virtual path (see :mod:`geoseg.data.remote`); a failure is one line naming the
     URL without its query string, and the cause (HTTP status, credentials, connection)."""
     configure_remote_reads()
+    started = time.monotonic()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as err:
-        raise GeosegError(f"cannot read {what} '{shown(path)}' ({remote_cause(str(err))}).") from None
+        raise GeosegError(f"cannot read {what} '{shown(path)}' ({read_cause(err, started)}).") from None
 
 
 def unreadable(what: str, path: str) -> GeosegError:

@@ -148,28 +148,38 @@ def configure_remote_reads() -> dict[str, str]:
 
 
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+_QUERY = re.compile(r"\?[^\s'\"<>?=/]+=[^\s'\"<>]*")  # "?token=..." after a file name (GDAL names a
+# dataset by its last path part, query string included)
 # the loggers GDAL's messages reach Python through (rasterio's error handler), which name the URL in full
 GDAL_LOGGERS = ("rasterio._env", "rasterio._err", "rasterio._io", "rasterio._base", "rasterio.env")
 
 
 def without_secrets(text: str) -> str:
-    """``text`` with every URL in it as :func:`shown` shows it: no query string, no user info."""
-    return _URL.sub(lambda m: shown(m.group()), text)
+    """``text`` with every URL in it as :func:`shown` shows it (no query string, no user info), and any
+    other query string (``name.tif?token=…``) replaced by ``?…``."""
+    return _QUERY.sub("?…", _URL.sub(lambda m: shown(m.group()), text))
 
 
 class _HideUrlSecrets(logging.Filter):
-    """A log record's message with its URLs shown by :func:`without_secrets`."""
+    """A log record's message with its URLs shown by :func:`without_secrets`; the HTTP status of an error
+    GDAL logs is kept for :func:`read_cause` (GDAL's exception for it often names none)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "://" in message:
-            record.msg, record.args = without_secrets(message), None
+        status = _status(message)
+        if status is not None:
+            global _last_status
+            _last_status = (time.monotonic(), status)
+        hidden = without_secrets(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
         return True
 
 
 def hide_url_secrets() -> None:
     """Show URLs in GDAL's log messages (a 503 retried: "HTTP error code: 503 - https://…?sig=…") without
-    their query string or user info, as geoseg's own messages do; idempotent."""
+    their query string or user info, as geoseg's own messages do, and keep the HTTP status they name
+    (:func:`read_cause`); idempotent."""
     for name in GDAL_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _HideUrlSecrets) for f in logger.filters):
@@ -182,7 +192,7 @@ def remote_gdal_options(environ: Mapping[str, str] | None = None) -> dict[str, s
     return {k: v for k, v in REMOTE_GDAL_OPTIONS.items() if k not in env}
 
 
-_HTTP_CODE = re.compile(r"HTTP (?:response )?code:?\s*(\d{3})|\b(\d{3})\b(?= \w)")
+_HTTP_CODE = re.compile(r"HTTP (?:error |response )?code:?\s*(\d{3})|\b(\d{3})\b(?= \w)")
 _CAUSES = {
     "400": "HTTP 400, bad request",
     "401": "HTTP 401, not authorised: check the store's credentials",
@@ -199,14 +209,32 @@ _CAUSES = {
 }
 
 
-def remote_cause(message: str) -> str:
-    """A short cause for a GDAL error on a remote file, without any URL (which may hold a secret)."""
-    code = None
+# (when, status) of the last HTTP error GDAL logged in this process, in any thread: GDAL shares one download
+# between the handles that wait for the same range, so the thread that fails may not be the one that logged
+_last_status: tuple[float, str] | None = None
+
+
+def _status(message: str) -> str | None:
+    """The first HTTP status of :data:`_CAUSES` that ``message`` names, or None."""
     for match in _HTTP_CODE.finditer(message):
         value = match.group(1) or match.group(2)
         if value in _CAUSES:
-            code = value
-            break
+            return value
+    return None
+
+
+def read_cause(err: BaseException, since: float) -> str:
+    """:func:`remote_cause` of ``err`` (its causes' messages too), or the cause of the HTTP status GDAL
+    logged since ``since`` (``time.monotonic()``) where the exception names none: a COG whose header read
+    was answered 503 fails as "not recognized as being in a supported file format"."""
+    seen = _last_status
+    return remote_cause(error_text(err), seen[1] if seen is not None and seen[0] >= since else None)
+
+
+def remote_cause(message: str, status: str | None = None) -> str:
+    """A short cause for a GDAL error on a remote file, without any URL (which may hold a secret);
+    ``status``: an HTTP status known otherwise, for a message that names none."""
+    code = _status(message) or (status if status in _CAUSES else None)
     if code is not None:
         return _CAUSES[code]
     low = message.lower()
@@ -228,7 +256,8 @@ def remote_cause(message: str) -> str:
         return "GDAL does not recognise its format"
     if "ireadblock failed" in low or "tiffread" in low:
         return "a block could not be read: the transfer was cut off, or the file is truncated"
-    return re.sub(r"\S+://\S+|/vsi\w+/\S+", "<url>", message.splitlines()[0] if message else "")[:160]
+    first = without_secrets(message.splitlines()[0] if message else "")
+    return re.sub(r"\S+://\S+|/vsi\w+/\S+", "<url>", first)[:160]
 
 
 def forget(path: str) -> bool:
@@ -291,10 +320,11 @@ def with_retries(
     from geoseg.errors import GeosegError
 
     for attempt, delay in enumerate((*delays, None)):
+        started = time.monotonic()
         try:
             return read()
         except (RasterioError, GeosegError, OSError) as err:
-            cause = remote_cause(error_text(err))
+            cause = read_cause(err, started)
             if delay is None:
                 raise GeosegError(
                     f"cannot read {what} of '{shown(path)}' after {attempt + 1} tries ({cause}); check the "

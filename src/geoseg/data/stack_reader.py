@@ -26,7 +26,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geoseg.data.remote import configure_remote_reads, is_remote, remote_cause, shown, with_retries
+from geoseg.data.remote import configure_remote_reads, is_remote, with_retries
 from geoseg.data.stack import SceneFile
 from geoseg.errors import GeosegError, first_line
 
@@ -133,14 +133,14 @@ class StackReader:
     def _src(self, i: int) -> rasterio.DatasetReader:
         if i not in self._open:
             path = self.files[i].path
-            if is_remote(path):
+            if is_remote(path):  # opened inside with_retries, which names the URL and the cause
                 configure_remote_reads()
+                self._open[i] = rasterio.open(path)
+                return self._open[i]
             try:
                 self._open[i] = rasterio.open(path)
             except RasterioError as err:
-                shown_path, cause = (shown(path), remote_cause(str(err))) if is_remote(path) else (
-                    path, first_line(err))  # fmt: skip
-                raise GeosegError(f"cannot open '{shown_path}' ({cause}).") from None
+                raise GeosegError(f"cannot open '{path}' ({first_line(err)}).") from None
         return self._open[i]
 
     def _reopen(self, i: int) -> None:
