@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from geoseg.config import flag
+from geoseg.data.remote import shown
 from geoseg.data.scenes import region_pixels
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.errors import GeosegError
@@ -89,11 +90,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         opts = ScoreOptions(cfg.get("label_nodata"), vector, region)
         result = score_set(files, labels, classes, opts, progress, source=prediction)
         table = f"{format_table(result)}\n{format_scenes(result)}"
-        title = f"{len(result['scenes'])} scenes of {prediction} against {labels} (pooled)"
+        title = f"{len(result['scenes'])} scenes of {shown(prediction)} against {shown(labels)} (pooled)"
     else:
         classes = prediction_classes(prediction, override)  # type: ignore[arg-type]
         result = score(prediction, labels, classes, cfg.get("label_nodata"), progress, vector, region)
-        table, title = format_table(result), f"{prediction} against {labels}"
+        table, title = format_table(result), f"{shown(prediction)} against {shown(labels)}"
     write_metrics(path, result)
     if pictures:
         for scene in result.get("scenes") or [result]:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch.distributed
 
-from geoseg.data.remote import local_or_remote_abspath
+from geoseg.data.remote import file_name, local_or_remote_abspath, shown
 from geoseg.data.scenes import Scene
 from geoseg.data.stats_accumulate import accumulate, accumulate_sharded
 from geoseg.errors import GeosegError
@@ -84,9 +84,7 @@ class BandStats:
                 "region, band files or rule, or a file rewritten since: its size or time changed); delete "
                 "it or run `geoseg stats` again."
             )
-        if sorted(os.path.basename(p) for p in self.scenes) != sorted(
-            os.path.basename(s.image) for s in scenes
-        ):
+        if sorted(file_name(p) for p in self.scenes) != sorted(file_name(s.image) for s in scenes):
             log.warning("'%s' was computed from other scene files than the current train split", path)
 
     def check_bands(self, bands: Sequence[int], path: str) -> None:
@@ -164,7 +162,7 @@ def compute_stats(
         p2=[p[0] for p in pct],
         p98=[p[1] for p in pct],
         count=int(acc.count),
-        scenes=[s.image for s in scenes],
+        scenes=[shown(s.image) for s in scenes],  # a record, without a signed URL's token
         nodata=[nodata_summary(s) for s in scenes],
         key=stats_key(scenes),
         sample=sample,

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from geoseg.classes import ClassInfo
 from geoseg.data.labels import ClassMap, check_classes, open_label_on_grid
 from geoseg.data.raster_kind import class_map_of, is_probabilities, not_a_class_map
+from geoseg.data.remote import shown
 from geoseg.data.scenes import inspect_scene, open_raster, region_pixels
 from geoseg.data.vector_labels import VectorOptions
 from geoseg.engine.metrics import ConfusionMatrix, compute_metrics, majority_baseline
@@ -306,4 +307,15 @@ def majority_note(result: dict[str, Any]) -> str:
 
 
 def write_metrics(path: str, result: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(json_safe(result), indent=2) + "\n", "metrics")
+    """The metrics JSON at ``path``; a remote prediction or label is named as :func:`shown` shows it (no
+    signed URL's token in the file)."""
+    atomic_write_text(path, json.dumps(json_safe(_shown_paths(result)), indent=2) + "\n", "metrics")
+
+
+def _shown_paths(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` (and each of its scenes) with the prediction and label paths shown without secrets."""
+    named = ("prediction", "labels")
+    out = {k: shown(v) if k in named and isinstance(v, str) else v for k, v in result.items()}
+    if isinstance(out.get("scenes"), list):
+        out["scenes"] = [_shown_paths(s) if isinstance(s, dict) else s for s in out["scenes"]]
+    return out
