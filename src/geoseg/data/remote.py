@@ -148,8 +148,8 @@ def configure_remote_reads() -> dict[str, str]:
 
 
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-_QUERY = re.compile(r"\?[^\s'\"<>?=/]+=[^\s'\"<>]*")  # "?token=..." after a file name (GDAL names a
-# dataset by its last path part, query string included)
+# "?token=…" after a bare file name: GDAL names a dataset by its last path part, query string included
+_QUERY = re.compile(r"\?[^\s'\"<>?=/]+=[^\s'\"<>]*")
 # the loggers GDAL's messages reach Python through (rasterio's error handler), which name the URL in full
 GDAL_LOGGERS = ("rasterio._env", "rasterio._err", "rasterio._io", "rasterio._base", "rasterio.env")
 
@@ -166,10 +166,10 @@ class _HideUrlSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        status = _status(message)
-        if status is not None:
+        found = _GDAL_HTTP_STATUS.search(message)
+        if found is not None and found.group(1) in _CAUSES:
             global _last_status
-            _last_status = (time.monotonic(), status)
+            _last_status = (time.monotonic(), found.group(1))
         hidden = without_secrets(message)
         if hidden != message:
             record.msg, record.args = hidden, None
@@ -193,6 +193,7 @@ def remote_gdal_options(environ: Mapping[str, str] | None = None) -> dict[str, s
 
 
 _HTTP_CODE = re.compile(r"HTTP (?:error |response )?code:?\s*(\d{3})|\b(\d{3})\b(?= \w)")
+_GDAL_HTTP_STATUS = re.compile(r"HTTP (?:error |response )?code:?\s*(\d{3})")  # GDAL's own words
 _CAUSES = {
     "400": "HTTP 400, bad request",
     "401": "HTTP 401, not authorised: check the store's credentials",
