@@ -594,5 +594,6 @@ def test_s3_missing_bucket_or_key_is_one_line(
     }[command]
     line, _, seconds = cli_error(capsys, *args)
     assert f"'{url}' (" in line and seconds < 10, line
+    assert "does not exist)" in line or "(HTTP 404, not found" in line, line
     assert leftovers(out) == []
     assert_only_local_clients(s3_server)

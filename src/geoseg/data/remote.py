@@ -258,7 +258,7 @@ def remote_cause(message: str, status: str | None = None) -> str:
     if "ireadblock failed" in low or "tiffread" in low:
         return "a block could not be read: the transfer was cut off, or the file is truncated"
     first = without_secrets(message.splitlines()[0] if message else "")
-    return re.sub(r"\S+://\S+|/vsi\w+/\S+", "<url>", first)[:160]
+    return re.sub(r"\S+://\S+|/vsi\w+/\S+", "<url>", first)[:160].rstrip(".")
 
 
 def forget(path: str) -> bool:
