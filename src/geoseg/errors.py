@@ -13,13 +13,17 @@ def user_message(err: BaseException) -> str:
     """The one-line message of a :class:`GeosegError`, also when a DataLoader worker raised it.
 
     torch re-raises a worker's exception as ``GeosegError("Caught GeosegError in DataLoader worker
-    process 0. Original Traceback ...")``; the original message is that traceback's last line.
+    process 0. Original Traceback ...")``; the original message is that traceback's last line. A URL in
+    it is shown without its query string or user info (a signed URL's token), as geoseg's messages name
+    remote files.
     """
+    from geoseg.data.remote import without_secrets  # no URL's token or user info in a printed error
+
     text = str(err).strip()
     if "Original Traceback" in text:
         last = text.splitlines()[-1]
-        return last.split("GeosegError: ", 1)[-1]
-    return text
+        return without_secrets(last.split("GeosegError: ", 1)[-1])
+    return without_secrets(text)
 
 
 def first_line(err: BaseException) -> str:

@@ -518,6 +518,15 @@ def test_signed_url_runs_and_its_token_is_never_shown(
     assert all(r.path.endswith(f"?token={SECRET}") for r in http_server.log(IMAGE))  # it was sent
 
 
+def test_a_signed_url_left_unquoted_is_refused_without_its_token(capsys, tmp_path: Path) -> None:
+    """A signed URL typed without quotes is a malformed override (its ``=`` ends the value): the one line
+    says so, with the URL but not its token."""
+    url = f"https://127.0.0.1:9/{IMAGE}?token={SECRET}"
+    line, output, _ = cli_error(capsys, *train_args(tmp_path, "unused", f"data.splits.train.images={url}"))
+    assert line.startswith("geoseg: error: malformed override 'data.splits.train.images=https://127.0.0.1:9/")
+    assert f"{IMAGE}?…'" in line and SECRET not in output
+
+
 def test_gdal_messages_lose_a_token_after_a_url_or_a_file_name(caplog: pytest.LogCaptureFixture) -> None:
     """GDAL's messages reach the log through rasterio's loggers naming the URL, or the file name with its
     query string (an IReadBlock failure): once remote reads are configured, both are logged without it."""

@@ -157,7 +157,13 @@ GDAL_LOGGERS = ("rasterio._env", "rasterio._err", "rasterio._io", "rasterio._bas
 def without_secrets(text: str) -> str:
     """``text`` with every URL in it as :func:`shown` shows it (no query string, no user info), and any
     other query string (``name.tif?token=…``) replaced by ``?…``."""
-    return _QUERY.sub("?…", _URL.sub(lambda m: shown(m.group()), text))
+    return _QUERY.sub("?…", _URL.sub(_shown_if_secret, text))
+
+
+def _shown_if_secret(match: re.Match[str]) -> str:
+    """A URL found in a text as :func:`shown` shows it, when it has a query string or user info."""
+    url = match.group()
+    return shown(url) if "?" in url or "@" in url else url
 
 
 class _HideUrlSecrets(logging.Filter):
