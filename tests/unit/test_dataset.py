@@ -226,3 +226,22 @@ def test_labels_read_directly_equal_labels_remapped(tmp_path, grid):
     assert torch.equal(direct, ds.__getitems__(chips)["mask"])
     gaps = _dataset(image, label, codes=(0, 2, 1))  # codes out of index order need the table
     assert gaps.label_is_index == [False]
+
+
+def test_reads_in_flight_give_the_batch_one_reader_gives(scene_pair):
+    """Images and labels read by 4 threads at once (as for remote scenes): the same batch, nodata and
+    augmentation included, as one reader in order; the threads' handles close with the dataset."""
+    image, label, _, _ = scene_pair
+    scene = inspect_scene(image, label, class_codes=[0, 1, 2], nodata=0)
+    cmap = ClassMap([0, 1, 2])
+    aug = Augment(A.Compose([A.HorizontalFlip(p=0.5), A.RandomRotate90(p=0.5)]))
+    chips = [Chip(0, r, c, seed) for seed, (r, c) in enumerate([(0, 0), (4, 8), (20, 30), (8, 0), (16, 16)])]
+    one = ChipDataset([scene], 16, cmap, fill=[1.0, 2.0, 3.0], augment=aug).__getitems__(chips)
+    threaded = ChipDataset([scene], 16, cmap, fill=[1.0, 2.0, 3.0], augment=aug, reads_in_flight=4)
+    many = threaded.__getitems__(chips)
+    assert (many["mask"] == 255).any()  # the nodata corner is in the batch
+    for key in ("image", "mask", "chip"):
+        assert torch.equal(one[key], many[key]), key
+    assert len(threaded.handles) >= 2  # image and label handles, opened in the reader threads
+    threaded.close()
+    assert len(threaded.handles) == 0 and threaded._pool is None

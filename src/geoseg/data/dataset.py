@@ -164,9 +164,22 @@ class ChipDataset(Dataset):
 
     def _read_into(self, chip: Chip, image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
         """Fill (C,H,W) ``image`` and (H,W) ``mask`` for one chip; return its invalid mask (or None)."""
-        scene = self.scenes[chip.scene]
-        window = Window(chip.col, chip.row, self.chip_size, self.chip_size)
-        invalid = self._image(chip.scene).read(window, image)
+        invalid = self._read_image(chip, image)
+        self._read_mask(chip, mask)
+        if invalid is not None:
+            self._invalidate(image, mask, invalid)
+        return invalid
+
+    def _window(self, chip: Chip) -> Window:
+        return Window(chip.col, chip.row, self.chip_size, self.chip_size)
+
+    def _read_image(self, chip: Chip, image: np.ndarray) -> np.ndarray | None:
+        """The chip's raw pixels into ``image``; its invalid mask (or None)."""
+        return self._image(chip.scene).read(self._window(chip), image)
+
+    def _read_mask(self, chip: Chip, mask: np.ndarray) -> None:
+        """The chip's class indices into ``mask`` (all ``ignore_index`` without a label)."""
+        scene, window = self.scenes[chip.scene], self._window(chip)
         if scene.label is None:
             mask.fill(self.class_map.ignore_index)
         elif is_remote(scene.label):  # a dropped connection or a cut-off body: open afresh and retry
@@ -176,9 +189,25 @@ class ChipDataset(Dataset):
             )  # fmt: skip
         else:
             self._read_label(chip.scene, window, mask)
-        if invalid is not None:
-            self._invalidate(image, mask, invalid)
-        return invalid
+
+    def _read_batch(
+        self, chips: Sequence[Chip], image: np.ndarray, mask: np.ndarray
+    ) -> list[np.ndarray | None]:
+        """Every chip into ``image[i]``, ``mask[i]``; their invalid masks. With ``reads_in_flight`` > 1 the
+        image and label reads of all chips are in flight at once (GDAL waits on the network without the
+        GIL), so a batch costs about one round trip rather than two per chip."""
+        if self.reads_in_flight == 1 or len(chips) == 1:
+            return [self._read_into(c, image[i], mask[i]) for i, c in enumerate(chips)]
+        pool = self._threads()
+        images = [pool.submit(self._read_image, c, image[i]) for i, c in enumerate(chips)]
+        masks = [pool.submit(self._read_mask, c, mask[i]) for i, c in enumerate(chips)]
+        invalids = [f.result() for f in images]
+        for f in masks:
+            f.result()
+        for i, invalid in enumerate(invalids):
+            if invalid is not None:
+                self._invalidate(image[i], mask[i], invalid)
+        return invalids
 
     def _read_label(self, i: int, window: Window, mask: np.ndarray) -> None:
         if self.label_is_index[i]:  # already class indices: read straight into the batch
@@ -217,11 +246,7 @@ class ChipDataset(Dataset):
         image = _empty((len(chips), self.num_bands, size, size), BATCH_DTYPES[self.dtype])
         mask = _empty((len(chips), size, size), getattr(torch, self.class_map.dtype.name))
         image_np, mask_np = image.numpy(), mask.numpy()
-        reads = (lambda i: self._read_into(chips[i], image_np[i], mask_np[i]), range(len(chips)))
-        if self.reads_in_flight > 1 and len(chips) > 1:  # GDAL waits on the network without the GIL
-            invalids = list(self._threads().map(*reads))
-        else:
-            invalids = list(map(*reads))
+        invalids = self._read_batch(chips, image_np, mask_np)
         if self.augment is not None:  # one pipeline, seeded per chip: applied in order in this thread
             for i, (chip, invalid) in enumerate(zip(chips, invalids, strict=True)):
                 self._augment_into(image_np[i], mask_np[i], invalid, chip.seed)

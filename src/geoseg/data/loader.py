@@ -30,7 +30,11 @@ def make_loader(
         extra = {
             "prefetch_factor": whole_number(cfg, "prefetch_factor", 2),
             "persistent_workers": flag(cfg, "persistent_workers", True, "data."),
-            "worker_init_fn": functools.partial(configure_gdal_worker, threads=read_threads(cfg)),
+            # reads already in flight on threads: GDAL's own decoding threads would oversubscribe the cores
+            "worker_init_fn": functools.partial(
+                configure_gdal_worker,
+                threads=read_threads(cfg) or (1 if getattr(dataset, "reads_in_flight", 1) > 1 else None),
+            ),
         }
     return DataLoader(
         dataset,
@@ -94,12 +98,13 @@ def read_threads(cfg: Mapping[str, Any]) -> int | None:
     return value
 
 
-REMOTE_READS_IN_FLIGHT = 8
+REMOTE_READS_IN_FLIGHT = 16  # image and label reads of a batch of 8 at once: about one round trip a batch
 
 
 def reads_in_flight(cfg: Mapping[str, Any], remote: bool = False) -> int:
     """``data.reads_in_flight``: chips of a batch each worker reads at once (threads); ``auto`` is
-    :data:`REMOTE_READS_IN_FLIGHT` when a scene is ``remote`` (the reads wait on the network), else 1."""
+    :data:`REMOTE_READS_IN_FLIGHT` when a scene is ``remote`` (the reads wait on the network), else 1.
+    A chip is two reads, its image and its label."""
     value = cfg.get("reads_in_flight", "auto")
     if value == "auto":
         return REMOTE_READS_IN_FLIGHT if remote else 1
