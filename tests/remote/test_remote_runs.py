@@ -191,6 +191,13 @@ def geoseg_retries(gdal_options: Callable[..., None]) -> None:
     gdal_options(GDAL_HTTP_MAX_RETRY=None)
 
 
+@pytest.fixture
+def short_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """geoseg's own pauses between the tries of a failed remote read (0.5, 1 and 2 s) cut tenfold, the
+    number of tries kept (the mid-scene predict failure keeps the real ones, and their bound)."""
+    monkeypatch.setattr("geoseg.data.remote.RETRY_DELAYS_S", (0.05, 0.1, 0.2))
+
+
 @pytest.fixture(scope="module")
 def warm_http(tmp_path_factory: pytest.TempPathFactory, _http_session: RangeServer) -> Path:
     """A folder whose ``cache/`` (scene index) and ``stats.json`` a clean run over http:// filled: a run
@@ -385,7 +392,7 @@ def add_faults(server: RangeServer, plan: list[tuple[str, int, str, int]]) -> li
             for kind, n, path, skip in plan]  # fmt: skip
 
 
-@pytest.mark.usefixtures("geoseg_retries")
+@pytest.mark.usefixtures("geoseg_retries", "short_pauses")
 def test_transient_faults_are_retried_to_the_same_result(
     capsys, tmp_path: Path, local: Outcome, http_server: RangeServer, warm_http: Path
 ) -> None:
@@ -409,7 +416,7 @@ def test_transient_faults_are_retried_to_the_same_result(
     assert_only_local_clients(http_server)
 
 
-@pytest.mark.usefixtures("geoseg_retries")
+@pytest.mark.usefixtures("geoseg_retries", "short_pauses")
 def test_a_body_cut_off_at_the_end_of_the_file_is_retried(
     capsys, tmp_path: Path, local: Outcome, http_server: RangeServer
 ) -> None:
@@ -438,7 +445,7 @@ def assert_no_checkpoint(run: Path) -> None:
     assert not (run / "best.pt").exists() and not (run / "last.pt").exists(), leftovers(run)
 
 
-@pytest.mark.usefixtures("geoseg_retries")
+@pytest.mark.usefixtures("geoseg_retries", "short_pauses")
 def test_training_that_keeps_failing_mid_run_stops_in_one_line(
     capsys, tmp_path: Path, http_server: RangeServer, warm_http: Path
 ) -> None:

@@ -313,10 +313,11 @@ def error_text(err: BaseException) -> str:
 
 def with_retries(
     read: Callable[[], T], reset: Callable[[], None], path: str, what: str,
-    delays: tuple[float, ...] = RETRY_DELAYS_S,
+    delays: tuple[float, ...] | None = None,
 ) -> T:  # fmt: skip
-    """``read()``, tried again after each of ``delays`` (seconds) when it raises, with ``reset()``
-    (close the file, so the next try opens it afresh) in between; then one line naming ``path``.
+    """``read()``, tried again after each of ``delays`` (seconds; :data:`RETRY_DELAYS_S` by default) when it
+    raises, with ``reset()`` (close the file, so the next try opens it afresh) in between; then one line
+    naming ``path``.
 
     GDAL retries 429/5xx answers itself (``GDAL_HTTP_MAX_RETRY``); this covers what it does not: a
     dropped connection, a cut-off body, a timeout. Between tries GDAL forgets what it cached about the
@@ -326,6 +327,7 @@ def with_retries(
 
     from geoseg.errors import GeosegError
 
+    delays = RETRY_DELAYS_S if delays is None else delays  # looked up now: a test may shorten them
     for attempt, delay in enumerate((*delays, None)):
         started = time.monotonic()
         try:
