@@ -1,5 +1,7 @@
 """The one exception type for mistakes a user can make (bad files, bad options)."""
 
+from geoseg.url_text import without_secrets  # no URL's token or user info in a printed error
+
 
 class GeosegError(Exception):
     """An input or configuration problem with a one-line, user-facing message.
@@ -17,8 +19,6 @@ def user_message(err: BaseException) -> str:
     it is shown without its query string or user info (a signed URL's token), as geoseg's messages name
     remote files.
     """
-    from geoseg.data.remote import without_secrets  # no URL's token or user info in a printed error
-
     text = str(err).strip()
     if "Original Traceback" in text:
         last = text.splitlines()[-1]

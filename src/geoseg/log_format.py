@@ -8,6 +8,8 @@ only warnings and errors say their level, so they stand out.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class ShortFormatter(logging.Formatter):
@@ -19,3 +21,15 @@ class ShortFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return self.loud.format(record) if record.levelno >= logging.WARNING else super().format(record)
+
+
+@contextmanager
+def quieted(logger: logging.Logger | str, level: int = logging.WARNING) -> Iterator[None]:
+    """``logger`` (or the logger of that name) shows only records at ``level`` and above in the block."""
+    logger = logging.getLogger(logger) if isinstance(logger, str) else logger
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)

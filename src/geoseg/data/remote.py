@@ -22,14 +22,15 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
+
+from geoseg.url_text import SCHEME, shown, without_secrets
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)  # after GDAL's own retries of 5xx answers: dropped and cut transfers
 
 SCHEMES = ("http", "https", "s3", "gs", "gcs", "az", "azure", "oss", "file")
-_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 # Options for chip reads over a network (GDAL's /vsicurl/, /vsis3/, /vsigs/, /vsiaz/). They only
 # act on network reads; a value the user set in the environment wins (GDAL reads the environment).
@@ -59,23 +60,10 @@ def is_remote(path: str | os.PathLike | None) -> bool:
     if path is None:
         return False
     text = str(path)
-    match = _SCHEME.match(text)
+    match = SCHEME.match(text)
     if match is not None:
         return match.group(1).lower() in SCHEMES and match.group(1).lower() != "file"
     return text.startswith("/vsi")
-
-
-def shown(path: str | os.PathLike) -> str:
-    """``path`` as it may be printed or logged: a URL without user info and without its query string
-    (a signed URL's token, a SAS key), which is replaced by ``?…``."""
-    text = str(path)
-    if _SCHEME.match(text) is None:
-        return text
-    parts = urlsplit(text)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "…" if parts.query else "", ""))
 
 
 def local_or_remote_abspath(path: str) -> str:
@@ -100,7 +88,7 @@ def parent(path: str) -> str:
 
 def file_name(path: str) -> str:
     """The last part of ``path`` (a URL's query string left out)."""
-    if _SCHEME.match(path) is not None:
+    if SCHEME.match(path) is not None:
         return posixpath.basename(urlsplit(path).path)
     return os.path.basename(path)
 
@@ -125,7 +113,7 @@ def file_url_path(href: str) -> str:
 def has_wildcard(path: str) -> bool:
     """Whether ``path`` holds a glob wildcard (remote paths cannot be listed by a glob). A URL's host and
     query string are not looked at: the ``?`` of a signed URL's ``?token=…`` is no wildcard."""
-    if _SCHEME.match(path) is not None:
+    if SCHEME.match(path) is not None:
         path = urlsplit(path).path
     elif is_remote(path):
         path = path.split("?", 1)[0]
@@ -147,23 +135,8 @@ def configure_remote_reads() -> dict[str, str]:
     return applied
 
 
-_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-# "?token=…" after a bare file name: GDAL names a dataset by its last path part, query string included
-_QUERY = re.compile(r"\?[^\s'\"<>?=/]+=[^\s'\"<>]*")
 # the loggers GDAL's messages reach Python through (rasterio's error handler), which name the URL in full
 GDAL_LOGGERS = ("rasterio._env", "rasterio._err", "rasterio._io", "rasterio._base", "rasterio.env")
-
-
-def without_secrets(text: str) -> str:
-    """``text`` with every URL in it as :func:`shown` shows it (no query string, no user info), and any
-    other query string (``name.tif?token=…``) replaced by ``?…``."""
-    return _QUERY.sub("?…", _URL.sub(_shown_if_secret, text))
-
-
-def _shown_if_secret(match: re.Match[str]) -> str:
-    """A URL found in a text as :func:`shown` shows it, when it has a query string or user info."""
-    url = match.group()
-    return shown(url) if "?" in url or "@" in url else url
 
 
 class _HideUrlSecrets(logging.Filter):

@@ -13,8 +13,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin
@@ -24,6 +23,7 @@ from geoseg.data.remote import file_url_path, is_remote, is_url, shown
 from geoseg.data.stac_options import StacOptions, as_utc, interval_of
 from geoseg.errors import GeosegError, first_line
 from geoseg.io import atomic_write_text
+from geoseg.log_format import quieted
 
 log = logging.getLogger(__name__)
 
@@ -115,19 +115,6 @@ def _read_failure(what: str, url: str, err: BaseException, fix: str) -> GeosegEr
     while err.__cause__ is not None:  # pystac wraps a child's read error: "HREF ... does not resolve"
         err = err.__cause__
     return GeosegError(f"{what} '{shown(_failed_href(err, url))}' could not be read ({_cause(err)}); {fix}")
-
-
-@contextmanager
-def _quiet_retries() -> Iterator[None]:
-    """Silence urllib3's per-retry warnings (they show the URL's query string, where keys live); the
-    failure, if any, is one line of ours."""
-    logger = logging.getLogger("urllib3.connectionpool")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _retry() -> Any:
@@ -263,7 +250,7 @@ def _static_items(opts: StacOptions) -> list[dict[str, Any]]:
         raise GeosegError(f"{what} not found: '{source}'; {fix}")
     io = _static_io()
     try:
-        with _quiet_retries():
+        with quieted("urllib3.connectionpool", logging.ERROR):
             return _walk(source, io, what, fix)
     finally:
         io.session.close()
@@ -317,7 +304,11 @@ def _search_items(opts: StacOptions) -> list[dict[str, Any]]:
     what = f"{opts.option}.api"
     fix = f"check {what} and the network (a frozen copy of an earlier search is reused offline)."
     io = StacApiIO(timeout=TIMEOUT, max_retries=_retry())
-    with warnings.catch_warnings(record=True) as caught, io.session, _quiet_retries():
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        io.session,
+        quieted("urllib3.connectionpool", logging.ERROR),
+    ):
         warnings.simplefilter("always")
         try:
             client = Client.open(api, stac_io=io)

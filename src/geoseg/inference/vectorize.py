@@ -15,7 +15,6 @@ import errno
 import logging
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pyogrio
@@ -28,6 +27,7 @@ from rasterio.windows import Window
 from geoseg.classes import ClassInfo
 from geoseg.errors import first_line
 from geoseg.inference.polygon_units import described, parse_measure, pixel_area
+from geoseg.log_format import quieted
 
 LAYER = "classes"
 BATCH = 5000  # polygons appended to the file at a time
@@ -66,16 +66,6 @@ def _merge(polys: list[tuple[shapely.Geometry, int]]) -> list[tuple[shapely.Geom
     return out
 
 
-@contextmanager
-def _quiet(logger: logging.Logger) -> Iterator[None]:
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def write_polygons(
     class_path: str, out_path: str, classes: ClassInfo, min_area: float | str = 0.0,
     simplify: float | str = 0.0, rows: int = 256, shown: str | None = None,
@@ -103,7 +93,7 @@ def write_polygons(
                 [classes.codes[i] if 0 <= i < len(classes.codes) else i for i in index], np.int64
             )
             names = np.array([classes.names[i] if 0 <= i < len(classes.names) else "" for i in index], object)
-            with warnings.catch_warnings(), _quiet(logging.getLogger("pyogrio")):
+            with warnings.catch_warnings(), quieted("pyogrio"):
                 # the temporary name has no .gpkg extension (it is renamed); pyogrio logs every batch
                 warnings.filterwarnings("ignore", message="The filename extension should be")
                 try:
