@@ -11,16 +11,20 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from geoseg.url_text import without_secrets
+
 
 class ShortFormatter(logging.Formatter):
-    """``TIME message``, or ``TIME WARNING: message`` at WARNING and above."""
+    """``TIME message``, or ``TIME WARNING: message`` at WARNING and above; a URL in a line is shown
+    without its query string or user info (a signed URL's token never reaches the terminal or train.log)."""
 
     def __init__(self, datefmt: str = "%H:%M:%S") -> None:
         super().__init__(fmt="%(asctime)s %(message)s", datefmt=datefmt)
         self.loud = logging.Formatter(fmt="%(asctime)s %(levelname)s: %(message)s", datefmt=datefmt)
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.loud.format(record) if record.levelno >= logging.WARNING else super().format(record)
+        line = self.loud.format(record) if record.levelno >= logging.WARNING else super().format(record)
+        return without_secrets(line) if "?" in line or "@" in line else line
 
 
 @contextmanager

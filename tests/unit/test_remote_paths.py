@@ -138,3 +138,16 @@ def test_remote_options_leave_the_environment_alone(monkeypatch):
     options = remote_gdal_options()
     assert "GDAL_HTTP_MAX_RETRY" not in options
     assert options["GDAL_DISABLE_READDIR_ON_OPEN"] == REMOTE_GDAL_OPTIONS["GDAL_DISABLE_READDIR_ON_OPEN"]
+
+
+def test_run_log_lines_show_urls_without_their_token():
+    """The run's log format (terminal and train.log) hides a signed URL's token in any geoseg message."""
+    import logging
+
+    from geoseg.log_format import ShortFormatter
+
+    url = "https://h/a.tif?sig=s3cr3t"
+    record = logging.LogRecord("geoseg.data.build", logging.WARNING, __file__, 1, "scene '%s' is all nodata",
+                               (url,), None)  # fmt: skip
+    line = ShortFormatter().format(record)
+    assert "WARNING: scene 'https://h/a.tif?…' is all nodata" in line and "s3cr3t" not in line
