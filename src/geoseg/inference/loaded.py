@@ -39,10 +39,12 @@ def rebuild_model(saved: Mapping[str, Any], path: str) -> SegmentationModel:
         stats = BandStats(**saved["stats"]).validate(f"{path}: stats")
     except TypeError as err:
         raise GeosegError(f"checkpoint '{path}' has malformed band statistics ({err})") from None
+    series = meta.get("series")  # a series model takes T*(C+1) channels and is built for C bands
+    bands = int(meta["bands_per_date"] if series else meta["in_channels"])
     model = build_model(
-        meta["arch"], meta["encoder"], int(meta["in_channels"]), int(meta["classes"]),
-        instantiate(config["norm"]),
+        meta["arch"], meta["encoder"], bands, int(meta["classes"]), instantiate(config["norm"]),
         encoder_depth=int(meta["encoder_depth"]), decoder=meta.get("decoder") or {}, stats=stats,
+        series=series,
     )  # fmt: skip
     mismatch = state_dict_mismatch(model.state_dict(), saved["model"])
     if mismatch:

@@ -23,6 +23,7 @@ from geoseg.errors import GeosegError
 from geoseg.models.band_normalize import BandNormalize, BandStatistics
 from geoseg.models.convert import NormSummary, convert_norm
 from geoseg.models.norms import NormFactory, factory_target, resolve_norm
+from geoseg.models.temporal import SeriesNormalize, SeriesOptions, TemporalNet, series_channels
 from geoseg.models.weight_standardization import standardize_convs
 from geoseg.models.weights import (
     FIRST_CONV_STRATEGIES,
@@ -57,8 +58,7 @@ class SegmentationModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise GeosegError(
-                f"the model takes (batch, {self.in_channels} bands, H, W) but got {tuple(x.shape)}; "
-                "check data.bands against the model's bands"
+                f"the model takes {self.input_layout()} but got {tuple(x.shape)}; {self.input_hint()}"
             )
         h, w = x.shape[-2:]
         if h % self.size_divisor or w % self.size_divisor:
@@ -67,6 +67,19 @@ class SegmentationModel(nn.Module):
                 f"width must be multiples of {self.size_divisor} (set data.chip_size accordingly)"
             )
         return self.net(self.normalize(x))
+
+    def input_layout(self) -> str:
+        """The input shape this model takes, in words."""
+        series = self.meta.get("series")
+        if not series:
+            return f"(batch, {self.in_channels} bands, H, W)"
+        dates, bands = series["dates"], self.meta["bands_per_date"]
+        return f"(batch, {dates} dates × ({bands} bands + 1 validity) = {self.in_channels} channels, H, W)"
+
+    def input_hint(self) -> str:
+        if self.meta.get("series"):
+            return "check data.bands and the series' number of dates against the model's"
+        return "check data.bands against the model's bands"
 
 
 def check_arch_and_encoder(arch: str, encoder: str) -> None:
@@ -119,6 +132,14 @@ def band_normalize(stats: BandStatistics | None, in_channels: int) -> nn.Module:
     return BandNormalize(stats.mean, stats.std)
 
 
+def series_normalize(stats: BandStatistics | None, bands: int, dates: int) -> SeriesNormalize:
+    """A series model's first layer; without statistics it only masks (mean 0, std 1)."""
+    if stats is None:
+        return SeriesNormalize([0.0] * bands, [1.0] * bands, dates)
+    band_normalize(stats, bands)  # the same band-count check
+    return SeriesNormalize(stats.mean, stats.std, dates)
+
+
 def warn_about_norm(summary: NormSummary, arch: str, pretrained: bool, weights: bool) -> None:
     """Say what a norm choice loses: pretrained statistics, γ/β, or any normalisation at all.
 
@@ -161,8 +182,17 @@ def build_model(
     first_conv: str = "repeat",
     rgb_channels: Sequence[int] | None = None,
     stats: BandStatistics | None = None,
+    series: Mapping[str, Any] | None = None,
 ) -> SegmentationModel:
-    """Build ``arch`` on ``encoder`` for ``in_channels`` bands, load local weights, then convert its norms."""
+    """Build ``arch`` on ``encoder`` for ``in_channels`` bands, load local weights, then convert its norms.
+
+    ``series`` (``{"dates": T, "fusion": "early" | "attention", "heads": ..., "key_dim": ...}``, see
+    :class:`~geoseg.models.temporal.SeriesOptions`) builds a model for a series of T dates of
+    ``in_channels`` bands each, which takes T*(in_channels+1) channels (bands and validity per date).
+    Early fusion feeds them all to one smp model (``encoder.weights`` then adapts the first conv to
+    T*(C+1) channels with ``encoder.first_conv``, and ``rgb_channels`` are positions among them);
+    attention fusion shares one encoder of ``in_channels`` bands between the dates.
+    """
     if in_channels < 1 or classes < 1:
         raise GeosegError(f"a model needs at least 1 band and 1 class (got {in_channels} and {classes})")
     if first_conv not in FIRST_CONV_STRATEGIES:  # checked with or without weights: a typo is a typo
@@ -170,36 +200,56 @@ def build_model(
             f"encoder.first_conv={first_conv!r} is not one of {', '.join(FIRST_CONV_STRATEGIES)}"
         )
     path = check_weights_option(weights)
-    net = create_net(arch, encoder, in_channels, classes, encoder_depth, decoder or {})
+    opts = SeriesOptions.from_mapping(series) if series is not None else None
+    total = series_channels(opts.dates, in_channels) if opts else in_channels
+    attention = opts is not None and opts.fusion == "attention"
+    net = create_net(
+        arch, encoder, in_channels if attention else total, classes, encoder_depth, decoder or {}
+    )
     stored = read_weights(path) if path is not None else None
     loaded = {"weights": None, "first_conv": "none"}
     if path is not None and not is_geoseg_checkpoint(stored):
         rgb = list(rgb_channels) if rgb_channels is not None else None
         loaded = load_encoder_weights(net.encoder, path, first_conv, rgb, stored)
+    if attention:
+        net = TemporalNet(net, in_channels, opts.dates, opts.heads, opts.key_dim)
     norm = resolve_norm(norm)
     summary = convert_norm(net, norm)
     warn_about_norm(summary, arch, pretrained=loaded["weights"] is not None, weights=path is not None)
     standardized = 0
     if getattr(factory_target(norm), "weight_standardization", False):
         side = 2 * int(getattr(net.encoder, "output_stride", 32))
-        standardized = standardize_convs(net, torch.zeros(1, in_channels, side, side))
+        standardized = standardize_convs(net, torch.zeros(1, total, side, side))
     meta = {
         "arch": arch, "encoder": encoder, "encoder_depth": encoder_depth, "decoder": dict(decoder or {}),
-        "in_channels": in_channels, "classes": classes, "bands": list(stats.bands) if stats else None,
+        "in_channels": total, "classes": classes, "bands": list(stats.bands) if stats else None,
         "norm": summary.norm, "norm_summary": summary.as_dict(), **loaded,
     }  # fmt: skip
     if standardized:
         meta["norm_summary"]["weight_standardized_convs"] = standardized
-    model = SegmentationModel(net, band_normalize(stats, in_channels), meta)
+    if opts is not None:
+        meta.update(bands_per_date=in_channels, series=opts.as_dict())
+        normalize = series_normalize(stats, in_channels, opts.dates)
+    else:
+        normalize = band_normalize(stats, in_channels)
+    model = SegmentationModel(net, normalize, meta)
     if path is not None and is_geoseg_checkpoint(stored):
         model.meta.update(load_checkpoint_weights(model, stored, path))
     return model
 
 
 def model_from_config(
-    cfg: Mapping[str, Any], in_channels: int, classes: int, stats: BandStatistics | None
+    cfg: Mapping[str, Any],
+    in_channels: int,
+    classes: int,
+    stats: BandStatistics | None,
+    dates: int | None = None,
 ) -> SegmentationModel:
-    """Build the model of a composed config (its ``model``, ``encoder`` and ``norm`` groups)."""
+    """Build the model of a composed config (its ``model``, ``encoder`` and ``norm`` groups).
+
+    With ``dates`` (the data is a series of that many dates of ``in_channels`` bands) the ``temporal``
+    group chooses the fusion; without, it is ignored.
+    """
     model_cfg, enc = as_dict(cfg["model"]), as_dict(cfg["encoder"])  # smp wants lists, not ListConfig
     decoder = {k: v for k, v in model_cfg.items() if k != "arch"}
     depth = whole({"depth": 5, **enc}, "depth", 1, "encoder.", example=5)
@@ -207,9 +257,18 @@ def model_from_config(
         str(model_cfg["arch"]), str(enc["name"]), in_channels, classes, instantiate(cfg["norm"]),
         encoder_depth=depth, decoder=decoder, weights=enc.get("weights"),
         first_conv=str(enc.get("first_conv", "repeat")), rgb_channels=enc.get("rgb_channels"), stats=stats,
+        series=series_config(cfg, dates),
     )  # fmt: skip
     check_chip_size((cfg.get("data") or {}).get("chip_size"), model)
     return model
+
+
+def series_config(cfg: Mapping[str, Any], dates: int | None) -> dict[str, Any] | None:
+    """``build_model``'s ``series`` from the ``temporal`` group (early fusion when absent), or None."""
+    if dates is None:
+        return None
+    temporal = cfg.get("temporal")
+    return {**(as_dict(temporal) if temporal is not None else {"fusion": "early"}), "dates": dates}
 
 
 def check_chip_size(chip_size: Any, model: SegmentationModel) -> None:
