@@ -79,9 +79,9 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             loaded.grid = check_grid_rule(cfg.get("grid") or loaded.grid, loaded.files)
         elif cfg.get("grid") is not None:
             loaded.grid = check_grid_rule(cfg.grid, loaded.files)
-        inputs = find_inputs(str(cfg.input), loaded.files)
+        inputs = find_inputs(str(cfg.input), loaded.files, loaded.series)
         first = loaded.files[0].name if loaded.files else None
-        names = [scene_name(paths[0], first) for paths in inputs]
+        names = [getattr(paths, "title", None) or scene_name(paths[0], first) for paths in inputs]
         jobs = prepare(loaded, inputs, output_paths(inputs, str(cfg.output), names), opts)
         barrier(info)  # every rank checks the outputs before any rank writes one (same job list everywhere)
         mine = jobs[info.rank :: info.world_size]

@@ -43,6 +43,8 @@ from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scene_index import SceneIndex, cached_array, entry_key
 from geoseg.data.scene_paths import ScenePaths, find_scene_files, read_manifest, warn_bands_as_scenes
 from geoseg.data.scenes import Scene, inspect_scene, scene_files
+from geoseg.data.series import SeriesRead, is_series_pattern
+from geoseg.data.series_load import load_series
 from geoseg.data.stac import asset_nodata, item_scenes
 from geoseg.data.stac_options import StacOptions, stac_given
 from geoseg.data.stac_search import frozen_path, resolve_items
@@ -98,6 +100,8 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
         region = spec.get("region")
         if split_uses_stac(cfg, spec):
             pairs, titles, stack = stac_pairs(cfg, spec, split, stack, root)
+        elif is_series_pattern(spec.get("images")):
+            pairs = []
         else:
             pairs = find_scene_files(root, spec["images"], spec.get("labels"), stack.files, split)
     bands = None if cfg.get("bands") is None else list(cfg["bands"])
@@ -110,6 +114,8 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
         unknown_labels=cfg.get("unknown_labels", "error"), region=region,
         files=stack.files, grid=stack.grid, invalid=stack.invalid, vector=vector,
     )  # fmt: skip
+    if not cfg.get("manifest") and is_series_pattern(spec.get("images")):
+        return load_series(cfg, spec, split, options, root, progress)
     index = scene_index(cfg)
     scenes = []
     bar = tqdm(pairs, desc=f"inspect {split}", unit="scene", disable=not (progress and sys.stderr.isatty()))
@@ -229,6 +235,7 @@ def build_split(
     scenes: Sequence[Scene] | None = None,
     grid: bool | None = None,
     max_chips: int | None = None,
+    series: SeriesRead | None = None,
 ) -> SplitData:
     """Dataset, sampler (random for ``train``, grid otherwise) and loader of one split.
 
@@ -244,6 +251,7 @@ def build_split(
         scenes, size, cmap, fill=stats.mean,
         augment=None if grid else augment, max_open_files=whole_number(cfg, "max_open_files", 64),
         reads_in_flight=reads_in_flight(cfg, any(is_remote(p) for p in scene_files(scenes))),
+        series=series if series is None else dataclasses.replace(series, training=not grid),
     )  # fmt: skip
     if not grid:
         sampler = random_sampler(scenes, cfg, cmap, seed, rank, world_size)
@@ -370,5 +378,6 @@ def train_stats(
     """Band statistics of the training split, loaded from ``data.stats_path`` or computed and cached
     (under DDP every rank calls it and reads a shard of the scenes)."""
     scenes = list(scenes) if scenes is not None else load_scenes(cfg, "train")
+    scenes = [d for s in scenes for d in s.date_scenes()]  # a series: every date's valid pixels
     path = stats_path(cfg, stats_key(scenes))
     return load_or_compute_stats(scenes, path, progress=progress, rank=rank, world_size=world_size)

@@ -20,6 +20,8 @@ from geoseg.data.labels import ClassMap, open_label_on_grid
 from geoseg.data.normalize import BATCH_DTYPES, batch_dtype, raw_fill_values
 from geoseg.data.remote import is_remote, with_retries
 from geoseg.data.scenes import Scene
+from geoseg.data.series import SeriesRead
+from geoseg.data.series_scene import read_series_chip
 from geoseg.data.stack_reader import StackReader
 from geoseg.data.transforms import Augment, apply_symmetry
 from geoseg.data.windows import Chip
@@ -130,6 +132,7 @@ class ChipDataset(Dataset):
         augment: Augment | None = None,
         max_open_files: int = 64,
         reads_in_flight: int = 1,
+        series: SeriesRead | None = None,
     ) -> None:
         self.scenes = list(scenes)
         self.chip_size = chip_size
@@ -147,6 +150,18 @@ class ChipDataset(Dataset):
                 "every scene must give the same bands (data.bands) as the stats file."
             )
         self.num_bands = bands.pop()
+        # a series chip: (dates x (bands + validity), H, W); padded dates and pixels with too few valid
+        # dates hold the band mean and validity 0
+        self.series = series
+        self.band_fill = self.fill
+        self.channels = self.num_bands
+        if series is not None:
+            if not all(s.is_series for s in self.scenes):
+                raise GeosegError("every scene of a split must be a series ({date} in data.splits.*.images), "
+                                  "or none")  # fmt: skip
+            per_date = np.concatenate([self.fill, np.zeros((1, 1, 1), self.fill.dtype)])
+            self.fill = np.tile(per_date, (series.dates, 1, 1))
+            self.channels = series.dates * (self.num_bands + 1)
         self.label_is_index = [s.label is not None and class_map.reads_directly(s) for s in self.scenes]
         # chips of a batch read by this many threads at once, so network latency overlaps (remote scenes)
         self.reads_in_flight = max(1, int(reads_in_flight))
@@ -175,7 +190,19 @@ class ChipDataset(Dataset):
 
     def _read_image(self, chip: Chip, image: np.ndarray) -> np.ndarray | None:
         """The chip's raw pixels into ``image``; its invalid mask (or None)."""
+        if self.series is not None:
+            return self._read_series(chip, image)
         return self._image(chip.scene).read(self._window(chip), image)
+
+    def _read_series(self, chip: Chip, image: np.ndarray) -> np.ndarray | None:
+        """A series chip: the dates :attr:`series` picks, each bands then validity, into ``image``."""
+        scene = self.scenes[chip.scene]
+        readers = self.handles.get(("image", chip.scene), lambda: tuple(scene.date_readers()))
+        view = image.reshape(self.series.dates, self.num_bands + 1, *image.shape[1:])
+        return read_series_chip(
+            readers, self._window(chip), view, self.band_fill,
+            lambda fractions: self.series.pick(fractions, chip.seed), scene.min_valid_dates,
+        )  # fmt: skip
 
     def _read_mask(self, chip: Chip, mask: np.ndarray) -> None:
         """The chip's class indices into ``mask`` (all ``ignore_index`` without a label)."""
@@ -243,7 +270,7 @@ class ChipDataset(Dataset):
         """A whole batch: ``image`` (B,C,H,W) raw, ``mask`` (B,H,W), ``chip`` (B,3) int64."""
         chips = [Chip(*c) for c in chips]
         size = self.chip_size
-        image = _empty((len(chips), self.num_bands, size, size), BATCH_DTYPES[self.dtype])
+        image = _empty((len(chips), self.channels, size, size), BATCH_DTYPES[self.dtype])
         mask = _empty((len(chips), size, size), getattr(torch, self.class_map.dtype.name))
         image_np, mask_np = image.numpy(), mask.numpy()
         invalids = self._read_batch(chips, image_np, mask_np)

@@ -42,8 +42,11 @@ def coarse_image_valid(scene: Scene, shape: tuple[int, int]) -> np.ndarray:
       declare different nodata values) and every band of a float file (NaN may be in any band).
       Nodata in an integer file's other bands only (a Landsat band-7 gap) is not in the estimate.
     """
+    if scene.is_series:  # valid where at least min_valid_dates dates are
+        counts = sum(coarse_image_valid(d, shape).astype(np.int32) for d in scene.date_scenes())
+        return counts >= min(scene.min_valid_dates, len(scene.dates))
     files = scene.stack
-    clean = all(
+    clean = scene.date_mask is None and all(
         f.dtype[0] in "ui" and f.on_grid and not f.masked and not any(_number(v) for v in f.nodata)
         for f in files
     )

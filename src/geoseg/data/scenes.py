@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from geoseg.data.label_checks import (
 from geoseg.data.raster_kind import is_probabilities
 from geoseg.data.rasters import check_readable, open_raster, unreadable
 from geoseg.data.scene_paths import scene_name
+from geoseg.data.series_scene import DateMask, DateReader, SeriesDate
 from geoseg.data.stack import Grid, SceneFile, inspect_stack, stack_dtype
 from geoseg.data.stack_reader import StackReader
 from geoseg.data.vector_labels import VectorLabels, VectorOptions, check_vector_label, is_vector
@@ -60,6 +62,9 @@ class Scene:
     vector: VectorOptions | None = None  # data.vector, when the label is a vector file
     index_key: str | None = None  # its entry in the scene index (geoseg.data.scene_index), when cached
     title: str | None = None  # its name when its files do not give one (a STAC item's id)
+    dates: tuple[SeriesDate, ...] = ()  # a series scene's dates in time order (the first is image/files)
+    date_mask: DateMask | None = None  # one date's mask (data.series.mask), in a scene of date_scenes()
+    min_valid_dates: int = 1  # a series pixel is used where at least this many dates are valid
 
     @property
     def bounds(self) -> tuple[int, int, int, int]:
@@ -89,14 +94,44 @@ class Scene:
         flat = [v for f in self.stack for v in f.nodata]
         return tuple(flat[k - 1] for k in self.bands)
 
-    def reader(self) -> StackReader:
-        """A reader of this scene's selected bands on its reference grid (open one per process)."""
+    @property
+    def is_series(self) -> bool:
+        return bool(self.dates)
+
+    def reader(self) -> StackReader | DateReader:
+        """A reader of this scene's selected bands on its reference grid (open one per process); of
+        its first date for a series scene (see :meth:`date_readers`)."""
+        if self.dates:
+            return self.date_readers()[0]
+        if self.date_mask is not None:
+            return DateReader(SeriesDate("", None, self.stack, self.date_mask), self.bands, self.grid,
+                              self.invalid, self.name)  # fmt: skip
         return StackReader(self.stack, self.bands, self.grid, self.invalid, self.name)
+
+    def date_readers(self) -> list[DateReader]:
+        """A reader per date of a series scene, each onto the scene's reference grid."""
+        return [DateReader(d, self.bands, self.grid, self.invalid, self.name) for d in self.dates]
+
+    def date_scenes(self) -> list[Scene]:
+        """Each date of a series scene as a scene of its own (with its mask); ``[self]`` otherwise."""
+        if not self.dates:
+            return [self]
+        return [
+            dataclasses.replace(self, image=d.files[0].path, files=d.files, dates=(), date_mask=d.mask,
+                                title=f"{self.name} {d.label}", index_key=None)
+            for d in self.dates
+        ]  # fmt: skip
 
 
 def scene_files(scenes: Sequence[Scene]) -> list[str]:
-    """Every file the scenes read (images, each stacked file, labels): what no output may replace."""
-    paths = [p for s in scenes for p in (s.image, s.label, *(f.path for f in s.files)) if p]
+    """Every file the scenes read (images, each stacked file, each date's files and mask, labels): what
+    no output may replace."""
+    paths = [
+        p for s in scenes
+        for p in (s.image, s.label, *(f.path for f in s.files),
+                  *(f.path for d in s.dates for f in d.files), *(d.mask.file.path for d in s.dates if d.mask))
+        if p
+    ]  # fmt: skip
     return list(dict.fromkeys(paths))
 
 

@@ -26,6 +26,7 @@ from geoseg.data.build import (
     warn_repeated_bands,
 )
 from geoseg.data.scenes import Scene
+from geoseg.data.series import series_read
 from geoseg.data.stats import BandStats, save_stats
 from geoseg.device import autocast_dtype
 from geoseg.engine.distributed import broadcast_object, init_distributed, main_process_first
@@ -70,7 +71,11 @@ def build_data(cfg: DictConfig, info: DistInfo) -> tuple[BandStats, SplitData, S
     stats = train_stats(
         data_cfg, progress=info.is_main, scenes=scenes["train"], rank=info.rank, world_size=world
     )
-    common = dict(stats=stats, seed=int(cfg.seed), rank=info.rank, world_size=info.world_size)
+    series = series_read(data_cfg, scenes["train"], training=True)
+    if series is not None:
+        log.info("series: %d dates per chip (data.series.select=%s), %d bands + validity each",
+                 series.dates, series.select, len(stats.bands))  # fmt: skip
+    common = dict(stats=stats, seed=int(cfg.seed), rank=info.rank, world_size=info.world_size, series=series)
     augment = build_augment(cfg.get("aug"))
     train = build_split(data_cfg, "train", augment=augment, scenes=scenes["train"], **common)
     val = build_split(data_cfg, "val", augment=None, scenes=scenes["val"], **common)
@@ -156,7 +161,9 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     stats, train, val = build_data(cfg, info)
     check_ignore_index(as_dict(cfg.loss), int(cfg.data.ignore_index))  # data.* is checked by now
     classes = [str(c["name"]) for c in cfg.data.classes]
-    model = model_from_config(cfg, len(stats.bands), len(classes), stats).to(info.device)
+    series = train.dataset.series
+    dates = None if series is None else series.dates
+    model = model_from_config(cfg, len(stats.bands), len(classes), stats, dates=dates).to(info.device)
     check_batch_for_batchnorm(model, int(cfg.data.batch_size), model.meta["norm"])
     channels_last = channels_last_for(options.channels_last, model)
     if channels_last:

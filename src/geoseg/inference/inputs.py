@@ -4,6 +4,7 @@ names, statistics) before any tile is computed."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import os
@@ -16,7 +17,17 @@ from geoseg.data.band_files import FileEntry
 from geoseg.data.remote import is_remote, stem
 from geoseg.data.scene_paths import PLACEHOLDER, expand_pattern, glob_files
 from geoseg.data.scenes import Scene, inspect_scene
-from geoseg.data.stack import pixel_georeference
+from geoseg.data.series import (
+    DatePaths,
+    SeriesOptions,
+    find_series,
+    is_series_pattern,
+    keep_dates,
+    series_dates,
+)
+from geoseg.data.series_load import series_title
+from geoseg.data.series_scene import inspect_dates
+from geoseg.data.stack import pixel_georeference, stack_dtype
 from geoseg.errors import GeosegError
 from geoseg.inference.loaded import LoadedModel
 
@@ -25,12 +36,42 @@ log = logging.getLogger(__name__)
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
 
-def find_inputs(spec: str, files: Sequence[FileEntry] | None = None) -> list[tuple[str, ...]]:
+class SeriesInput(tuple):
+    """A series input: every file of its dates (a tuple, first date first), its dates and its name."""
+
+    dates: list[DatePaths]
+    title: str
+
+    def __new__(cls, dates: Sequence[DatePaths], title: str) -> SeriesInput:
+        out = super().__new__(
+            cls, [p for _, paths, mask in dates for p in (*paths, *([mask] if mask else []))]
+        )
+        out.dates, out.title = list(dates), title
+        return out
+
+
+def find_inputs(
+    spec: str, files: Sequence[FileEntry] | None = None, series: SeriesOptions | None = None
+) -> list[tuple[str, ...]]:
     """``input=``: a raster file, a folder (its GeoTIFFs) or a glob pattern, sorted; one tuple per scene.
 
     With ``files`` (the checkpoint's ``data.files``, or ``files=``) ``spec`` is a pattern with a
-    ``{file}`` placeholder and each scene is its files in stack order.
+    ``{file}`` placeholder and each scene is its files in stack order. With ``series`` (a model
+    trained on series) ``spec`` has a ``{date}`` placeholder and each scene is a :class:`SeriesInput`.
     """
+    if series is not None:
+        if not is_series_pattern(spec):
+            raise GeosegError(
+                f"the checkpoint's model takes a series of dates: give input= a pattern with a {{date}} "
+                f"placeholder (e.g. scenes/T33TWM_{{date}}.tif), got '{spec}'"
+            )
+        first = files[0].name if files else None
+        groups = find_series("", spec, files, series, "input=")
+        return [SeriesInput(g, series_title(g[0][1][0], g[0][0], first)) for g in groups]
+    if is_series_pattern(spec):
+        raise GeosegError(
+            f"input='{spec}' has a {{date}} placeholder but the checkpoint's model takes one date"
+        )
     if files or PLACEHOLDER in spec:
         found = expand_pattern(spec, files, "input=")
         what = f"no scene matches input='{spec}' (with {{file}}={files[0].name if files else '?'})"
@@ -78,8 +119,38 @@ def output_paths(
     return outs
 
 
+def input_series(series: SeriesInput, loaded: LoadedModel, nodata: float | list | None) -> Scene:
+    """The scene of a series input: its first kept date checked as an input is, the others against it."""
+    opts = loaded.series
+    texts = [t for t, _, _ in series.dates]
+    isos = series_dates(texts, opts, "input=")
+    keep = keep_dates(isos, opts, "input=")
+    if not keep:
+        raise GeosegError(
+            f"input series '{series.title}' has no date in the checkpoint's data.series.range/months"
+        )
+    first = input_scene(series.dates[keep[0]][1], loaded, nodata)
+    dates, dtype = inspect_dates(
+        [(texts[k], isos[k], series.dates[k][1], series.dates[k][2]) for k in keep], loaded.files,
+        nodata if nodata is not None else loaded.nodata, loaded.grid, first.grid, first.band_names,
+        opts.mask.band, opts.mask.invalid,
+    )  # fmt: skip
+    dtype = stack_dtype([first.dtype, dtype])
+    scene = dataclasses.replace(
+        first, dates=dates, dtype=dtype, title=series.title, min_valid_dates=opts.min_valid_dates
+    )
+    if len(dates) != loaded.dates:
+        how = "padded with empty dates" if len(dates) < loaded.dates else f"thinned by select={opts.select}"
+        log.info(
+            "series '%s' has %d dates, the model takes %d: %s", series.title, len(dates), loaded.dates, how
+        )
+    return scene
+
+
 def input_scene(paths: Sequence[str], loaded: LoadedModel, nodata: float | list | None) -> Scene:
     """The scene of one input, with the checkpoint's files, grid rule, validity rule and bands, checked."""
+    if isinstance(paths, SeriesInput):
+        return input_series(paths, loaded, nodata)
     want = loaded.num_bands
     where = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} files)"
     override = nodata if nodata is not None else loaded.nodata

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 
 from geoseg.classes import ClassInfo
 from geoseg.data.band_files import check_grid_rule, check_invalid_rule, parse_files
+from geoseg.data.series import SeriesOptions
 from geoseg.data.stats import BandStats
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.errors import GeosegError
@@ -88,12 +89,16 @@ def load_model(path: str, device: torch.device) -> LoadedModel:
         raise GeosegError(
             f"checkpoint '{path}' names {len(classes)} classes but its model predicts {model.meta['classes']}"
         )
-    log.info("loaded %s: %s on %s, %d bands, %d classes", path, model.meta["arch"], model.meta["encoder"],
-             model.in_channels, len(classes))  # fmt: skip
+    series = model.meta.get("series")
+    bands = (f"{series['dates']} dates x {model.meta['bands_per_date']} bands, {series['fusion']} fusion"
+             if series else f"{model.in_channels} bands")  # fmt: skip
+    log.info("loaded %s: %s on %s, %s, %d classes", path, model.meta["arch"], model.meta["encoder"], bands,
+             len(classes))  # fmt: skip
     files = parse_files(data.get("files"))
     return LoadedModel(
         model=model, path=path, bands=data.get("bands"), stats=BandStats(**saved["stats"]),
         nodata=data.get("nodata"), classes=ClassInfo.from_config(classes), files=files,
         grid=check_grid_rule(data.get("grid"), files),
         invalid=check_invalid_rule(data.get("invalid", "all")),  # geoseg 0.1 trained with rule "all"
+        series=SeriesOptions.from_config(data.get("series")) if model.meta.get("series") else None,
     )  # fmt: skip

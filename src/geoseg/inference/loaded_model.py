@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from geoseg.classes import ClassInfo
 from geoseg.data.band_files import FileEntry
+from geoseg.data.series import SeriesOptions
 from geoseg.data.stats import BandStats
 from geoseg.models.build import SegmentationModel
 
@@ -27,7 +28,16 @@ class LoadedModel:
     invalid: str = "any"  # data.invalid of the training config ("all" for checkpoints made before it)
     tile: int | None = None  # tile/overlap defaults an exported model carries (None: predict's own)
     overlap: int | None = None
+    series: SeriesOptions | None = None  # data.series of a model trained on series (None: one date)
 
     @property
     def num_bands(self) -> int:
-        return self.model.in_channels
+        """Bands the model takes (of each date, for a series model)."""
+        meta = getattr(self.model, "meta", {}) or {}
+        return int(meta.get("bands_per_date") or self.model.in_channels)
+
+    @property
+    def dates(self) -> int | None:
+        """Dates per chip of a series model, else None."""
+        meta = getattr(self.model, "meta", {}) or {}
+        return int(meta["series"]["dates"]) if meta.get("series") else None

@@ -6,11 +6,12 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 from rasterio.crs import CRS
 from tqdm import tqdm
@@ -18,10 +19,12 @@ from tqdm import tqdm
 from geoseg.config import flag, whole
 from geoseg.data.normalize import batch_dtype, raw_fill_values
 from geoseg.data.remote import is_remote
-from geoseg.data.scenes import Scene, scene_grid
+from geoseg.data.scenes import Scene, scene_files, scene_grid
+from geoseg.data.series import SeriesRead
+from geoseg.data.series_scene import SeriesTileReader
 from geoseg.data.stack import Grid
 from geoseg.errors import GeosegError
-from geoseg.inference.inputs import input_georeference, input_scene
+from geoseg.inference.inputs import SeriesInput, input_georeference, input_scene
 from geoseg.inference.legend import write_legend
 from geoseg.inference.loaded import LoadedModel
 from geoseg.inference.polygon_units import Measure, parse_measure, unit_warning
@@ -127,8 +130,8 @@ def prepare(
     resolve_workers(opts.write_threads, "write_threads")
     check_existing(opts.existing)
     jobs, warned = [], set()
-    for paths, output in zip(inputs, outputs, strict=True):
-        paths = [paths] if isinstance(paths, str) else list(paths)
+    for given, output in zip(inputs, outputs, strict=True):
+        paths = [given] if isinstance(given, str) else list(given)
         outs = sidecar_paths(output, opts.probabilities, opts.quicklook, opts.vectorize)
         found = existing([path for key, path in outs.items() if key != "legend"])
         if found and opts.existing == "skip":
@@ -137,7 +140,7 @@ def prepare(
         for key, kind in OUTPUT_KINDS.items():
             if outs.get(key) is not None:
                 claim_output(outs[key], kind, opts.existing, [*paths, opts.labels])
-        scene = input_scene(paths, loaded, opts.nodata)
+        scene = input_scene(given if isinstance(given, SeriesInput) else paths, loaded, opts.nodata)
         if opts.vectorize:
             warn_units(measures, scene_grid(scene), warned)
         if opts.check_stats:
@@ -188,6 +191,9 @@ def predict_scene(
         tmps = dict(zip(keys, tmp_list, strict=True))
         plan = plan_tiles(scene.height, scene.width, opts.tile, opts.overlap, opts.panel)
         fill = raw_fill_values(loaded.stats.mean, batch_dtype([scene.dtype]))
+        open_reader = scene.reader
+        if scene.is_series:  # each tile: dates x (bands + validity), as the model was trained
+            open_reader, fill = series_tiles(scene, loaded, fill)
         tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{opts.tile}/{opts.overlap}",
                 "geoseg_tta": str(opts.tta)}  # fmt: skip
         writing = partial(write_errors, paths["classes"], "the prediction", OUTPUT_FIX)
@@ -199,9 +205,9 @@ def predict_scene(
         bar = tqdm(total=plan.num_tiles, desc=f"{position} {scene.name}", unit="tile", dynamic_ncols=True,
                    disable=not (opts.progress and sys.stderr.isatty()), leave=False)  # fmt: skip
         try:
-            remote = any(is_remote(f.path) for f in scene.stack)
+            remote = any(is_remote(p) for p in scene_files([scene]))
             readers = resolve_workers(opts.read_workers, remote=remote)
-            tiles = TileSource(scene.reader, fill, plan, opts.batch_size, readers, device)
+            tiles = TileSource(open_reader, fill, plan, opts.batch_size, readers, device)
             for block in predict_blocks(
                 tiles, plan, loaded.model, device, len(loaded.classes.codes), block=BLOCK, amp=amp,
                 tta=opts.tta, channels_last=opts.channels_last, on_tiles=bar.update,
@@ -243,6 +249,20 @@ def predict_scene(
              paths["classes"], plan.num_tiles, pixels / 1e6, seconds, pixels / 1e6 / seconds)  # fmt: skip
     return {"image": job.image, "output": paths["classes"], "tiles": plan.num_tiles, "seconds": seconds,
             "megapixels": pixels / 1e6}  # fmt: skip
+
+
+def series_tiles(
+    scene: Scene, loaded: LoadedModel, fill: np.ndarray
+) -> tuple[Callable[[], SeriesTileReader], np.ndarray]:
+    """A series scene's tile reader factory and its fill per channel (band means, validity 0)."""
+    read = SeriesRead(int(loaded.dates), loaded.series.select, training=False)
+    tiled = np.tile(np.append(fill, 0).astype(fill.dtype), read.dates)
+
+    def opener() -> SeriesTileReader:
+        return SeriesTileReader(scene.date_readers(), read.dates, lambda f: read.pick(f, None), fill,
+                                scene.min_valid_dates)  # fmt: skip
+
+    return opener, tiled
 
 
 def _is_nodata(value: object) -> bool:

@@ -45,7 +45,15 @@ class BandSummary:
 
 
 def summarize(scene: Scene) -> BandSummary | None:
-    """Mean and std of every band over the valid pixels of a decimated read of ``scene``."""
+    """Mean and std of every band over the valid pixels of a decimated read of ``scene`` (of all its
+    dates pooled, for a series: the training statistics are over every date)."""
+    if scene.is_series:
+        parts = [p for p in (summarize(d) for d in scene.date_scenes()) if p is not None]
+        if not parts:
+            return None
+        mean = np.mean([p.mean for p in parts], axis=0)
+        var = np.mean([p.std**2 + (p.mean - mean) ** 2 for p in parts], axis=0)
+        return BandSummary(mean, np.sqrt(var))
     scale = max(max(scene.height, scene.width) / STATS_SAMPLE, 1.0)
     shape = (max(1, math.ceil(scene.height / scale)), max(1, math.ceil(scene.width / scale)))
     reader = scene.reader()
