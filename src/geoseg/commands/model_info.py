@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from geoseg.config import as_dict, whole
 from geoseg.data.build import load_scenes
+from geoseg.data.series import series_read
 from geoseg.engine.runtime import check_batch_for_batchnorm
 from geoseg.models.build import SegmentationModel, model_from_config
 from geoseg.models.convert import format_counts, is_feature_norm, num_channels
@@ -61,7 +62,9 @@ def run(cfg: DictConfig) -> SegmentationModel:
     data = as_dict(cfg.data)
     batch = whole(cfg, "batch_size", 1, example=2)
     scenes = load_scenes(data, "train")
-    model = model_from_config(cfg, len(scenes[0].bands), len(data["classes"]), stats=None)
+    series = series_read(data, scenes, training=True)
+    dates = None if series is None else series.dates
+    model = model_from_config(cfg, len(scenes[0].bands), len(data["classes"]), stats=None, dates=dates)
     chip = int(data["chip_size"])
     check_batch_for_batchnorm(model, batch, model.meta["norm"], "batch_size")
     x = torch.zeros(batch, model.in_channels, chip, chip)

@@ -87,6 +87,11 @@ def export_model(checkpoint: str, fmt: str, output: str, tile: int = 512, overla
     if fmt not in FORMATS:
         raise GeosegError(f"format={fmt!r} is not an export format; choose one of {', '.join(FORMATS)}")
     loaded = load_model(checkpoint, torch.device("cpu"))
+    if loaded.dates is not None:
+        raise GeosegError(
+            f"checkpoint '{checkpoint}' is a model of a series of {loaded.dates} dates; geoseg export takes "
+            "single-date models for now (predict series with the checkpoint itself)"
+        )
     check_tiling(tile, overlap, loaded.model.size_divisor, -(-tile // 256) * 256, 256)  # panel: any valid
     saved = load_checkpoint(checkpoint)
     net = ExportNet(loaded.model).eval()

@@ -23,7 +23,7 @@ from geoseg.errors import GeosegError
 from geoseg.models.band_normalize import BandNormalize, BandStatistics
 from geoseg.models.convert import NormSummary, convert_norm
 from geoseg.models.norms import NormFactory, factory_target, resolve_norm
-from geoseg.models.temporal import SeriesNormalize, SeriesOptions, TemporalNet, series_channels
+from geoseg.models.temporal import SeriesNormalize, TemporalNet, TemporalOptions, series_channels
 from geoseg.models.weight_standardization import standardize_convs
 from geoseg.models.weights import (
     FIRST_CONV_STRATEGIES,
@@ -187,7 +187,7 @@ def build_model(
     """Build ``arch`` on ``encoder`` for ``in_channels`` bands, load local weights, then convert its norms.
 
     ``series`` (``{"dates": T, "fusion": "early" | "attention", "heads": ..., "key_dim": ...}``, see
-    :class:`~geoseg.models.temporal.SeriesOptions`) builds a model for a series of T dates of
+    :class:`~geoseg.models.temporal.TemporalOptions`) builds a model for a series of T dates of
     ``in_channels`` bands each, which takes T*(in_channels+1) channels (bands and validity per date).
     Early fusion feeds them all to one smp model (``encoder.weights`` then adapts the first conv to
     T*(C+1) channels with ``encoder.first_conv``, and ``rgb_channels`` are positions among them);
@@ -200,7 +200,7 @@ def build_model(
             f"encoder.first_conv={first_conv!r} is not one of {', '.join(FIRST_CONV_STRATEGIES)}"
         )
     path = check_weights_option(weights)
-    opts = SeriesOptions.from_mapping(series) if series is not None else None
+    opts = TemporalOptions.from_mapping(series) if series is not None else None
     total = series_channels(opts.dates, in_channels) if opts else in_channels
     attention = opts is not None and opts.fusion == "attention"
     net = create_net(

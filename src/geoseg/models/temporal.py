@@ -32,7 +32,7 @@ OPTIONS = ("dates", "fusion", "heads", "key_dim")
 
 
 @dataclass(frozen=True)
-class SeriesOptions:
+class TemporalOptions:
     """How a series model is built: its number of date slots and the fusion (``temporal`` config group)."""
 
     dates: int
@@ -41,7 +41,7 @@ class SeriesOptions:
     key_dim: int = 8  # attention fusion: size of each head's keys and master query
 
     @classmethod
-    def from_mapping(cls, series: Mapping[str, Any]) -> SeriesOptions:
+    def from_mapping(cls, series: Mapping[str, Any]) -> TemporalOptions:
         """Checked options from ``{"dates": T, "fusion": ..., ...}``; every mistake is one line."""
         unknown = sorted(str(k) for k in series if k not in OPTIONS)
         if unknown:
