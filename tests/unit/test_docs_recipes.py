@@ -45,6 +45,43 @@ def lay_out_my_scenes(folder: Path, demo_root: Path) -> None:
     shutil.copytree(demo_root, folder, ignore=shutil.ignore_patterns("manifest.csv", ".geoseg-demo.json"))
 
 
+def lay_out_s2_series(folder: Path) -> None:
+    """``s2_series/{train,val}``: Sentinel-2-like tiles of several dates (4 and 3: a ragged series), each
+    date's bands B02 B03 B04 B08 at 10 m and its SCL at 20 m with clouds, and one label per tile."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(0)
+    size = 128
+    for split, tile, dates in (("train", "T33TWM", ["20240605", "20240630", "20240720", "20240814"]),
+                               ("val", "T33TWN", ["20240610", "20240705", "20240809"])):  # fmt: skip
+        (folder / split / "labels").mkdir(parents=True)
+        transform = from_origin(500000 + (split == "val") * 2000, 5100000, 10, 10)
+        label = (np.arange(size)[None, :] * 3 // size + np.zeros((size, 1), int)).astype(np.uint8)
+        profile = dict(
+            driver="GTiff", height=size, width=size, count=1, crs="EPSG:32633", transform=transform
+        )
+        with rasterio.open(folder / split / "labels" / f"{tile}.tif", "w", dtype="uint8", **profile) as dst:
+            dst.write(label, 1)
+        for k, date in enumerate(dates):
+            for band in ("B02", "B03", "B04", "B08"):
+                values = (
+                    800 + 400 * label.astype(np.int64) * (1 + (k % 2)) + rng.integers(0, 200, label.shape)
+                )
+                path = folder / split / f"{tile}_{date}_{band}.tif"
+                with rasterio.open(path, "w", dtype="uint16", nodata=0, **profile) as dst:
+                    dst.write(values.astype(np.uint16), 1)
+            scl = np.full((size // 2, size // 2), 4, np.uint8)  # vegetation: clear
+            scl[: 16 * (k + 1) % 48, :] = 9  # a cloud band, elsewhere on each date
+            coarse = dict(
+                profile, height=size // 2, width=size // 2, transform=transform * transform.scale(2)
+            )
+            with rasterio.open(
+                folder / split / f"{tile}_{date}_SCL.tif", "w", dtype="uint8", **coarse
+            ) as dst:
+                dst.write(scl, 1)
+
+
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 S2_ASSETS = {"blue": ("B02", 1), "green": ("B03", 2), "red": ("B04", 3), "nir": ("B08", 4)}  # demo bands
 
@@ -127,6 +164,8 @@ def test_the_pages_hold_recipes():
 def test_a_recipe_runs_as_written(where, setup, script, tmp_path, demo_root):
     if setup == "my_scenes":
         lay_out_my_scenes(tmp_path / "my_scenes", demo_root)
+    if setup == "s2_series":
+        lay_out_s2_series(tmp_path / "s2_series")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "HYDRA_FULL_ERROR": "0"}  # fmt: skip
     with contextlib.ExitStack() as stack:

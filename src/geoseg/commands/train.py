@@ -55,6 +55,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return result
     link = link_latest(run_dir, cfg.trainer.get("latest_link"))
     kept = [name for name in ("best.pt", "last.pt") if os.path.exists(os.path.join(run_dir, name))]
-    for line in next_steps(run_dir, link, kept).splitlines():
+    series = any(
+        "{date}" in str((spec or {}).get("images")) for spec in (cfg.data.get("splits") or {}).values()
+    )
+    for line in next_steps(run_dir, link, kept, series).splitlines():
         log.info("%s", line)
     return result

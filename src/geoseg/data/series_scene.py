@@ -106,13 +106,23 @@ class DateReader:
         self.stack = StackReader(date.files, bands, grid, rule, f"{scene} {date.label}")
         self.mask = date.mask
         self.mask_reader = None
+        self._table: np.ndarray | None = None  # invalid codes of an 8/16-bit mask, as a lookup table
         if date.mask is not None:
             self.mask_reader = StackReader((date.mask.file,), (1,), grid, "any", f"{scene} {date.label} mask")
 
     def _masked(
         self, codes: np.ndarray, outside: np.ndarray | None, invalid: np.ndarray | None
     ) -> np.ndarray | None:
-        hit = np.isin(codes[0], np.asarray(self.mask.invalid, dtype=codes.dtype)) if self.mask else None
+        if codes.dtype.kind in "u" and codes.dtype.itemsize <= 2:  # a lookup table: one pass
+            if self._table is None:
+                top = np.iinfo(codes.dtype).max
+                self._table = np.zeros(top + 1, dtype=bool)
+                self._table[
+                    [int(c) for c in self.mask.invalid if 0 <= c <= top and float(c).is_integer()]
+                ] = True
+            hit = self._table[codes[0]]
+        else:
+            hit = np.isin(codes[0], np.asarray(self.mask.invalid, dtype=codes.dtype))
         for extra in (outside, invalid):
             if extra is not None:
                 hit = extra if hit is None else hit | extra
@@ -161,18 +171,22 @@ def read_series_chip(
     ``fill`` is the (C, 1, 1) band mean put in the invalid pixels of each date.
     """
     t_out, channels, h, w = out.shape
-    bands = np.empty((len(readers), channels - 1, h, w), dtype=out.dtype)
-    valid = np.ones((len(readers), h, w), dtype=bool)
+    n = len(readers)
+    direct = n <= t_out and list(pick(np.ones(n))) == list(range(n))  # every date, in order: no choice
+    bands = out[:n, :-1] if direct else np.empty((n, channels - 1, h, w), dtype=out.dtype)
+    valid = np.ones((n, h, w), dtype=bool)
     for k, reader in enumerate(readers):
         invalid = reader.read(window, bands[k])
         if invalid is not None:
             valid[k] = ~invalid
-    chosen = list(pick(valid.reshape(len(readers), -1).mean(axis=1)))[:t_out]
+    chosen = list(range(n)) if direct else list(pick(valid.reshape(n, -1).mean(axis=1)))[:t_out]
     for slot in range(t_out):
         if slot < len(chosen):
             k = chosen[slot]
-            out[slot, :-1] = bands[k]
-            np.copyto(out[slot, :-1], fill, where=~valid[k])
+            if not direct:
+                out[slot, :-1] = bands[k]
+            if not valid[k].all():
+                np.copyto(out[slot, :-1], fill, where=~valid[k])
             out[slot, -1] = valid[k]
         else:  # a padded date: band means, invalid everywhere
             out[slot, :-1] = fill

@@ -81,14 +81,16 @@ def shown_path(path: str) -> str:
     return os.path.abspath(path) if relative.startswith("..") else relative
 
 
-def next_steps(run_dir: str, link: str | None, kept: list[str]) -> str:
-    """The end-of-run lines: where the checkpoint is and the command that uses it."""
+def next_steps(run_dir: str, link: str | None, kept: list[str], series: bool = False) -> str:
+    """The end-of-run lines: where the checkpoint is and the command that uses it (``series``: the
+    model takes a series, so the input is a ``{date}`` pattern)."""
     folder = shown_path(link or run_dir)
     if "best.pt" in kept:
         checkpoint = os.path.join(folder, "best.pt")
+        scene = "'input=\"SCENE_{date}.tif\"'" if series else "input=SCENE.tif"
         return (
             f"checkpoint: {checkpoint}\n"
-            f"next: geoseg predict checkpoint={checkpoint} input=SCENE.tif output=PRED.tif quicklook=true"
+            f"next: geoseg predict checkpoint={checkpoint} {scene} output=PRED.tif quicklook=true"
         )
     if "last.pt" in kept:
         return f"checkpoint: {os.path.join(folder, 'last.pt')} (trainer.keep_checkpoints=last)"
