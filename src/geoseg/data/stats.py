@@ -97,7 +97,8 @@ class BandStats:
 
 def stats_key(scenes: Sequence[Scene]) -> str:
     """A short hash of everything the statistics depend on: per scene its files (path, size,
-    modification time, bands, nodata, resampling), region and validity rule, in order."""
+    modification time, bands, nodata, resampling), region and validity rule (and a series date's mask),
+    in order."""
     record = []
     for scene in scenes:
         files = []
@@ -109,7 +110,11 @@ def stats_key(scenes: Sequence[Scene]) -> str:
                 seen = []
             files.append([local_or_remote_abspath(f.path), *seen, list(f.bands), _nodata_key(list(f.nodata)),
                           f.resampling])  # fmt: skip
-        record.append([files, list(scene.bands), list(scene.bounds), scene.invalid, scene.grid is not None])
+        entry = [files, list(scene.bands), list(scene.bounds), scene.invalid, scene.grid is not None]
+        if scene.date_mask is not None:  # a series date's mask (file and codes) decides its valid pixels
+            mask = scene.date_mask
+            entry.append([local_or_remote_abspath(mask.file.path), list(mask.file.bands), list(mask.invalid)])
+        record.append(entry)
     return hashlib.sha256(json.dumps(record).encode()).hexdigest()[:16]
 
 

@@ -101,6 +101,12 @@ def check_splits(train: list[Scene], val: list[Scene]) -> None:
             f"{len(val[0].bands)} ('{val[0].image}'); check data.splits (does an images pattern match "
             "label files?) or data.manifest"
         )
+    if train and val and train[0].is_series != val[0].is_series:
+        kinds = {True: "a series ({date} in images)", False: "single dates"}
+        raise GeosegError(
+            f"the train scenes are {kinds[train[0].is_series]} but the val scenes {kinds[val[0].is_series]}; "
+            "give both splits the same kind of images pattern"
+        )
     regions: dict[str, list[tuple[int, int, int, int]]] = {}
     for t in train:
         regions.setdefault(os.path.abspath(t.image), []).append(t.bounds)
