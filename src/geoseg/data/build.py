@@ -99,7 +99,11 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
             raise GeosegError(f"data.splits has no '{split}' entry; add images/labels patterns for it.")
         region = spec.get("region")
         if split_uses_stac(cfg, spec):
-            pairs, titles, stack = stac_pairs(cfg, spec, split, stack, root)
+            series_group = (cfg.get("series") or {}).get("group")  # items of a place as dates of a series
+            pairs, titles, stack = stac_pairs(cfg, {**spec, "labels": None} if series_group else spec, split,
+                                              stack, root)  # fmt: skip
+            if series_group:
+                items, _ = resolve_items(stac_options(cfg, spec, split, root), cache_dir(cfg))
         elif is_series_pattern(spec.get("images")):
             pairs = []
         else:
@@ -116,6 +120,8 @@ def load_scenes(cfg: Mapping[str, Any], split: str, progress: bool = True) -> li
     )  # fmt: skip
     if not cfg.get("manifest") and is_series_pattern(spec.get("images")):
         return load_series(cfg, spec, split, options, root, progress)
+    if not cfg.get("manifest") and split_uses_stac(cfg, spec) and (cfg.get("series") or {}).get("group"):
+        return load_series(cfg, spec, split, options, root, progress, items=items)
     index = scene_index(cfg)
     scenes = []
     bar = tqdm(pairs, desc=f"inspect {split}", unit="scene", disable=not (progress and sys.stderr.isatty()))

@@ -65,7 +65,7 @@ def raster_assets(item: Mapping[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
-def _asset_href(item: Mapping[str, Any], name: str, where: str) -> str:
+def asset_href(item: Mapping[str, Any], name: str, where: str) -> str:
     key = find_asset(item, name)
     if key is None:
         assets = item.get("assets") or {}
@@ -108,7 +108,7 @@ def item_scenes(
         )
     scenes = []
     for item in items:
-        hrefs = tuple(_asset_href(item, e.name, f"data.files[{i}]") for i, e in enumerate(files))
+        hrefs = tuple(asset_href(item, e.name, f"data.files[{i}]") for i, e in enumerate(files))
         label = None
         if label_asset is not None:
             if label_asset not in (item.get("assets") or {}):
