@@ -26,6 +26,7 @@ from geoseg.errors import GeosegError
 DATE = "{date}"
 FILE = "{file}"
 SELECT_RULES = ("all", "clearest", "even", "random")
+GROUPS = ("tile", "footprint")  # how STAC items make series: by their tile code, or by one footprint
 _AUTO_FORMATS = ("%Y%m%d", "%Y-%m-%d", "%Y_%m_%d", "%Y.%m.%d")
 
 
@@ -60,11 +61,22 @@ class SeriesOptions:
     count: int | None = None  # dates per chip when select is not all; None = every date (ragged: padded)
     range: tuple[str, str] | None = None  # keep dates in [start, end] (ISO)
     months: tuple[int, ...] | None = None  # keep dates in these months (a season)
+    group: str | None = None  # STAC items as series: grouped by tile | footprint, dated by their datetime
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> SeriesOptions:
         cfg = dict(cfg or {})
-        known = {"date_format", "dates", "mask", "min_valid_dates", "select", "count", "range", "months"}
+        known = {
+            "date_format",
+            "dates",
+            "mask",
+            "min_valid_dates",
+            "select",
+            "count",
+            "range",
+            "months",
+            "group",
+        }
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise GeosegError(
@@ -97,7 +109,10 @@ class SeriesOptions:
             months = tuple(int(m) for m in months)
             if not months or not all(1 <= m <= 12 for m in months):
                 raise GeosegError(f"data.series.months must list months 1..12, got {list(months)}.")
-        return cls(fmt, dates, mask_options(cfg.get("mask")), min_valid, select, count, window, months)
+        group = cfg.get("group")
+        if group is not None and group not in GROUPS:
+            raise GeosegError(f"data.series.group={group!r} is not one of {', '.join(GROUPS)} (or null).")
+        return cls(fmt, dates, mask_options(cfg.get("mask")), min_valid, select, count, window, months, group)
 
     @property
     def filters_by_date(self) -> bool:
@@ -313,7 +328,9 @@ def series_dates(texts: Sequence[str], opts: SeriesOptions, option: str) -> list
                 f"({', '.join(every)}); give one date per {DATE} value, in order."
             )
         return [opts.dates[every.index(t)] for t in texts]
-    if opts.date_format == "order" or all(t.isdigit() and parse_date(t, "auto") is None for t in texts):
+    if opts.date_format == "order" or (  # auto: numbers that are no date are an order (a format: dates)
+        opts.date_format == "auto" and all(t.isdigit() and parse_date(t, "auto") is None for t in texts)
+    ):
         return [None] * len(texts)
     return [parse_date(t, opts.date_format) for t in texts]
 
