@@ -1,5 +1,6 @@
-"""STAC items as series (``data.series.group``): the items of one tile are the dates of a scene, dated by
-their ``datetime``, each date's bands and SCL mask from its assets (a static ItemCollection of local files)."""
+"""STAC items as series (``data.series.group``): the items of one tile are the dates of a scene, dated
+by their ``datetime``, each date's bands and SCL mask from its assets (a static ItemCollection of local
+files)."""
 
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def stac_cfg(root: Path, source: Path, **series) -> dict:
     cfg["stac"] = {**cfg["stac"], "source": str(source)}
     split = {"images": None, "labels": "labels/{scene}.tif", "region": None}
     cfg["splits"] = {"train": dict(split), "val": dict(split)}
-    cfg["series"] = {**cfg["series"], "group": "tile", "mask": {**cfg["series"]["mask"], **series.pop("mask", {})},
-                     **series}  # fmt: skip
+    mask = {**cfg["series"]["mask"], **series.pop("mask", {})}
+    cfg["series"] = {**cfg["series"], "group": "tile", "mask": mask, **series}
     return cfg
 
 
@@ -86,7 +87,7 @@ def test_items_without_a_tile_code_are_one_line_pointing_at_footprint(tmp_path):
     items = [item(tmp_path, None, "2024-06-05T10:00:00Z", 0)]
     cfg = stac_cfg(tmp_path, collection(tmp_path, items))
     cfg["splits"]["train"]["labels"] = None
-    with pytest.raises(GeosegError, match="names no tile .*data.series.group=footprint") as info:
+    with pytest.raises(GeosegError, match=r"names no tile .*data\.series\.group=footprint") as info:
         load_scenes(cfg, "train", progress=False)
     assert "\n" not in str(info.value)
     cfg["series"]["group"] = "footprint"
