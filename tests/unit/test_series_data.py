@@ -298,8 +298,14 @@ def test_min_valid_dates_ignores_pixels_clear_on_too_few_dates(tmp_path):
     few = (~invalid).sum(axis=0) < 2
     assert few.any() and not few.all()
     np.testing.assert_array_equal(mask, np.where(few, IGNORE, label_array()))
-    assert (image[:, 1][:, few] == 0).all()  # those pixels are invalid on every date
-    assert (image[:, 0][:, few] == np.float32(stats.mean[0])).all()
+    # the target is ignored there, but the input keeps what the dates show: a date clear there stays
+    # valid with its own value (context for the neighbours), the cloudy ones are band means, validity 0
+    for k in range(3):
+        clear = few & ~invalid[k]
+        assert (image[k, 1][clear] == 1).all() and (image[k, 1][few & invalid[k]] == 0).all()
+        np.testing.assert_array_equal(image[k, 0][clear], bands[k][clear])
+        assert (image[k, 0][few & invalid[k]] == np.float32(stats.mean[0])).all()
+    assert (few & ~invalid[2]).any()  # the top-left quarter: clear on date 2 only
     k_ok = ~few & ~invalid[0]
     np.testing.assert_array_equal(image[0, 0][k_ok], bands[0][k_ok])
 

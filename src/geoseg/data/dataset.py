@@ -182,7 +182,7 @@ class ChipDataset(Dataset):
         invalid = self._read_image(chip, image)
         self._read_mask(chip, mask)
         if invalid is not None:
-            self._invalidate(image, mask, invalid)
+            self._invalidate(image, mask, invalid, read=True)
         return invalid
 
     def _window(self, chip: Chip) -> Window:
@@ -233,7 +233,7 @@ class ChipDataset(Dataset):
             f.result()
         for i, invalid in enumerate(invalids):
             if invalid is not None:
-                self._invalidate(image[i], mask[i], invalid)
+                self._invalidate(image[i], mask[i], invalid, read=True)
         return invalids
 
     def _read_label(self, i: int, window: Window, mask: np.ndarray) -> None:
@@ -242,9 +242,14 @@ class ChipDataset(Dataset):
         else:
             self.class_map(self._label(i).read(1, window=window), out=mask)
 
-    def _invalidate(self, image: np.ndarray, mask: np.ndarray, invalid: np.ndarray) -> None:
+    def _invalidate(
+        self, image: np.ndarray, mask: np.ndarray, invalid: np.ndarray, read: bool = False
+    ) -> None:
+        """``ignore_index`` in ``mask`` and the fill in ``image`` where ``invalid``. A series read has filled
+        each date's invalid pixels already: a pixel with too few valid dates keeps the dates it has."""
         mask[invalid] = self.class_map.ignore_index
-        np.copyto(image, self.fill, where=invalid)
+        if not (read and self.series is not None):
+            np.copyto(image, self.fill, where=invalid)
 
     def _augment_into(
         self, image: np.ndarray, mask: np.ndarray, invalid: np.ndarray | None, seed: int
