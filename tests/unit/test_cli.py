@@ -116,8 +116,8 @@ def test_a_key_typo_with_no_close_key(capsys: pytest.CaptureFixture[str]) -> Non
         (("model-info", "encoder=resnet19"), "unknown encoder 'resnet19'; did you mean 'resnet18'? "
          "(choose from efficientnet_b0, resnet18, resnet34, resnet50)"),
         (("stats", "data=nope"),
-         "unknown data 'nope' (choose from demo, eolearn_slovenia, eolearn_slovenia_series, s2_stac, "
-         "sen1floods11, sen1floods11_s1s2, spacenet_vector)"),
+         "unknown data 'nope' (choose from demo, eolearn_slovenia, eolearn_slovenia_series, s2_series, "
+         "s2_stac, sen1floods11, sen1floods11_s1s2, spacenet_vector)"),
         (("stats", "aug=flips"),
          "unknown option 'aug' (geoseg stats does not use config group aug; add it with +aug=flips)"),
     ],

@@ -70,6 +70,7 @@ def scene_from_json(data: Mapping[str, Any]) -> Any:
         for f in values.get("files") or ()
     )
     values["grid"] = grid(values.get("grid"))
+    values["dates"], values["date_mask"] = (), None  # series scenes are not indexed
     if values.get("vector") is not None:
         values["vector"] = VectorOptions(**values["vector"])
     known = {f.name for f in fields(Scene)}
