@@ -19,13 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from geoseg.config import is_whole
 from geoseg.errors import GeosegError
+from geoseg.models.band_normalize import BandNormalize
 
 FUSIONS = ("early", "attention")
 OPTIONS = ("dates", "fusion", "heads", "key_dim")
@@ -83,21 +83,13 @@ def date_validity(x: torch.Tensor, dates: int) -> torch.Tensor:
     return split_series(x, dates)[..., -1, :, :] > 0.5
 
 
-class SeriesNormalize(nn.Module):
+class SeriesNormalize(BandNormalize):
     """Raw series in, float series out: bands ``(x - mean) * scale``, zeroed where their date is invalid,
     and validity as 0/1. ``mean``/``std`` are per band (length C) and shared by the dates."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], dates: int) -> None:
-        super().__init__()
-        std_arr = np.asarray(std, dtype=np.float64)
-        scale = 1.0 / np.where(std_arr > 0, std_arr, 1.0)
+        super().__init__(mean, std)
         self.dates = int(dates)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
-        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(-1, 1, 1))
-
-    @property
-    def num_bands(self) -> int:
-        return self.mean.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = series_channels(self.dates, self.num_bands)
