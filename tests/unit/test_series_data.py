@@ -532,3 +532,21 @@ def test_the_eolearn_patch_is_one_series_of_five_dates(tmp_path):
     assert tuple(batch["image"].shape[1:]) == (5 * 14, 32, 32)
     validity = batch["image"].reshape(-1, 5, 14, 32, 32)[:, :, 13]
     assert set(np.unique(validity.numpy())) <= {0.0, 1.0}
+
+
+def test_geoseg_stats_on_a_series_counts_every_clear_date_as_training_does(tmp_path):
+    """``geoseg stats`` reads every date of a series and leaves masked pixels out, as training does."""
+    from geoseg.commands.stats import run as stats_run
+
+    texts = ["20240601", "20240611", "20240621"]
+    bands, invalid = write_cloudy(
+        tmp_path, texts, [3, 8, 9], [scl_codes(k) for k in range(3)], name="p_{t}_{f}.tif"
+    )
+    overrides = [f"data.root={tmp_path}", f"data.cache_dir={tmp_path}/cache", "data.files=[B08]",
+                 "data.splits.train.images='p_{date}_{file}.tif'", "data.splits.train.labels=null",
+                 "data.series.mask.file=SCL", "data.series.mask.invalid=[3,8,9]", "progress=false",
+                 f"output={tmp_path}/stats.json"]  # fmt: skip
+    stats = stats_run(compose_config("stats", *overrides))
+    clear = np.concatenate([bands[k][~invalid[k]] for k in range(3)]).astype(np.float64)
+    assert stats.count == clear.size
+    np.testing.assert_allclose(stats.mean, [clear.mean()], rtol=1e-6)

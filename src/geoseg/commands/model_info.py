@@ -23,10 +23,15 @@ def describe(model: SegmentationModel, out_shape: tuple[int, ...], chip: int) ->
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     summary, divisor = meta["norm_summary"], model.size_divisor
+    series = meta.get("series")
+    layout = f"{meta['in_channels']} bands"
+    if series:
+        layout = (f"{series['dates']} dates x ({meta['bands_per_date']} bands + validity) = {layout[:-6]} "
+                  f"channels, {series['fusion']} fusion")  # fmt: skip
     return "\n".join(
         [
             f"model        {meta['arch']} on {meta['encoder']} (depth {meta['encoder_depth']})",
-            f"input        {meta['in_channels']} bands, {chip}×{chip} px chips (multiple of {divisor})",
+            f"input        {layout}, {chip}×{chip} px chips (multiple of {divisor})",
             f"classes      {meta['classes']}",
             f"parameters   {params / 1e6:.2f} M ({trainable / 1e6:.2f} M trainable)",
             f"norm layers  {format_counts(summary['before'])} -> {format_counts(summary['after'])}",

@@ -43,11 +43,14 @@ def run(cfg: DictConfig) -> BandStats:
     if isinstance(sample, bool) or not isinstance(sample, (int, float)):
         raise GeosegError(f"sample={sample!r} must be a fraction of the blocks in (0, 1]; 1 reads them all.")
     existing = check_existing(cfg.get("existing", "overwrite"))
+    files = scene_files(scenes)
+    scenes = [d for s in scenes for d in s.date_scenes()]  # a series: every date's valid pixels, as training
     output = os.path.abspath(str(cfg.output)) if cfg.output else stats_path(data, stats_key(scenes))
-    if not claim_output(output, "stats", existing, scene_files(scenes)):
+    if not claim_output(output, "stats", existing, files):
         return load_stats(output, "output")
     stats = compute_stats(scenes, progress=flag(cfg, "progress", True), workers=workers, sample=float(sample))
     save_stats(stats, output)
-    log.info("%d scenes, %d valid pixels\n%s", len(scenes), stats.count, format_table(stats))
+    log.info("%d scenes (dates of a series count each), %d valid pixels\n%s", len(scenes), stats.count,
+             format_table(stats))  # fmt: skip
     log.info("wrote %s", output)
     return stats
