@@ -174,9 +174,14 @@ def read_series_chip(
     n = len(readers)
     direct = n <= t_out and list(pick(np.ones(n))) == list(range(n))  # every date, in order: no choice
     bands = out[:n, :-1] if direct else np.empty((n, channels - 1, h, w), dtype=out.dtype)
+    invalids = [reader.read(window, bands[k]) for k, reader in enumerate(readers)]
+    if direct and all(i is None for i in invalids):  # every date valid everywhere: nothing to mask
+        out[:n, -1] = 1
+        out[n:, :-1] = fill
+        out[n:, -1] = 0
+        return None if n >= min_valid else np.ones((h, w), dtype=bool)
     valid = np.ones((n, h, w), dtype=bool)
-    for k, reader in enumerate(readers):
-        invalid = reader.read(window, bands[k])
+    for k, invalid in enumerate(invalids):
         if invalid is not None:
             valid[k] = ~invalid
     chosen = list(range(n)) if direct else list(pick(valid.reshape(n, -1).mean(axis=1)))[:t_out]

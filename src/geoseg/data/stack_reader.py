@@ -112,6 +112,50 @@ def invalid_pixels(
     return invalid if invalid is not None and invalid.any() else None
 
 
+def _integer_lattice(src: rasterio.DatasetReader, grid) -> tuple[int, int, int, int] | None:
+    """(fy, fx, oy, ox) when ``src`` is a coarser grid whose pixels are whole blocks of ``grid``'s
+    (same CRS, north-up, pixel size an integer multiple, corners on the grid's lattice): reference pixel
+    (r, c) then lies in file pixel ((r + oy) // fy, (c + ox) // fx), so nearest resampling is indexing.
+    None otherwise."""
+    ref, own = grid.affine, src.transform
+    if ref.b or ref.d or own.b or own.d or src.crs != grid.rio_crs:
+        return None
+    values = [own.a / ref.a, own.e / ref.e, (ref.c - own.c) / ref.a, (ref.f - own.f) / ref.e]
+    if not all(abs(v - round(v)) < 1e-6 for v in values) or round(values[0]) < 1 or round(values[1]) < 1:
+        return None
+    fx, fy, ox, oy = (round(v) for v in values)
+    return fy, fx, oy, ox
+
+
+def _read_nearest_upsampled(
+    src: rasterio.DatasetReader, part: Part, window: Window, dest: np.ndarray,
+    lattice: tuple[int, int, int, int],
+) -> np.ndarray | None:  # fmt: skip
+    """Nearest resampling onto a finer grid whose pixels nest in ``src``'s (see :func:`_integer_lattice`):
+    read the covering coarse window once and index it; the same pixels as a nearest ``reproject``, without
+    a warp per band. Returns the (bands, h, w) pixels outside ``src``'s footprint, or None."""
+    fy, fx, oy, ox = lattice
+    h, w = dest.shape[1:]
+    rows = (np.arange(int(window.row_off), int(window.row_off) + h) + oy) // fy
+    cols = (np.arange(int(window.col_off), int(window.col_off) + w) + ox) // fx
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    inside_r, inside_c = (rows >= 0) & (rows < src.height), (cols >= 0) & (cols < src.width)
+    a0, a1 = max(r0, 0), min(r1, src.height)
+    b0, b1 = max(c0, 0), min(c1, src.width)
+    if a0 >= a1 or b0 >= b1:
+        dest[...] = 0
+        return np.ones(dest.shape, dtype=bool)
+    block = src.read(list(part.bands), window=Window(b0, a0, b1 - b0, a1 - a0))
+    ri = np.clip(rows - a0, 0, a1 - a0 - 1)
+    ci = np.clip(cols - b0, 0, b1 - b0 - 1)
+    np.copyto(dest, block[:, ri][:, :, ci], casting="unsafe")
+    if inside_r.all() and inside_c.all():
+        return None
+    outside = ~(inside_r[:, None] & inside_c[None, :])
+    dest[:, outside] = 0
+    return np.broadcast_to(outside, dest.shape).copy()
+
+
 def _work_dtype(dtype: np.dtype) -> np.dtype:
     """Float type a resampled band is computed in before it is cast to the stack dtype."""
     return np.dtype(np.float64 if dtype.itemsize > 4 or dtype.name in ("int32", "uint32") else np.float32)
@@ -227,8 +271,12 @@ class StackReader:
                                    resampling=Resampling.nearest)  # fmt: skip
             outside = masks == 0
             return outside if outside.any() else None
-        work = np.empty(dest.shape, dtype=_work_dtype(dest.dtype))
         method = Resampling.nearest if window is None else Resampling[f.resampling]
+        if window is not None and method == Resampling.nearest:
+            lattice = _integer_lattice(src, self.grid)
+            if lattice is not None:
+                return _read_nearest_upsampled(src, part, window, dest, lattice)
+        work = np.empty(dest.shape, dtype=_work_dtype(dest.dtype))
         for b, (band, nodata) in enumerate(zip(part.bands, part.nodata, strict=True)):
             work[b] = np.nan
             reproject(
