@@ -14,7 +14,7 @@ pixels of a date hold the band mean (they normalise to 0). The label pixel is us
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,7 +162,7 @@ def read_series_chip(
     window: Window,
     out: np.ndarray,
     fill: np.ndarray,
-    pick: callable,
+    pick: Callable[[np.ndarray], Sequence[int]],
     min_valid: int,
 ) -> np.ndarray | None:
     """Fill ``out`` (T, C + 1, h, w) with a chip of the dates ``pick(valid_fractions)`` chooses (padded
@@ -205,8 +205,10 @@ class SeriesTileReader:
     """Tiles of a series scene for whole-scene predict: ``read(window, out)`` fills (T * (C + 1), h, w)
     with the dates ``read.pick`` chooses per tile (the layout of training chips)."""
 
-    def __init__(self, readers: Sequence[DateReader], dates: int, pick: callable, band_fill: np.ndarray,
-                 min_valid: int) -> None:  # fmt: skip
+    def __init__(
+        self, readers: Sequence[DateReader], dates: int, pick: Callable[[np.ndarray], Sequence[int]],
+        band_fill: np.ndarray, min_valid: int,
+    ) -> None:  # fmt: skip
         self.readers, self.dates, self.pick = list(readers), dates, pick
         self.band_fill, self.min_valid = np.asarray(band_fill)[:, None, None], min_valid
 
