@@ -108,3 +108,44 @@ def test_an_option_the_optimizer_refuses_is_one_line_naming_it(name, option, val
     with pytest.raises(GeosegError) as err:
         build_optimizer(cfg, tiny_model(), 8)
     assert str(err.value) == f"optim.optimizer ({refusal}; fix it in optim.optimizer.*"
+
+
+def adamw_cfg(lr: float = 1e-2) -> dict:
+    return {"optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": 1e-4}}
+
+
+def test_encoder_lr_multiplier_gives_the_encoder_its_own_groups():
+    model = tiny_model()
+    optimizer = build_optimizer(adamw_cfg(), model, encoder_lr_mult=0.1)
+    encoder = {id(p) for p in model.net.encoder.parameters()}
+    for group in optimizer.param_groups:
+        inside = {id(p) in encoder for p in group["params"]}
+        assert len(inside) == 1  # a group is all encoder or all not
+        assert group["lr"] == pytest.approx(1e-3 if inside == {True} else 1e-2)
+        assert bool(group.get("encoder")) == (inside == {True})
+    assert optimizer.param_groups[0].get("encoder") is None  # the logged LR is the decoder's
+    with pytest.raises(GeosegError, match=r"encoder\.lr_mult=-1 must be a number >= 0"):
+        build_optimizer(adamw_cfg(), model, encoder_lr_mult=-1)
+
+
+def test_a_frozen_start_keeps_the_encoder_fixed_then_trains_it():
+    from geoseg.engine.schedule import build_scheduler
+
+    torch.manual_seed(0)
+    model = tiny_model()
+    optimizer = build_optimizer(adamw_cfg(), model, split_encoder=True)
+    scheduler = build_scheduler(optimizer, 10, "constant", encoder_frozen_steps=2)
+    encoder_before = model.net.encoder.conv1.weight.detach().clone()
+    decoder_before = model.net.segmentation_head[0].weight.detach().clone()
+    x, y = torch.randn(2, 4, 64, 64), torch.randint(0, 3, (2, 64, 64))
+    for step in range(3):
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        encoder_fixed = torch.equal(model.net.encoder.conv1.weight, encoder_before)
+        assert encoder_fixed == (step < 2), step  # LR 0 (and no weight decay) for 2 steps, then trained
+        assert not torch.equal(model.net.segmentation_head[0].weight, decoder_before)
+    state = scheduler.state_dict()  # a resumed run continues the same frozen-then-trained curve
+    assert state["lr_lambdas"][-1]["frozen_steps"] == 2

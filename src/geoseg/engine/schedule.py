@@ -51,6 +51,17 @@ class WarmupSchedule:
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape
 
 
+class FrozenStartSchedule(WarmupSchedule):
+    """:class:`WarmupSchedule` held at 0 for the first ``frozen_steps`` steps (a frozen encoder)."""
+
+    def __init__(self, total_steps: int, frozen_steps: int, **kwargs: float | int | str) -> None:
+        super().__init__(total_steps, **kwargs)
+        self.frozen_steps = int(frozen_steps)
+
+    def __call__(self, step: int) -> float:
+        return 0.0 if step < self.frozen_steps else super().__call__(step)
+
+
 def check_schedule_options(
     warmup_fraction: float, warmup_steps: int | None, min_lr_ratio: float, power: float
 ) -> None:
@@ -77,8 +88,21 @@ def build_scheduler(
     warmup_steps: int | None = None,
     min_lr_ratio: float = 0.0,
     power: float = 0.9,
+    encoder_frozen_steps: int = 0,
 ) -> LambdaLR:
-    """``configs/sched``: warmup for ``warmup_steps`` (or ``warmup_fraction`` of the run), then ``kind``."""
+    """``configs/sched``: warmup for ``warmup_steps`` (or ``warmup_fraction`` of the run), then ``kind``.
+
+    With ``encoder_frozen_steps`` the parameter groups marked ``"encoder"`` keep LR 0 for those steps,
+    then follow the same curve.
+    """
     check_schedule_options(warmup_fraction, warmup_steps, min_lr_ratio, power)
     warmup = int(warmup_steps) if warmup_steps is not None else round(warmup_fraction * total_steps)
-    return LambdaLR(optimizer, WarmupSchedule(total_steps, kind, warmup, min_lr_ratio, power))
+    shape = {"kind": kind, "warmup_steps": warmup, "min_lr_ratio": min_lr_ratio, "power": power}
+    if not encoder_frozen_steps:
+        return LambdaLR(optimizer, WarmupSchedule(total_steps, **shape))
+    curves = [
+        FrozenStartSchedule(total_steps, encoder_frozen_steps, **shape)
+        if group.get("encoder") else WarmupSchedule(total_steps, **shape)
+        for group in optimizer.param_groups
+    ]  # fmt: skip
+    return LambdaLR(optimizer, curves)
