@@ -17,6 +17,9 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+# tests never reach the internet: Hugging Face lookups (encoder.weights=imagenet) read the cache only
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 UTM = CRS.from_epsg(32633)
 

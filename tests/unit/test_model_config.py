@@ -46,7 +46,7 @@ def test_each_model_and_encoder_config_builds_with_its_default_decoder(overrides
     assert first.in_channels == 5
 
 
-def test_model_info_reports_the_conversion_and_refuses_downloads(
+def test_model_info_reports_the_conversion_and_names_unknown_weights(
     tmp_path, capsys, monkeypatch, release_hydra_logging
 ):
     monkeypatch.chdir(tmp_path)  # in-process; the demo data and the run folder go here
@@ -56,8 +56,9 @@ def test_model_info_reports_the_conversion_and_refuses_downloads(
     out = capsys.readouterr().out
     assert "BatchNorm2d×20 + GroupNorm×7 -> GroupNorm×27" in out
     assert "6 bands" in out and "(2, 4, 64, 64) logits" in out
-    assert run_error(capsys, "model-info", "encoder.weights=imagenet").startswith(
-        "geoseg: error: encoder.weights=imagenet would download"
+    assert run_error(capsys, "model-info", "encoder.weights=imagenett") == (
+        "geoseg: error: encoder.weights=imagenett: smp has no such weights for resnet18 (it has: imagenet, "
+        "ssl, swsl); or give a local file, a URL, or torchgeo:<Weights enum>"
     )
     assert run_error(
         capsys, "model-info", "norm=groupnorm", "norm.group_policy=strict", "norm.num_groups=24"

@@ -69,7 +69,10 @@ def run(cfg: DictConfig) -> SegmentationModel:
     scenes = load_scenes(data, "train")
     series = series_read(data, scenes, training=True)
     dates = None if series is None else series.dates
-    model = model_from_config(cfg, len(scenes[0].bands), len(data["classes"]), stats=None, dates=dates)
+    model = model_from_config(
+        cfg, len(scenes[0].bands), len(data["classes"]), stats=None, dates=dates,
+        band_names=scenes[0].selected_band_names,
+    )  # fmt: skip
     chip = int(data["chip_size"])
     check_batch_for_batchnorm(model, batch, model.meta["norm"], "batch_size")
     x = torch.zeros(batch, model.in_channels, chip, chip)

@@ -95,6 +95,11 @@ class Scene:
         return tuple(flat[k - 1] for k in self.bands)
 
     @property
+    def selected_band_names(self) -> list[str | None]:
+        """The name of each selected band (its description, or a file's name), None where unnamed."""
+        return [self.band_names[b - 1] if b <= len(self.band_names) else None for b in self.bands]
+
+    @property
     def is_series(self) -> bool:
         return bool(self.dates)
 

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from geoseg.config import as_dict, whole
+from geoseg.config import as_dict, is_real, whole
 from geoseg.data.build import (
     SplitData,
     build_augment,
@@ -147,6 +147,23 @@ def check_checkpoint_space(run_dir: str, model: nn.Module, optimizer: torch.opti
     )  # fmt: skip
 
 
+def encoder_training(cfg: DictConfig, max_epochs: int) -> tuple[float, int]:
+    """``encoder.lr_mult`` and ``encoder.freeze_epochs``, checked."""
+    enc = as_dict(cfg.encoder)
+    lr_mult = enc.get("lr_mult", 1.0)
+    if not is_real(lr_mult) or lr_mult < 0:
+        raise GeosegError(f"encoder.lr_mult={lr_mult!r} must be a number >= 0 (1 = the optimizer's LR)")
+    frozen = whole({"freeze_epochs": 0, **enc}, "freeze_epochs", 0, "encoder.", example=1)
+    if frozen >= max_epochs:
+        raise GeosegError(
+            f"encoder.freeze_epochs={frozen} leaves no epoch of the {max_epochs} to train the encoder; "
+            "use fewer (e.g. 1) or raise trainer.max_epochs"
+        )
+    if frozen and enc.get("weights") in (None, "", "none", "null"):
+        log.warning("encoder.freeze_epochs=%d without encoder.weights freezes a random encoder", frozen)
+    return float(lr_mult), frozen
+
+
 def build_run(cfg: DictConfig, run_dir: str) -> Run:
     """Join the process group, then build data, model, optimizer, LR schedule, scaler and loss."""
     options = TrainerOptions.from_config(as_dict(cfg.trainer))
@@ -169,21 +186,24 @@ def build_run(cfg: DictConfig, run_dir: str) -> Run:
     classes = [str(c["name"]) for c in cfg.data.classes]
     series = train.dataset.series
     dates = None if series is None else series.dates
-    model = model_from_config(cfg, len(stats.bands), len(classes), stats, dates=dates).to(info.device)
+    names = train.scenes[0].selected_band_names
+    model = model_from_config(cfg, len(stats.bands), len(classes), stats, dates, names).to(info.device)
     check_batch_for_batchnorm(model, int(cfg.data.batch_size), model.meta["norm"])
     channels_last = channels_last_for(options.channels_last, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     total_steps, max_epochs = step_counts(options, cfg.data, len(train.loader))
     effective_batch = int(cfg.data.batch_size) * info.world_size * options.grad_accum_steps
-    optimizer = build_optimizer(cfg.optim, model, effective_batch)
+    lr_mult, frozen_epochs = encoder_training(cfg, max_epochs)
+    optimizer = build_optimizer(cfg.optim, model, effective_batch, lr_mult, split_encoder=frozen_epochs > 0)
+    frozen = {"encoder_frozen_steps": frozen_epochs * (total_steps // max_epochs)} if frozen_epochs else {}
     if info.is_main:
         check_checkpoint_space(run_dir, model, optimizer)
         save_stats(stats, os.path.join(run_dir, "stats.json"))
         record_stac_items(as_dict(cfg.data), run_dir)
     return Run(
         cfg, run_dir, info, options, amp, stats, classes, train, val, model, optimizer,
-        scheduler=instantiate(cfg.sched)(optimizer, total_steps),
+        scheduler=instantiate(cfg.sched)(optimizer, total_steps, **frozen),
         scaler=torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16),
         loss_fn=instantiate(cfg.loss).to(info.device),
         total_steps=total_steps, max_epochs=max_epochs, channels_last=channels_last,

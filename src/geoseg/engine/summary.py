@@ -32,6 +32,19 @@ def sampling(run: Run) -> dict[str, Any]:
     return out
 
 
+PRETRAINED_KEYS = (
+    "weights", "weights_source", "weights_file", "weights_sha256", "weights_bands", "first_conv",
+    "band_mapping", "input_scaling",
+)  # fmt: skip
+
+
+def pretrained_record(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The weights the run started from (name, file, SHA-256, band mapping), or None from scratch."""
+    if not meta.get("weights"):
+        return None
+    return {k: meta.get(k) for k in PRETRAINED_KEYS}
+
+
 def write_summary(run: Run, wall_seconds: float, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The run's summary (rank 0 writes ``summary.json``); ``extra`` (the diagnostics) joins the top level."""
     state, info, val = run.state, run.info, run.state.last_val
@@ -48,7 +61,7 @@ def write_summary(run: Run, wall_seconds: float, extra: Mapping[str, Any] | None
         "effective_batch_size": run.batch_size * world * run.accum,
         "norm": run.model.meta["norm"], "norm_summary": run.model.meta["norm_summary"],
         "seed": int(run.cfg.seed), "peak_lr": run.optimizer.defaults.get("lr"), "sampling": sampling(run),
-        **(extra or {}),
+        "pretrained": pretrained_record(run.model.meta), **(extra or {}),
     })  # fmt: skip
     if info.is_main:
         path = os.path.join(run.run_dir, "summary.json")

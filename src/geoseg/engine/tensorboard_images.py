@@ -36,8 +36,7 @@ def example_batch(run: Run, count: int) -> dict[str, torch.Tensor] | None:
 
 def channel_names(run: Run) -> list[str | None]:
     """The name of each model input channel (the selected bands of the first val scene)."""
-    scene = run.val.scenes[0]
-    return [scene.band_names[b - 1] if b <= len(scene.band_names) else None for b in scene.bands]
+    return run.val.scenes[0].selected_band_names
 
 
 @torch.no_grad()

@@ -22,16 +22,16 @@ from geoseg.config import as_dict, whole
 from geoseg.errors import GeosegError
 from geoseg.models.band_normalize import BandNormalize, BandStatistics
 from geoseg.models.convert import NormSummary, convert_norm
+from geoseg.models.input_scaling import check_input_scaling, choose_scaling
 from geoseg.models.norms import NormFactory, factory_target, resolve_norm
+from geoseg.models.pretrained import resolve_weights
 from geoseg.models.temporal import SeriesNormalize, TemporalNet, TemporalOptions, series_channels
 from geoseg.models.weight_standardization import standardize_convs
 from geoseg.models.weights import (
     FIRST_CONV_STRATEGIES,
-    check_weights_option,
-    is_geoseg_checkpoint,
     load_checkpoint_weights,
     load_encoder_weights,
-    read_weights,
+    tensors_of,
 )
 
 log = logging.getLogger(__name__)
@@ -121,14 +121,19 @@ def create_net(
         raise GeosegError(f"model.arch={arch} with encoder.name={encoder}{options}: {err}{hint}") from None
 
 
-def band_normalize(stats: BandStatistics | None, in_channels: int) -> nn.Module:
-    """The model's first layer: per-band standardisation, or identity for inputs already normalised."""
+def band_normalize(
+    stats: BandStatistics | None, in_channels: int, scaling: tuple[list, list, str] | None = None
+) -> nn.Module:
+    """The model's first layer: per-band standardisation (by the data statistics, or ``scaling``'s
+    mean and std), or identity for inputs already normalised."""
     if stats is None:
         return nn.Identity()
     if len(stats.bands) != in_channels:
         raise GeosegError(
             f"the band statistics cover {len(stats.bands)} bands but the model has {in_channels}"
         )
+    if scaling is not None:
+        return BandNormalize(scaling[0], scaling[1])
     return BandNormalize(stats.mean, stats.std)
 
 
@@ -179,12 +184,20 @@ def build_model(
     encoder_depth: int = 5,
     decoder: Mapping[str, Any] | None = None,
     weights: str | None = None,
-    first_conv: str = "repeat",
+    first_conv: str = "auto",
     rgb_channels: Sequence[int] | None = None,
     stats: BandStatistics | None = None,
     series: Mapping[str, Any] | None = None,
+    band_names: Sequence[str | None] | None = None,
+    input_scaling: str = "auto",
+    weights_bands: Sequence[str] | None = None,
 ) -> SegmentationModel:
-    """Build ``arch`` on ``encoder`` for ``in_channels`` bands, load local weights, then convert its norms.
+    """Build ``arch`` on ``encoder`` for ``in_channels`` bands, load pretrained weights, convert its norms.
+
+    ``weights`` is anything :func:`~geoseg.models.pretrained.resolve_weights` takes (a hub name, a
+    ``torchgeo:`` name, a URL, a file, a geoseg checkpoint). ``band_names`` (the data's, one per band)
+    map the first convolution by name (``first_conv=auto``) and choose the ``input_scaling``;
+    ``weights_bands`` names the bands of a weights file that does not say (a state dict).
 
     ``series`` (``{"dates": T, "fusion": "early" | "attention", "heads": ..., "key_dim": ...}``, see
     :class:`~geoseg.models.temporal.TemporalOptions`) builds a model for a series of T dates of
@@ -199,23 +212,34 @@ def build_model(
         raise GeosegError(
             f"encoder.first_conv={first_conv!r} is not one of {', '.join(FIRST_CONV_STRATEGIES)}"
         )
-    path = check_weights_option(weights)
+    check_input_scaling(input_scaling)
+    names = list(band_names) if band_names is not None and len(band_names) == in_channels else None
     opts = TemporalOptions.from_mapping(series) if series is not None else None
     total = series_channels(opts.dates, in_channels) if opts else in_channels
     attention = opts is not None and opts.fusion == "attention"
     net = create_net(
         arch, encoder, in_channels if attention else total, classes, encoder_depth, decoder or {}
     )
-    stored = read_weights(path) if path is not None else None
-    loaded = {"weights": None, "first_conv": "none"}
-    if path is not None and not is_geoseg_checkpoint(stored):
+    pretrained = resolve_weights(weights, encoder)
+    if pretrained is not None and weights_bands:
+        pretrained.bands = [str(b) for b in weights_bands]
+    loaded: dict[str, Any] = {"weights": None, "first_conv": "none"}
+    if pretrained is not None and not pretrained.is_checkpoint:
         rgb = list(rgb_channels) if rgb_channels is not None else None
-        loaded = load_encoder_weights(net.encoder, path, first_conv, rgb, stored)
+        encoder_names = names if opts is None or attention else None  # early fusion: dates x bands
+        loaded = load_encoder_weights(
+            net.encoder, pretrained.name, tensors_of(pretrained.stored, pretrained.file), first_conv, rgb,
+            pretrained.bands, encoder_names, in_channels if attention else total,
+        )  # fmt: skip
+        loaded.update(pretrained.record())
     if attention:
         net = TemporalNet(net, in_channels, opts.dates, opts.heads, opts.key_dim)
     norm = resolve_norm(norm)
     summary = convert_norm(net, norm)
-    warn_about_norm(summary, arch, pretrained=loaded["weights"] is not None, weights=path is not None)
+    warn_about_norm(
+        summary, arch, pretrained=pretrained is not None and not pretrained.is_checkpoint,
+        weights=pretrained is not None,
+    )  # fmt: skip
     standardized = 0
     if getattr(factory_target(norm), "weight_standardization", False):
         side = 2 * int(getattr(net.encoder, "output_stride", 32))
@@ -223,18 +247,25 @@ def build_model(
     meta = {
         "arch": arch, "encoder": encoder, "encoder_depth": encoder_depth, "decoder": dict(decoder or {}),
         "in_channels": total, "classes": classes, "bands": list(stats.bands) if stats else None,
-        "norm": summary.norm, "norm_summary": summary.as_dict(), **loaded,
+        "band_names": names, "norm": summary.norm, "norm_summary": summary.as_dict(), **loaded,
     }  # fmt: skip
     if standardized:
         meta["norm_summary"]["weight_standardized_convs"] = standardized
     if opts is not None:
         meta.update(bands_per_date=in_channels, series=opts.as_dict())
         normalize = series_normalize(stats, in_channels, opts.dates)
+        meta["input_scaling"] = "data"
     else:
-        normalize = band_normalize(stats, in_channels)
+        scaling = choose_scaling(input_scaling, pretrained, stats, names)
+        meta["input_scaling"] = "data" if scaling is None else "weights"
+        if pretrained is not None:
+            log.info("input scaling: %s", "the data statistics" if scaling is None else scaling[2])
+        normalize = band_normalize(stats, in_channels, scaling)
     model = SegmentationModel(net, normalize, meta)
-    if path is not None and is_geoseg_checkpoint(stored):
-        model.meta.update(load_checkpoint_weights(model, stored, path))
+    if pretrained is not None and pretrained.is_checkpoint:
+        model.meta.update(pretrained.record())
+        loaded = load_checkpoint_weights(model, pretrained.stored, pretrained.name, first_conv, names)
+        model.meta.update(loaded)
     return model
 
 
@@ -244,6 +275,7 @@ def model_from_config(
     classes: int,
     stats: BandStatistics | None,
     dates: int | None = None,
+    band_names: Sequence[str | None] | None = None,
 ) -> SegmentationModel:
     """Build the model of a composed config (its ``model``, ``encoder`` and ``norm`` groups).
 
@@ -256,8 +288,9 @@ def model_from_config(
     model = build_model(
         str(model_cfg["arch"]), str(enc["name"]), in_channels, classes, instantiate(cfg["norm"]),
         encoder_depth=depth, decoder=decoder, weights=enc.get("weights"),
-        first_conv=str(enc.get("first_conv", "repeat")), rgb_channels=enc.get("rgb_channels"), stats=stats,
-        series=series_config(cfg, dates),
+        first_conv=str(enc.get("first_conv", "auto")), rgb_channels=enc.get("rgb_channels"), stats=stats,
+        series=series_config(cfg, dates), band_names=band_names,
+        input_scaling=str(enc.get("input_scaling", "auto")), weights_bands=enc.get("weights_bands"),
     )  # fmt: skip
     check_chip_size((cfg.get("data") or {}).get("chip_size"), model)
     return model

@@ -1,16 +1,24 @@
-"""Pretrained encoder weights from a local file, adapted to any number of input bands.
+"""Pretrained encoder tensors loaded into an encoder, the first convolution adapted to the model's bands.
 
-A file may hold a torchvision, timm or smp encoder state dict (``.pth``/``.pt``/``.bin`` or
-``.safetensors``), a whole smp model, or a Lightning-style ``{"state_dict": ...}``; key prefixes are
-matched automatically. Nothing is ever downloaded: a hub name such as ``imagenet`` is refused.
+The tensors (see :mod:`geoseg.models.pretrained` for where they come from) may be a torchvision,
+timm, TorchGeo or smp encoder state dict, a whole smp model, or a Lightning-style
+``{"state_dict": ...}``; key prefixes are matched automatically.
 
-When the file's first convolution has 3 input channels and the model has N bands, ``first_conv``
-says how its weight ``w`` (out, 3, k, k) becomes (out, N, k, k):
+The first convolution's weight ``w`` (out, P, k, k), trained on P bands, becomes (out, N, k, k) for the
+model's N bands by ``first_conv``:
+
+- ``names`` (what ``auto`` picks when the weights and the data both name their bands and at least one
+  name matches, see :mod:`geoseg.models.band_names`): a band found among the pretrained bands gets its
+  filter unchanged, in the data's order; any other band gets the mean of the P pretrained filters
+  times P/N (so a model none of whose bands match answers a uniform input as the pretrained conv
+  does); pretrained bands the data lacks are dropped, and the mapping is logged in one line;
 
 - ``repeat`` (smp's rule): band i gets ``w[:, i % 3] * 3 / N``; a single band gets ``w.sum(1)``;
 - ``mean``: every band gets ``w.mean(1) * 3 / N`` (a uniform input gives the same response);
 - ``rgb_then_random``: the bands listed in ``rgb_channels`` (default 0, 1, 2) get the R, G and B
   filters unchanged; the other bands keep the model's own random initialisation.
+
+``auto`` uses ``repeat`` when names cannot be matched.
 """
 
 from __future__ import annotations
@@ -24,10 +32,11 @@ import torch
 from torch import nn
 
 from geoseg.errors import GeosegError, first_line, unpickling_detail
+from geoseg.models.band_names import match_bands
 
 log = logging.getLogger(__name__)
 
-FIRST_CONV_STRATEGIES = ("repeat", "mean", "rgb_then_random")
+FIRST_CONV_STRATEGIES = ("auto", "names", "repeat", "mean", "rgb_then_random")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 SKIPPED_KEYS = ("num_batches_tracked",)
 HEAD_PREFIXES = (  # classifier heads of ImageNet models, which no segmentation encoder keeps
@@ -40,22 +49,6 @@ HEAD_PREFIXES = (  # classifier heads of ImageNet models, which no segmentation 
     "bn2.",
     "global_pool.",
 )
-
-
-def check_weights_option(weights: str | None) -> Path | None:
-    """The local weights file, or a one-line error for a hub name or a missing file."""
-    if weights is None or str(weights).lower() in ("", "none", "null"):
-        return None
-    path = Path(str(weights)).expanduser()
-    if path.is_file():
-        return path
-    if "/" not in str(weights) and not str(weights).endswith(WEIGHT_SUFFIXES):
-        raise GeosegError(
-            f"encoder.weights={weights} would download weights, and geoseg loads them only from a local "
-            "file: download them once and set encoder.weights=/path/to/weights.pth (a torchvision, timm "
-            "or smp state dict) or encoder.weights=null to train from scratch"
-        )
-    raise GeosegError(f"encoder.weights: no such file {path}; give the path of a local weights file")
 
 
 def read_weights(path: Path) -> dict:
@@ -179,7 +172,7 @@ def adapt_first_conv(
 
 
 def split_first_conv(
-    matched: dict[str, torch.Tensor], target: dict[str, torch.Tensor], path: Path
+    matched: dict[str, torch.Tensor], target: dict[str, torch.Tensor], path: object
 ) -> str | None:
     """The one key whose input-channel count differs (the first conv); any other mismatch is an error."""
     odd = [k for k, v in matched.items() if v.shape != target[k].shape]
@@ -199,58 +192,109 @@ def split_first_conv(
     return first[0] if first else None
 
 
+def first_conv_key(target: dict[str, torch.Tensor], in_channels: int) -> str | None:
+    """The first 4-D weight that takes ``in_channels`` inputs: the stem convolution."""
+    return next((k for k, v in target.items() if v.ndim == 4 and v.shape[1] == in_channels), None)
+
+
+def map_first_conv_by_name(
+    weight: torch.Tensor, pretrained: list[str], user: list[str | None]
+) -> tuple[torch.Tensor, str]:
+    """The first conv for the ``user`` bands from one trained on ``pretrained`` bands, and the mapping."""
+    if weight.shape[1] != len(pretrained):
+        raise GeosegError(
+            f"the weights name {len(pretrained)} bands but their first conv takes {weight.shape[1]} inputs"
+        )
+    index = match_bands(pretrained, user)
+    fill = weight.mean(1) * (weight.shape[1] / len(user))
+    out = torch.stack([weight[:, i] if i is not None else fill for i in index], dim=1)
+    shown = [
+        f"{u}<-{pretrained[i]}" if i is not None else f"{u}<-mean" for u, i in zip(user, index, strict=True)
+    ]
+    dropped = [b for i, b in enumerate(pretrained) if i not in index]
+    words = ", ".join(shown) + (f"; pretrained bands not used: {', '.join(dropped)}" if dropped else "")
+    return out, words
+
+
+def pick_strategy(strategy: str, pretrained: list[str] | None, user: list[str | None] | None) -> str:
+    """``auto`` -> ``names`` when some band names match, else ``repeat``; ``names`` needs names."""
+    matched = bool(pretrained and user and any(i is not None for i in match_bands(pretrained, user)))
+    if strategy == "names" and not matched:
+        why = "the weights list no bands" if not pretrained else "no band name of the data matches theirs"
+        raise GeosegError(
+            f"encoder.first_conv=names: {why} ({', '.join(map(str, pretrained or [])) or '-'} vs "
+            f"{', '.join(map(str, user or [])) or 'unnamed bands'}); name the bands (data.bands or band "
+            "descriptions) or use encoder.first_conv=repeat"
+        )
+    if strategy == "auto":
+        return "names" if matched else "repeat"
+    return strategy
+
+
 def load_encoder_weights(
     encoder: nn.Module,
-    path: Path,
-    strategy: str = "repeat",
+    label: str,
+    source: dict[str, torch.Tensor],
+    strategy: str = "auto",
     rgb_channels: list[int] | None = None,
-    stored: object = None,
+    pretrained_bands: list[str] | None = None,
+    user_bands: list[str | None] | None = None,
+    in_channels: int | None = None,
 ) -> dict:
-    """Load a local state dict into ``encoder``, adapting the first conv; returns what was done.
+    """Load ``source`` tensors into ``encoder``, adapting the first conv; returns what was done.
 
-    ``stored`` is the file's already-loaded content, when the caller has read it.
+    ``label`` names the weights in errors; ``in_channels`` is the model's input count (to find the
+    first conv when its shape already fits, where band names may still reorder it).
     """
     if strategy not in FIRST_CONV_STRATEGIES:
         raise GeosegError(f"encoder.first_conv={strategy!r} is not one of {', '.join(FIRST_CONV_STRATEGIES)}")
     target = encoder.state_dict()
     wanted = {k: v for k, v in target.items() if not k.endswith(SKIPPED_KEYS)}
-    source = tensors_of(read_weights(path) if stored is None else stored, path)
     matched, unused = match_keys(source, wanted)
     missing = [k for k in wanted if k not in matched]
     if missing:
         raise GeosegError(
-            f"encoder.weights={path} matches {len(matched)} of the encoder's {len(wanted)} tensors "
+            f"encoder.weights={label} matches {len(matched)} of the encoder's {len(wanted)} tensors "
             f"(missing e.g. {', '.join(missing[:3])}); is it a state dict of this encoder?"
         )
-    first = split_first_conv(matched, target, path)  # other shapes: another encoder, said first
+    first = split_first_conv(matched, target, label)  # other shapes: another encoder, said first
     if unused:
         raise GeosegError(
-            f"encoder.weights={path} has {len(unused)} tensors this encoder does not (e.g. "
+            f"encoder.weights={label} has {len(unused)} tensors this encoder does not (e.g. "
             f"{', '.join(unused[:3])}); it is probably a bigger model of the same family: use the weights "
             "of this encoder (encoder=...) or the encoder those weights belong to."
         )
-    used = "none"
-    if first is not None:
+    used, mapping = "none", None
+    strategy = pick_strategy(strategy, pretrained_bands, user_bands)
+    if strategy == "names":
+        first = first or first_conv_key(target, in_channels or len(user_bands or []))
+        pretrained, user = list(pretrained_bands or []), list(user_bands or [])
+        matched[first], mapping = map_first_conv_by_name(matched[first], pretrained, user)
+        used = "names"
+        log.info("first conv by band name: %s", mapping)
+    elif first is not None:
         matched[first] = adapt_first_conv(matched[first], target[first], strategy, rgb_channels)
         used = strategy
     encoder.load_state_dict(matched, strict=False)
-    log.info("loaded %d encoder tensors from %s (first conv: %s)", len(matched), path, used)
+    log.info("loaded %d encoder tensors from %s (first conv: %s)", len(matched), label, used)
     rgb = (rgb_channels or [0, 1, 2]) if used == "rgb_then_random" else None
-    return {"weights": str(path), "first_conv": used, "first_conv_key": first, "rgb_channels": rgb}
+    return {"first_conv": used, "first_conv_key": first, "rgb_channels": rgb, "band_mapping": mapping}
 
 
-def load_checkpoint_weights(model: nn.Module, checkpoint: dict, path: Path) -> dict:
+def load_checkpoint_weights(
+    model: nn.Module,
+    checkpoint: dict,
+    label: str,
+    strategy: str = "auto",
+    user_bands: list[str | None] | None = None,
+) -> dict:
     """Start ``model`` from a geoseg checkpoint's weights (all but the band normalisation).
 
-    Tensors whose name and shape match are loaded; the rest (a head for another class count, norm
-    layers of another type) keep their fresh initialisation and are reported.
+    Tensors whose name and shape match are loaded; the stem convolution of a model trained on other
+    bands is mapped by band name (``first_conv`` auto/names); the rest (a head for another class
+    count, norm layers of another type) keep their fresh initialisation and are reported.
     """
     meta = checkpoint["meta"]
-    if int(meta.get("in_channels", -1)) != int(model.meta["in_channels"]):
-        raise GeosegError(
-            f"encoder.weights={path} was trained on {meta.get('in_channels')} bands but this model has "
-            f"{model.meta['in_channels']}; select the same bands (data.bands) to start from it"
-        )
     own = model.state_dict()
     state = checkpoint["model"]
     loaded = {
@@ -258,16 +302,35 @@ def load_checkpoint_weights(model: nn.Module, checkpoint: dict, path: Path) -> d
         for k, v in state.items()
         if k in own and own[k].shape == v.shape and not k.startswith("normalize.")
     }
+    theirs, ours = int(meta.get("in_channels", -1)), int(model.meta["in_channels"])
+    pretrained_bands = meta.get("band_names")
+    used, mapping, first = "none", None, None
+    names_possible = not meta.get("series") and not model.meta.get("series")
+    chosen = pick_strategy(strategy, pretrained_bands, user_bands) if names_possible else strategy
+    if chosen == "names":
+        first = first_conv_key({k: v for k, v in state.items() if not k.startswith("normalize.")}, theirs)
+        pretrained, user = list(pretrained_bands or []), list(user_bands or [])
+        loaded[first], mapping = map_first_conv_by_name(state[first], pretrained, user)
+        used = "names"
+        log.info("first conv by band name: %s", mapping)
+    elif theirs != ours:
+        raise GeosegError(
+            f"encoder.weights={label} was trained on {theirs} input channels but this model has {ours}, "
+            "and their bands cannot be matched by name; select the same bands (data.bands) to start from it"
+        )
     model.load_state_dict(loaded, strict=False)
-    log.info("loaded %d tensors from the geoseg checkpoint %s (its band statistics are not used)",
-             len(loaded), path)  # fmt: skip
+    log.info("loaded %d tensors from the geoseg checkpoint %s",
+             len(loaded), label)  # fmt: skip
     fresh = [
         k for k in own if k not in loaded and not k.startswith("normalize.") and not k.endswith(SKIPPED_KEYS)
     ]
     if meta.get("norm") != model.meta.get("norm"):
         log.warning(
-            "%s was trained with %s, this model uses %s", path, meta.get("norm"), model.meta.get("norm")
+            "%s was trained with %s, this model uses %s", label, meta.get("norm"), model.meta.get("norm")
         )
     if fresh:
-        log.warning("%d tensors not in %s start fresh, e.g. %s", len(fresh), path, ", ".join(fresh[:3]))
-    return {"weights": str(path), "first_conv": "none", "loaded": len(loaded), "fresh": len(fresh)}
+        log.warning("%d tensors not in %s start fresh, e.g. %s", len(fresh), label, ", ".join(fresh[:3]))
+    return {
+        "first_conv": used, "first_conv_key": first, "band_mapping": mapping, "loaded": len(loaded),
+        "fresh": len(fresh),
+    }  # fmt: skip
