@@ -1,0 +1,93 @@
+"""Transfer from a geoseg run on one Sentinel-2 dataset to another (docs/pretrained.md).
+
+1. Pretrains U-Net/ResNet-18 (BatchNorm) on Sen1Floods11's 13 Sentinel-2 bands (water vs dry).
+2. Trains the eo-learn Slovenia land-cover patch (13 Sentinel-2 bands, float reflectance where
+   Sen1Floods11 has int16 x 10000) from scratch and from that run's best.pt (``encoder.weights=``):
+   all 13 bands, and the band subset [B04, B03, B02, B08] mapped by name; on 100% of the training
+   chips (5 dates, the train region) and on 10% (one date, half of the train region); 3 seeds each.
+3. On the pretrained encoder, BatchNorm vs FrozenBatchNorm vs GroupNorm at batch 2 and 8.
+
+Prints markdown tables of val mIoU (mean ± std over seeds). Run from the repo root:
+
+    python scripts/transfer_pretrained.py --output outputs/transfer.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+COMMON = [
+    "trainer.tensorboard=false", "trainer.latest_link=null", "trainer.progress=false",
+]  # fmt: skip
+TARGET = ["data=eolearn_slovenia", "data.chips_per_epoch=512", "trainer.max_epochs=4"]
+TEN_PERCENT = ["data.splits.train.images=s2_scene_1.tif", "data.splits.train.region=[0,0,0.667,0.5]"]
+SUBSET = ["data.bands=[B04,B03,B02,B08]"]
+SEEDS = (0, 1, 2)
+
+
+def train(name: str, overrides: list[str], seed: int, root: str, keep: bool = False) -> dict:
+    """One ``geoseg train`` run (skipped when its summary exists); its summary.json."""
+    run_dir = os.path.join(root, name, f"seed{seed}")
+    summary = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(summary):
+        started = time.perf_counter()
+        keeping = [] if keep else ["trainer.keep_checkpoints=none"]
+        cmd = [sys.executable, "-m", "geoseg", "train", *overrides, *COMMON, *keeping, f"seed={seed}",
+               f"hydra.run.dir={run_dir}"]  # fmt: skip
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        print(f"{name} seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    with open(summary, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def row(label: str, runs: list[dict]) -> str:
+    values = [r["best_miou"] for r in runs]
+    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+    shown = ", ".join(f"{v:.3f}" for v in values)
+    return f"| {label} | {statistics.mean(values):.3f}{spread} | {shown} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="outputs/transfer.md")
+    parser.add_argument("--runs", default="outputs/transfer", help="folder of the runs")
+    args = parser.parse_args()
+    source = ["data=sen1floods11", "trainer.max_epochs=6"]
+    train("source_s1f11", source, 0, args.runs, keep=True)
+    weights = [f"encoder.weights={os.path.abspath(os.path.join(args.runs, 'source_s1f11/seed0/best.pt'))}"]
+
+    def runs(name: str, overrides: list[str]) -> list[dict]:
+        return [train(name, [*TARGET, *overrides], s, args.runs) for s in SEEDS]
+
+    table = ["| Slovenia training | val mIoU (mean ± std, 3 seeds) | per seed |", "|---|---:|---:|"]
+    for bands, band_args in (("13 bands", []), ("[B04, B03, B02, B08]", SUBSET)):
+        for share, share_args in (("100%", []), ("10%", TEN_PERCENT)):
+            tag = f"{'sub' if band_args else 'all'}{share.rstrip('%')}"
+            scratch = runs(f"scratch_{tag}", [*band_args, *share_args])
+            tuned = runs(f"pretrained_{tag}", [*band_args, *share_args, *weights])
+            table.append(row(f"{bands}, {share} of the chips, from scratch", scratch))
+            table.append(row(f"{bands}, {share} of the chips, from the Sen1Floods11 run", tuned))
+    norms = ["| norm on the pretrained encoder | batch | val mIoU (mean ± std, 3 seeds) | per seed |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    for norm in ("batchnorm", "frozenbatchnorm", "groupnorm"):
+        for batch in (2, 8):
+            found = runs(f"norm_{norm}_b{batch}", [*weights, f"norm={norm}", f"data.batch_size={batch}"])
+            norms.append(row(f"{norm} | {batch}", found))
+    majority = train("scratch_all100", TARGET, 0, args.runs)["majority_baseline_miou"]
+    text = "\n".join([*table, "", f"Majority-class baseline: val mIoU {majority:.3f}.", "", *norms]) + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    tmp = args.output + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, args.output)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
