@@ -315,11 +315,12 @@ def test_resume_with_another_band_count(
 def test_start_weights_with_another_band_count(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_checkpoint: Path
 ) -> None:
-    """encoder.weights= a 3-band geoseg checkpoint for a 4-band model is refused."""
+    """encoder.weights= a 3-band geoseg checkpoint with unnamed bands, for a 4-band model, is refused."""
     root = make_root(tmp_path / "data", bands=4)
     assert run_error(capsys, *train_args(root, f"encoder.weights={tiny_checkpoint}")) == (
-        f"geoseg: error: encoder.weights={tiny_checkpoint} was trained on 3 bands but this model has 4; "
-        "select the same bands (data.bands) to start from it"
+        f"geoseg: error: encoder.weights={tiny_checkpoint} was trained on 3 input channels but this model "
+        "has 4, and their bands cannot be matched by name; select the same bands (data.bands) to start "
+        "from it"
     )
 
 

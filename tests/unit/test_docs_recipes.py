@@ -6,8 +6,11 @@ folders, as a user's own files, without the demo's manifest). ``<!-- recipe: sta
 real servers on 127.0.0.1 standing in for the network: a STAC API (the recipe's catalog, the only
 substitution made in its text) whose Sentinel-2-like items point at per-band COGs on an HTTP server
 with Range requests, ``labels/<item>.tif`` beside them, and an S3 store (moto) with ``my-bucket``.
-The site itself is built by ``mkdocs build --strict`` in the last test (MkDocs comes with
-``pip install ".[dev]"``).
+``<!-- recipe: pretrained -->`` lays out ``my_scenes/`` and stands in for the hubs with the standard caches
+filled as a download leaves them (random weights of the right shapes: smp's ImageNet resnet18 in the
+Hugging Face cache, TorchGeo's SSL4EO-S12 resnet18 in the torch hub cache) and the network off
+(``HF_HUB_OFFLINE=1``). The site itself is built by ``mkdocs build --strict`` in the last test (MkDocs
+comes with ``pip install ".[dev]"``).
 """
 
 from __future__ import annotations
@@ -80,6 +83,29 @@ def lay_out_s2_series(folder: Path) -> None:
                 folder / split / f"{tile}_{date}_SCL.tif", "w", dtype="uint8", **coarse
             ) as dst:
                 dst.write(scl, 1)
+
+
+def fill_weight_caches(folder: Path) -> dict[str, str]:
+    """smp's resnet18 ImageNet weights in a Hugging Face cache and TorchGeo's SSL4EO-S12 resnet18 in a
+    torch hub cache under ``folder``, laid out as downloads leave them; returns the environment to use."""
+    import segmentation_models_pytorch as smp
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torchgeo_models = pytest.importorskip("torchgeo.models", reason="the recipe uses torchgeo: names")
+    settings = smp.encoders.encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    repo = settings["repo_id"].replace("/", "--")
+    snapshot = folder / "hf" / "hub" / f"models--{repo}" / "snapshots" / settings["revision"]
+    snapshot.mkdir(parents=True)
+    state = {k: v for k, v in timm.create_model("resnet18").state_dict().items() if not k.startswith("fc.")}
+    save_file(state, str(snapshot / "model.safetensors"))
+    (snapshot / "config.json").write_text('{"input_space": "RGB"}')
+    weight = torchgeo_models.get_weight("ResNet18_Weights.SENTINEL2_ALL_MOCO")
+    hub = folder / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save(timm.create_model("resnet18", in_chans=13).state_dict(), hub / os.path.basename(weight.url))
+    return {"HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(folder / "torch")}
 
 
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -162,13 +188,15 @@ def test_the_pages_hold_recipes():
 
 @pytest.mark.parametrize(("where", "setup", "script"), recipes(), ids=[r[0] for r in recipes()])
 def test_a_recipe_runs_as_written(where, setup, script, tmp_path, demo_root):
-    if setup == "my_scenes":
+    if setup in ("my_scenes", "pretrained"):
         lay_out_my_scenes(tmp_path / "my_scenes", demo_root)
     if setup == "s2_series":
         lay_out_s2_series(tmp_path / "s2_series")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "HYDRA_FULL_ERROR": "0"}  # fmt: skip
     with contextlib.ExitStack() as stack:
+        if setup == "pretrained":
+            env.update(fill_weight_caches(tmp_path / "caches"))
         if setup == "stac":
             api, aws = stack.enter_context(stac_servers(tmp_path))
             assert script.count("data=s2_stac ") >= 1, where

@@ -85,7 +85,10 @@ def test_model_info_reports_the_conversion_and_names_unknown_weights(
         ),
         ({"arch": "fpn", "decoder": {"decoder_segmentation_channels": 48}}, r"a multiple of 32"),
         ({"stats_bands": 3}, r"the band statistics cover 3 bands but the model has 4"),
-        ({"first_conv": "foo"}, r"^encoder.first_conv='foo' is not one of repeat, mean, rgb_then_random$"),
+        (
+            {"first_conv": "foo"},
+            r"^encoder.first_conv='foo' is not one of auto, names, repeat, mean, rgb_then_r",
+        ),
     ],
 )
 def test_model_option_mistakes_are_one_line_errors(kwargs, message):

@@ -112,6 +112,7 @@ def smp_hub_weights(name: str, encoder: str) -> PretrainedWeights:
     import segmentation_models_pytorch as smp
 
     settings = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {})
+    name = next((known for known in settings if known.lower() == name.lower()), name)  # ImageNet = imagenet
     if name not in settings:
         known = ", ".join(sorted(settings)) or "none"
         raise GeosegError(

@@ -227,6 +227,9 @@ def pick_strategy(strategy: str, pretrained: list[str] | None, user: list[str | 
             "descriptions) or use encoder.first_conv=repeat"
         )
     if strategy == "auto":
+        if pretrained and not matched:
+            shown = ", ".join(pretrained)
+            log.info("first conv: no band of the data is among the weights' (%s): repeat", shown)
         return "names" if matched else "repeat"
     return strategy
 
