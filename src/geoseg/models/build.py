@@ -153,12 +153,10 @@ def warn_about_norm(summary: NormSummary, arch: str, pretrained: bool, weights: 
     """
     encoder_dropped = [n for n in summary.dropped_running_stats if n.startswith("encoder.")]
     if pretrained and encoder_dropped:
-        warnings.warn(
-            f"encoder.weights: the pretrained BatchNorm running statistics of {len(encoder_dropped)} "
-            f"layers are dropped by norm={summary.norm} (their γ/β are kept)",
-            UserWarning,
-            stacklevel=3,
-        )
+        log.warning(
+            "encoder.weights: the pretrained BatchNorm running statistics of %d layers are dropped by "
+            "norm=%s (their γ/β are kept)", len(encoder_dropped), summary.norm,
+        )  # fmt: skip
     if summary.norm == "Identity" and pretrained:
         log.warning("norm=identity drops the pretrained γ/β of %d layers", summary.replaced)
     if summary.norm == "InstanceNorm2d" and arch.lower().startswith("deeplabv3"):

@@ -328,9 +328,10 @@ def load_checkpoint_weights(
         k for k in own if k not in loaded and not k.startswith("normalize.") and not k.endswith(SKIPPED_KEYS)
     ]
     if meta.get("norm") != model.meta.get("norm"):
-        log.warning(
-            "%s was trained with %s, this model uses %s", label, meta.get("norm"), model.meta.get("norm")
-        )
+        dropped = [k for k in state if k.endswith(".running_mean") and k not in own]
+        fate = f"; the running statistics of its {len(dropped)} BN layers are dropped" if dropped else ""
+        log.warning("%s was trained with %s, this model uses %s (γ/β kept where they fit%s)", label,
+                    meta.get("norm"), model.meta.get("norm"), fate)  # fmt: skip
     if fresh:
         log.warning("%d tensors not in %s start fresh, e.g. %s", len(fresh), label, ", ".join(fresh[:3]))
     return {
