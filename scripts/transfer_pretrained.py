@@ -6,6 +6,8 @@
    all 13 bands, and the band subset [B04, B03, B02, B08] mapped by name; on 100% of the training
    chips (5 dates, the train region) and on 10% (one date, half of the train region); 3 seeds each.
 3. On the pretrained encoder, BatchNorm vs FrozenBatchNorm vs GroupNorm at batch 2 and 8.
+4. At 10% of the chips, the pretrained encoder with ``encoder.lr_mult=0.1`` and with
+   ``encoder.freeze_epochs=1``.
 
 Prints markdown tables of val mIoU (mean ± std over seeds). Run from the repo root:
 
@@ -79,8 +81,15 @@ def main() -> None:
         for batch in (2, 8):
             found = runs(f"norm_{norm}_b{batch}", [*weights, f"norm={norm}", f"data.batch_size={batch}"])
             norms.append(row(f"{norm} | {batch}", found))
+    options = ["| pretrained encoder, 10% of the chips | val mIoU (mean ± std, 3 seeds) | per seed |",
+               "|---|---:|---:|"]  # fmt: skip
+    for label, extra in (("as it is", []), ("encoder.lr_mult=0.1", ["encoder.lr_mult=0.1"]),
+                         ("encoder.freeze_epochs=1", ["encoder.freeze_epochs=1"])):  # fmt: skip
+        name = "pretrained_all10" if not extra else f"options_{extra[0].split('.')[1].replace('=', '')}"
+        options.append(row(label, runs(name, [*TEN_PERCENT, *weights, *extra])))
     majority = train("scratch_all100", TARGET, 0, args.runs)["majority_baseline_miou"]
-    text = "\n".join([*table, "", f"Majority-class baseline: val mIoU {majority:.3f}.", "", *norms]) + "\n"
+    parts = [*table, "", f"Majority-class baseline: val mIoU {majority:.3f}.", "", *norms, "", *options]
+    text = "\n".join(parts) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
