@@ -149,10 +149,13 @@ def timm_hub_weights(name: str, model: str) -> PretrainedWeights:
     if not cfg.hf_hub_id:
         return url_weights(cfg.url, name=name, source="timm hub", bands=bands)
     repo, _, revision = cfg.hf_hub_id.partition("@")
-    try:
+    try:  # timm's repos hold model.safetensors, older ones pytorch_model.bin only
         path = hf_file(name, repo, "model.safetensors", revision or None, quiet=True)
     except GeosegError:
-        path = hf_file(name, repo, "pytorch_model.bin", revision or None)
+        try:
+            path = hf_file(name, repo, "pytorch_model.bin", revision or None, quiet=True)
+        except GeosegError:
+            path = hf_file(name, repo, "model.safetensors", revision or None)  # the error names this one
     return PretrainedWeights(name, "timm hub", path, read_weights(path), bands)
 
 
@@ -174,10 +177,15 @@ def hf_file(name: str, repo: str, filename: str, revision: str | None, quiet: bo
         offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
         raise GeosegError(
             f"encoder.weights={name}: {filename} of the Hugging Face repo {repo} is not in the cache "
-            f"and could not be downloaded{offline} ({type(err).__name__}: {first_line(err)}); run once "
+            f"and could not be downloaded{offline} ({type(err).__name__}: {first_sentence(err)}); run once "
             f"with a network, or fetch it elsewhere (hf download {repo}"
             f"{f' --revision {revision}' if revision else ''}) and put it at {where}"
         ) from None
+
+
+def first_sentence(err: BaseException) -> str:
+    """The first sentence of an exception's first line (huggingface_hub's messages run long)."""
+    return first_line(err).split(". ")[0].rstrip(".")
 
 
 def config_of(name: str, repo: str, revision: str | None) -> dict[str, Any]:
@@ -229,8 +237,7 @@ def torchgeo_weights(text: str, encoder: str) -> PretrainedWeights:
         weight = get_weight(spec)
     except Exception:
         raise GeosegError(
-            f"encoder.weights={text}: TorchGeo has no weights {spec!r}; names look like "
-            "torchgeo:ResNet50_Weights.SENTINEL2_ALL_MOCO (see torchgeo.models.list_models)"
+            f"encoder.weights={text}: TorchGeo has no weights {spec!r}; {torchgeo_hint(spec)}"
         ) from None
     meta = dict(weight.meta)
     model = str(meta.get("model", ""))
@@ -242,6 +249,17 @@ def torchgeo_weights(text: str, encoder: str) -> PretrainedWeights:
     pretrained = url_weights(weight.url, name=text, source="torchgeo", bands=meta.get("bands"))
     pretrained.mean, pretrained.std = torchgeo_scaling(weight.transforms, len(pretrained.bands or [1]))
     return pretrained
+
+
+def torchgeo_hint(spec: str) -> str:
+    """The members of the named enum (``ResNet18_Weights``), or what a name looks like."""
+    import torchgeo.models
+
+    enum = getattr(torchgeo.models, spec.partition(".")[0], None)
+    members = list(getattr(enum, "__members__", {}))
+    if members:
+        return f"{spec.partition('.')[0]} has {', '.join(members)}"
+    return "names look like torchgeo:ResNet50_Weights.SENTINEL2_ALL_MOCO (enum.member of torchgeo.models)"
 
 
 def torchgeo_scaling(transforms: Any, bands: int) -> tuple[list[float] | None, list[float] | None]:
