@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from geoseg.io import atomic_write_text
+
 COMMON = [
     "trainer.tensorboard=false", "trainer.latest_link=null", "trainer.progress=false",
 ]  # fmt: skip
@@ -91,10 +93,7 @@ def main() -> None:
     parts = [*table, "", f"Majority-class baseline: val mIoU {majority:.3f}.", "", *norms, "", *options]
     text = "\n".join(parts) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    tmp = args.output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, args.output)
+    atomic_write_text(args.output, text, "transfer table")
     print(text)
 
 
