@@ -8,6 +8,9 @@
 3. On the pretrained encoder, BatchNorm vs FrozenBatchNorm vs GroupNorm at batch 2 and 8.
 4. At 10% of the chips, the pretrained encoder with ``encoder.lr_mult=0.1`` and with
    ``encoder.freeze_epochs=1``.
+5. The encoder alone (its state dict saved from the run's best.pt, band names given with
+   ``encoder.weights_bands``; a fresh decoder, as with ImageNet or SSL4EO weights): the three norms at
+   batch 2.
 
 Prints markdown tables of val mIoU (mean ± std over seeds). Run from the repo root:
 
@@ -50,6 +53,22 @@ def train(name: str, overrides: list[str], seed: int, root: str, keep: bool = Fa
         return json.load(fh)
 
 
+def save_encoder(checkpoint: str) -> list[str]:
+    """The encoder's tensors of a geoseg checkpoint as a plain state dict beside it; the overrides that
+    load it with the checkpoint's band names."""
+    import torch
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    prefix = "net.encoder."
+    state = {k[len(prefix) :]: v for k, v in saved["model"].items() if k.startswith(prefix)}
+    path = os.path.join(os.path.dirname(checkpoint), "encoder.pth")
+    if not os.path.exists(path):
+        torch.save(state, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    bands = ",".join(saved["meta"]["band_names"])
+    return [f"encoder.weights={os.path.abspath(path)}", f"encoder.weights_bands=[{bands}]"]
+
+
 def row(label: str, runs: list[dict]) -> str:
     values = [r["best_miou"] for r in runs]
     spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
@@ -89,8 +108,15 @@ def main() -> None:
                          ("encoder.freeze_epochs=1", ["encoder.freeze_epochs=1"])):  # fmt: skip
         name = "pretrained_all10" if not extra else f"options_{extra[0].split('.')[1].replace('=', '')}"
         options.append(row(label, runs(name, [*TEN_PERCENT, *weights, *extra])))
+    encoder_only = save_encoder(os.path.join(args.runs, "source_s1f11/seed0/best.pt"))
+    alone = ["| norm, encoder-only weights, batch 2 | val mIoU (mean ± std, 3 seeds) | per seed |",
+             "|---|---:|---:|"]  # fmt: skip
+    for norm in ("batchnorm", "frozenbatchnorm", "groupnorm"):
+        found = runs(f"encoder_{norm}_b2", [*encoder_only, f"norm={norm}", "data.batch_size=2"])
+        alone.append(row(norm, found))
     majority = train("scratch_all100", TARGET, 0, args.runs)["majority_baseline_miou"]
-    parts = [*table, "", f"Majority-class baseline: val mIoU {majority:.3f}.", "", *norms, "", *options]
+    parts = [*table, "", f"Majority-class baseline: val mIoU {majority:.3f}.", "", *norms, "", *options, "",
+             *alone]  # fmt: skip
     text = "\n".join(parts) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     atomic_write_text(args.output, text, "transfer table")

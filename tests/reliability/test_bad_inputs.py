@@ -354,8 +354,9 @@ def test_resume_with_other_decoder_channels(
     [
         ("trainer.max_epoch=3", "unknown option 'trainer.max_epoch'; did you mean 'trainer.max_epochs'? "
          "(every option: geoseg train --help)"),
-        ("norm=groupnrom", "unknown norm 'groupnrom'; did you mean 'groupnorm'? (choose from batchnorm, "
-         "frn, frozenbatchnorm, groupnorm, groupnorm_ws, identity, instancenorm, layernorm, syncbatchnorm)"),
+        ("norm=groupnrom", "unknown norm 'groupnrom'; did you mean 'groupnorm'? (choose from auto, "
+         "batchnorm, frn, frozenbatchnorm, groupnorm, groupnorm_ws, identity, instancenorm, layernorm, "
+         "syncbatchnorm)"),
         ("data.chip_sise=32", "unknown option 'data.chip_sise'; did you mean 'data.chip_size'? "
          "(every option: geoseg train --help)"),
     ],

@@ -56,7 +56,7 @@ def test_demo_data_then_stats_from_another_folder(tmp_path, geoseg):
 
 
 NORMS = (
-    "(choose from batchnorm, frn, frozenbatchnorm, groupnorm, groupnorm_ws, identity, instancenorm, "
+    "(choose from auto, batchnorm, frn, frozenbatchnorm, groupnorm, groupnorm_ws, identity, instancenorm, "
     "layernorm, syncbatchnorm)"
 )
 GRAMMAR = "(see https://hydra.cc/docs/advanced/override_grammar/basic)"

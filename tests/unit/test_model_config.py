@@ -30,7 +30,7 @@ def test_the_issue_config_groups_are_all_shipped():
     assert any(composed(f"encoder={e}").encoder.name.startswith("tu-") for e in ENCODERS)
     assert set(NORMS) == {
         "batchnorm", "syncbatchnorm", "groupnorm", "groupnorm_ws", "frn", "instancenorm", "layernorm",
-        "frozenbatchnorm", "identity",
+        "frozenbatchnorm", "identity", "auto",
     }  # fmt: skip
 
 

@@ -309,3 +309,40 @@ def test_a_run_records_the_weights_it_started_from(tmp_path, demo_root):
     meta = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["meta"]
     assert meta["weights_sha256"] == digest and meta["weights_file"] == str(path)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["pretrained"] == record
+
+
+@pytest.mark.parametrize(
+    ("weights", "batch", "expected"),
+    [(True, 2, "FrozenBatchNorm2d"), (True, 4, "FrozenBatchNorm2d"), (True, 8, "BatchNorm2d"),
+     (False, 2, "BatchNorm2d")],
+)  # fmt: skip
+def test_norm_auto_freezes_batchnorm_for_a_pretrained_encoder_at_a_small_batch(
+    tmp_path, compose_config, weights, batch, expected
+):
+    path = tmp_path / "resnet18.pth"
+    state = resnet18_state()
+    state["bn1.running_mean"].fill_(0.5)
+    torch.save(state, path)
+    overrides = [f"data.batch_size={batch}", "model.decoder_channels=[32,16,16,8,8]"]
+    cfg = compose_config("model_info", *overrides, *([f"encoder.weights={path}"] if weights else []))
+    assert cfg.norm._target_ == "geoseg.models.auto_norm.auto_norm"  # the default
+    from geoseg.models import model_from_config
+
+    model = model_from_config(cfg, in_channels=3, classes=2, stats=None)
+    assert model.meta["norm"] == expected and type(model.net.encoder.bn1).__name__ == expected
+    kept = torch.equal(model.net.encoder.bn1.running_mean, torch.full((64,), 0.5))
+    assert kept == weights  # the pretrained statistics are loaded either way (and then fixed or trained)
+
+
+def test_a_checkpoint_of_norm_auto_rebuilds_the_norm_it_chose(tmp_path, demo_root):
+    from conftest import tiny_train_cfg
+    from geoseg.engine.fit import fit
+    from geoseg.inference.loaded import load_model
+
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet18_state(in_chans=3), path)
+    cfg = tiny_train_cfg(demo_root, f"encoder.weights={path}", "data.batch_size=2", "trainer.max_steps=2")
+    fit(cfg, str(tmp_path / "run"))
+    loaded = load_model(str(tmp_path / "run" / "best.pt"), torch.device("cpu"))
+    assert loaded.model.meta["norm"] == "FrozenBatchNorm2d"
+    assert type(loaded.model.net.encoder.bn1).__name__ == "FrozenBatchNorm2d"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.errors import GeosegError
 from geoseg.inference.loaded_model import LoadedModel
 from geoseg.inference.onnx_model import is_exported, load_exported
+from geoseg.models.auto_norm import choose_norm
 from geoseg.models.build import SegmentationModel, build_model
 
 log = logging.getLogger(__name__)
@@ -42,11 +44,14 @@ def rebuild_model(saved: Mapping[str, Any], path: str) -> SegmentationModel:
         raise GeosegError(f"checkpoint '{path}' has malformed band statistics ({err})") from None
     series = meta.get("series")  # a series model takes T*(C+1) channels and is built for C bands
     bands = int(meta["bands_per_date"] if series else meta["in_channels"])
-    model = build_model(
-        meta["arch"], meta["encoder"], bands, int(meta["classes"]), instantiate(config["norm"]),
-        encoder_depth=int(meta["encoder_depth"]), decoder=meta.get("decoder") or {}, stats=stats,
-        series=series,
-    )  # fmt: skip
+    with warnings.catch_warnings():  # the checkpoint brings the statistics a FrozenBatchNorm holds
+        warnings.filterwarnings("ignore", message="norm=frozenbatchnorm without encoder.weights")
+        model = build_model(
+            meta["arch"], meta["encoder"], bands, int(meta["classes"]),
+            choose_norm(instantiate(config["norm"]), False, None, built=meta.get("norm")),
+            encoder_depth=int(meta["encoder_depth"]), decoder=meta.get("decoder") or {}, stats=stats,
+            series=series,
+        )  # fmt: skip
     mismatch = state_dict_mismatch(model.state_dict(), saved["model"])
     if mismatch:
         raise GeosegError(

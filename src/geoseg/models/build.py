@@ -20,6 +20,7 @@ from torch import nn
 
 from geoseg.config import as_dict, whole
 from geoseg.errors import GeosegError
+from geoseg.models.auto_norm import choose_norm
 from geoseg.models.band_normalize import BandNormalize, BandStatistics
 from geoseg.models.convert import NormSummary, convert_norm
 from geoseg.models.input_scaling import check_input_scaling, choose_scaling
@@ -284,7 +285,7 @@ def model_from_config(
     decoder = {k: v for k, v in model_cfg.items() if k != "arch"}
     depth = whole({"depth": 5, **enc}, "depth", 1, "encoder.", example=5)
     model = build_model(
-        str(model_cfg["arch"]), str(enc["name"]), in_channels, classes, instantiate(cfg["norm"]),
+        str(model_cfg["arch"]), str(enc["name"]), in_channels, classes, config_norm(cfg),
         encoder_depth=depth, decoder=decoder, weights=enc.get("weights"),
         first_conv=str(enc.get("first_conv", "auto")), rgb_channels=enc.get("rgb_channels"), stats=stats,
         series=series_config(cfg, dates), band_names=band_names,
@@ -292,6 +293,13 @@ def model_from_config(
     )  # fmt: skip
     check_chip_size((cfg.get("data") or {}).get("chip_size"), model)
     return model
+
+
+def config_norm(cfg: Mapping[str, Any]) -> NormFactory:
+    """The ``norm`` group's factory, ``norm=auto`` resolved for the encoder's weights and the batch."""
+    weights = (cfg.get("encoder") or {}).get("weights")
+    pretrained = weights is not None and str(weights).strip().lower() not in ("", "none", "null")
+    return choose_norm(instantiate(cfg["norm"]), pretrained, (cfg.get("data") or {}).get("batch_size"))
 
 
 def series_config(cfg: Mapping[str, Any], dates: int | None) -> dict[str, Any] | None:
