@@ -9,8 +9,8 @@
 4. At 10% of the chips, the pretrained encoder with ``encoder.lr_mult=0.1`` and with
    ``encoder.freeze_epochs=1``.
 5. The encoder alone (its state dict saved from the run's best.pt, band names given with
-   ``encoder.weights_bands``; a fresh decoder, as with ImageNet or SSL4EO weights): the three norms at
-   batch 2.
+   ``encoder.weights_bands``; a fresh decoder, as with ImageNet or SSL4EO weights): BatchNorm against
+   FrozenBatchNorm (whose fresh decoder norms are identities) at batch 2.
 
 Prints markdown tables of val mIoU (mean ± std over seeds). Run from the repo root:
 
@@ -111,7 +111,7 @@ def main() -> None:
     encoder_only = save_encoder(os.path.join(args.runs, "source_s1f11/seed0/best.pt"))
     alone = ["| norm, encoder-only weights, batch 2 | val mIoU (mean ± std, 3 seeds) | per seed |",
              "|---|---:|---:|"]  # fmt: skip
-    for norm in ("batchnorm", "frozenbatchnorm", "groupnorm"):
+    for norm in ("batchnorm", "frozenbatchnorm"):
         found = runs(f"encoder_{norm}_b2", [*encoder_only, f"norm={norm}", "data.batch_size=2"])
         alone.append(row(norm, found))
     majority = train("scratch_all100", TARGET, 0, args.runs)["majority_baseline_miou"]
