@@ -23,7 +23,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def test_command_help_lists_its_groups_and_every_option_with_its_yaml_comment(capsys):
     code, out, _ = run_cli(capsys, "train", "--help")
     assert code == 0 and out.startswith("usage: geoseg train")
-    assert re.search(r"^  norm=batchnorm  \(choices: .*groupnorm_ws.*\)$", out, re.M)
+    assert re.search(r"^  norm=auto  \(choices: .*groupnorm_ws.*\)$", out, re.M)
     trainer_yaml = (config_dir() / "trainer" / "default.yaml").read_text()
     comment = re.search(r"^max_epochs: 5 +# (.*)$", trainer_yaml, re.M).group(1)
     assert re.search(rf"^  trainer.max_epochs: 5 +{re.escape(comment[:40])}", out, re.M)

@@ -181,7 +181,7 @@ def test_every_norm_runs_under_bf16_autocast_and_channels_last(norm_name):
 
 def test_an_unknown_norm_preset_lists_the_shipped_ones():
     with pytest.raises(
-        GeosegError, match=r"norm='batchnrom' is not a shipped norm; choose one of batchnorm, "
+        GeosegError, match=r"norm='batchnrom' is not a shipped norm; choose one of auto, batchnorm, "
     ):
         norm_preset("batchnrom")
     assert norm_preset("groupnorm", num_groups=4)(12).num_groups == 4
