@@ -109,7 +109,7 @@ def test_first_conv_by_name_reorders_subsets_supersets_and_fills_unknown_bands()
     assert values[0] == 3.0 and values[2] == 1.0 and values[4] == 2.0  # copied unscaled, reordered
     assert values[1] == values[3] == pytest.approx(2.0 * 3 / 5)  # mean filter x P/N for unmatched bands
     assert "nir<-mean" in words and "not used" not in words
-    with pytest.raises(GeosegError, match="name 3 bands but their first conv takes 13"):
+    with pytest.raises(GeosegError, match="name 3 bands but their first conv takes 13 inputs"):
         map_first_conv_by_name(weight, ["red", "green", "blue"], ["red"])
 
 
@@ -239,6 +239,8 @@ def test_torchgeo_and_timm_format_files_load_with_stated_bands(tmp_path):
                         band_names=["B08", "B04"], weights_bands=S2_ALL)  # fmt: skip
     assert named.meta["first_conv"] == "names" and named.meta["weights_bands"] == S2_ALL
     assert torch.equal(named.net.encoder.conv1.weight, state["conv1.weight"][:, [7, 3]])
+    with pytest.raises(GeosegError, match=r"encoder\.weights_bands='B04' must be a list of band names"):
+        build_model("unet", "resnet18", 2, 2, BN, decoder=TINY, weights=str(path), weights_bands="B04")
     with pytest.raises(GeosegError, match="first_conv=names: the weights list no bands"):
         build_model("unet", "resnet18", 2, 2, BN, decoder=TINY, weights=str(path), first_conv="names",
                     band_names=["B04", "B08"])  # fmt: skip

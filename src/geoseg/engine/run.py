@@ -7,13 +7,14 @@ import logging
 import math
 import os
 import shutil
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from geoseg.config import as_dict, is_real, whole
+from geoseg.config import as_dict, whole
 from geoseg.data.build import (
     SplitData,
     build_augment,
@@ -147,12 +148,10 @@ def check_checkpoint_space(run_dir: str, model: nn.Module, optimizer: torch.opti
     )  # fmt: skip
 
 
-def encoder_training(cfg: DictConfig, max_epochs: int) -> tuple[float, int]:
-    """``encoder.lr_mult`` and ``encoder.freeze_epochs``, checked."""
+def encoder_training(cfg: DictConfig, max_epochs: int) -> tuple[Any, int]:
+    """``encoder.lr_mult`` (checked by the optimizer) and ``encoder.freeze_epochs``, checked."""
     enc = as_dict(cfg.encoder)
-    lr_mult = enc.get("lr_mult", 1.0)
-    if not is_real(lr_mult) or lr_mult < 0:
-        raise GeosegError(f"encoder.lr_mult={lr_mult!r} must be a number >= 0 (1 = the optimizer's LR)")
+    lr_mult = enc.get("lr_mult", 1.0)  # checked by build_optimizer
     frozen = whole({"freeze_epochs": 0, **enc}, "freeze_epochs", 0, "encoder.", example=1)
     if frozen >= max_epochs:
         raise GeosegError(
@@ -161,7 +160,7 @@ def encoder_training(cfg: DictConfig, max_epochs: int) -> tuple[float, int]:
         )
     if frozen and enc.get("weights") in (None, "", "none", "null"):
         log.warning("encoder.freeze_epochs=%d without encoder.weights freezes a random encoder", frozen)
-    return float(lr_mult), frozen
+    return lr_mult, frozen
 
 
 def build_run(cfg: DictConfig, run_dir: str) -> Run:

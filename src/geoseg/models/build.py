@@ -220,8 +220,14 @@ def build_model(
         arch, encoder, in_channels if attention else total, classes, encoder_depth, decoder or {}
     )
     pretrained = resolve_weights(weights, encoder)
-    if pretrained is not None and weights_bands:
-        pretrained.bands = [str(b) for b in weights_bands]
+    if weights_bands is not None:
+        if isinstance(weights_bands, str | bytes) or not all(isinstance(b, str) for b in weights_bands):
+            raise GeosegError(
+                f"encoder.weights_bands={weights_bands!r} must be a list of band names in the order of the "
+                "weights' first conv, e.g. encoder.weights_bands=[B02,B03,B04,B08]"
+            )
+        if pretrained is not None:
+            pretrained.bands = list(weights_bands)
     loaded: dict[str, Any] = {"weights": None, "first_conv": "none"}
     if pretrained is not None and not pretrained.is_checkpoint:
         rgb = list(rgb_channels) if rgb_channels is not None else None

@@ -203,7 +203,8 @@ def map_first_conv_by_name(
     """The first conv for the ``user`` bands from one trained on ``pretrained`` bands, and the mapping."""
     if weight.shape[1] != len(pretrained):
         raise GeosegError(
-            f"the weights name {len(pretrained)} bands but their first conv takes {weight.shape[1]} inputs"
+            f"the weights' bands (encoder.weights_bands, or the weights' own list) name {len(pretrained)} "
+            f"bands but their first conv takes {weight.shape[1]} inputs"
         )
     index = match_bands(pretrained, user)
     fill = weight.mean(1) * (weight.shape[1] / len(user))
