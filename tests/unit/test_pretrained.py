@@ -239,6 +239,8 @@ def test_torchgeo_and_timm_format_files_load_with_stated_bands(tmp_path):
                         band_names=["B08", "B04"], weights_bands=S2_ALL)  # fmt: skip
     assert named.meta["first_conv"] == "names" and named.meta["weights_bands"] == S2_ALL
     assert torch.equal(named.net.encoder.conv1.weight, state["conv1.weight"][:, [7, 3]])
+    with pytest.raises(GeosegError, match=r"encoder\.weights: no such file rgb\.ph; give the path"):
+        build_model("unet", "resnet18", 2, 2, BN, decoder=TINY, weights="rgb.ph")  # a typo, not a hub name
     with pytest.raises(GeosegError, match=r"encoder\.weights_bands='B04' must be a list of band names"):
         build_model("unet", "resnet18", 2, 2, BN, decoder=TINY, weights=str(path), weights_bands="B04")
     with pytest.raises(GeosegError, match="first_conv=names: the weights list no bands"):

@@ -85,7 +85,7 @@ def resolve_weights(option: object, encoder: str) -> PretrainedWeights | None:
     path = Path(text).expanduser()
     if path.is_file():
         return file_weights(text, path)
-    if "/" in text or os.sep in text or text.endswith(WEIGHT_SUFFIXES):
+    if "/" in text or os.sep in text or text.endswith(WEIGHT_SUFFIXES) or path.suffix:  # hub names: no dot
         raise GeosegError(f"encoder.weights: no such file {path}; give the path of a local weights file")
     if encoder.startswith("tu-"):
         return timm_hub_weights(text, encoder[3:])
