@@ -39,6 +39,12 @@ def write_job(
             "tiles_per_s": 10.0 * batch, "peak_memory_mb": 1000.0 + batch, "wall_seconds": 60.0, "steps": 100,
             "train_eval": {"miou": miou + 0.1}, "generalization_gap": 0.1, "majority_baseline_miou": 0.28,
         }  # fmt: skip
+        held = norm == "groupnorm"  # predict's default holds scene statistics for GroupNorm only
+        summary["tiling"] = {"tiles": [64, 512], "overlap": 0, "scenes": 1,
+                             "plain": {"change_pct": 2.0 if held else 0.5, "seam_score": 3.0,
+                                       "miou_chip": miou, "miou_large": miou - 0.01},
+                             "default": {"change_pct": 0.4 if held else 0.5, "seam_score": 5.0,
+                                         "miou_chip": miou, "miou_large": miou}}  # fmt: skip
         if norm == "batchnorm":
             summary["bn_eval"] = {"running_stats_miou": miou, "batch_stats_miou": miou - 0.2,
                                   "recalibrated_miou": miou + 0.02}  # fmt: skip
@@ -189,3 +195,20 @@ def test_the_keys_that_are_not_job_parameters_come_from_the_hydra_config():
     assert not_params() == set(listed) - {"seed"} and {"sweep", "trainer.resume"} <= not_params()
     overrides = ["norm=frn", "seed=2", "sweep=smoke", "trainer.progress=false", "hydra.run.dir=x"]
     assert parse_overrides(overrides) == {"norm": "frn", "seed": "2"}
+
+
+def test_report_has_the_tiling_consistency_columns_and_tables(sweep_dir, tmp_path):
+    out = tmp_path / "report"
+    report_sweep(str(sweep_dir), str(out), title="t")
+    with open(out / "results.csv") as fh:
+        rows = {(r["variant"], r["batch_size_per_gpu"], r["seed"]): r for r in csv.DictReader(fh)}
+    gn, bn = rows[("groupnorm", "2", "0")], rows[("batchnorm", "2", "0")]
+    assert float(gn["tiling_change_pct"]) == 2.0 and float(gn["tiling_change_pct_default"]) == 0.4
+    assert float(bn["tiling_change_pct_default"]) == 0.5 and gn["tiling_tiles"] == "64/512"
+    text = (out / "results.md").read_text()
+    plain = text.split("## Tiling: % of pixels whose class changes")[1].split("##")[0]
+    default = text.split("## Tiling: the same with predict's default norm_stats")[1].split("##")[0]
+    assert "| batchnorm | **0.50 ± 0.00** | **0.50 ± 0.00** |" in plain  # fewest changes in bold
+    assert "| groupnorm | 2.00 ± 0.00 | – |" in plain
+    assert "| groupnorm | **0.40 ± 0.00** | – |" in default
+    assert "## Tiling: seam score" in text

@@ -1,4 +1,5 @@
-"""End-of-run evaluations for ``summary.json``: the train-vs-val gap and BatchNorm's statistics.
+"""End-of-run evaluations for ``summary.json``: the train-vs-val gap, BatchNorm's statistics and the
+tiling consistency (:mod:`~geoseg.engine.tiling_eval`).
 
 - **Generalisation gap**: the final model's mIoU on (at most ``train_max_chips``) grid chips of the
   train split, without augmentation and in eval mode, minus its val mIoU.
@@ -22,6 +23,7 @@ from geoseg.data.build import build_split
 from geoseg.data.loader import make_loader
 from geoseg.engine.evaluate import evaluate
 from geoseg.engine.state import Run
+from geoseg.engine.tiling_eval import tiling_eval
 from geoseg.models.recalibrate import bn_layers, recalibrate_bn
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ def run_diagnostics(run: Run) -> dict[str, Any]:
         )
     if wanted.bn_statistics and bn_layers(run.model) and val_miou is not None:
         out["bn_eval"] = bn_statistics_eval(run, val_miou, run.options.precise_bn.num_batches)
+    if wanted.tiling:
+        tiling = tiling_eval(run)
+        if tiling is not None:
+            out["tiling"] = tiling
     return out
 
 

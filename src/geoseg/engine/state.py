@@ -56,6 +56,7 @@ class Diagnostics:
 
     train_max_chips: int = 0
     bn_statistics: bool = False
+    tiling: bool = False  # class changes and mIoU at tile = chip size vs a large tile (engine/tiling_eval.py)
 
 
 POSITIVE = ("max_epochs", "grad_accum_steps", "eval_every", "checkpoint_every", "log_every",
@@ -129,7 +130,8 @@ class TrainerOptions:
             precise_bn=PreciseBN(
                 flag(precise, "enabled", False, "trainer.precise_bn."), int(precise.get("num_batches", 50))
             ),
-            diagnostics=Diagnostics(chips, flag(diagnostics, "bn_statistics", False, "trainer.diagnostics.")),
+            diagnostics=Diagnostics(chips, flag(diagnostics, "bn_statistics", False, "trainer.diagnostics."),
+                                    flag(diagnostics, "tiling", False, "trainer.diagnostics.")),
         )  # fmt: skip
 
 

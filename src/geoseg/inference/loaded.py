@@ -106,4 +106,5 @@ def load_model(path: str, device: torch.device) -> LoadedModel:
         grid=check_grid_rule(data.get("grid"), files),
         invalid=check_invalid_rule(data.get("invalid", "all")),  # geoseg 0.1 trained with rule "all"
         series=SeriesOptions.from_config(data.get("series")) if model.meta.get("series") else None,
+        chip_size=int(data["chip_size"]) if isinstance(data.get("chip_size"), int) else None,
     )  # fmt: skip

@@ -29,6 +29,7 @@ class LoadedModel:
     tile: int | None = None  # tile/overlap defaults an exported model carries (None: predict's own)
     overlap: int | None = None
     series: SeriesOptions | None = None  # data.series of a model trained on series (None: one date)
+    chip_size: int | None = None  # data.chip_size it was trained on (norm_stats=scene's window size)
 
     @property
     def num_bands(self) -> int:

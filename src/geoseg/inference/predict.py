@@ -27,6 +27,7 @@ from geoseg.errors import GeosegError
 from geoseg.inference.inputs import SeriesInput, input_georeference, input_scene
 from geoseg.inference.legend import write_legend
 from geoseg.inference.loaded import LoadedModel
+from geoseg.inference.norm_calibration import DEFAULT_CHIP, resolve_norm_stats, scene_statistics
 from geoseg.inference.polygon_units import Measure, parse_measure, unit_warning
 from geoseg.inference.quicklook import quicklook_display, write_quicklook
 from geoseg.inference.score_set import label_for
@@ -46,6 +47,7 @@ from geoseg.inference.writer import (
     to_cog,
 )
 from geoseg.io import atomic_paths, write_errors
+from geoseg.models.norm_statistics import hold_statistics
 from geoseg.output_policy import check_existing, claim_output
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class PredictOptions:
     batch_size: int = 8
     panel: int = 2048
     tta: bool = False
+    norm_stats: str = "auto"  # auto | tile | scene: GroupNorm/InstanceNorm/FRN statistics (norm_calibration)
+    norm_windows: int = 64  # norm_stats=scene: at most this many training-chip-size windows per scene
     probabilities: bool = False
     cog: bool = False
     quicklook: bool = False
@@ -110,6 +114,8 @@ def prepare(
     """
     check_tiling(opts.tile, opts.overlap, loaded.model.size_divisor, opts.panel, BLOCK)
     whole(vars(opts), "batch_size", 1, example=8)
+    whole(vars(opts), "norm_windows", 1, example=64)
+    resolve_norm_stats(opts.norm_stats, loaded)
     for key in ("tta", "probabilities", "cog", "quicklook", "vectorize", "check_stats", "progress"):
         flag(vars(opts), key)  # tta=no would be a truthy string
     if not _is_nodata(opts.nodata) and not (
@@ -194,8 +200,14 @@ def predict_scene(
         open_reader = scene.reader
         if scene.is_series:  # each tile: dates x (bands + validity), as the model was trained
             open_reader, fill = series_tiles(scene, loaded, fill)
+        norm_stats = resolve_norm_stats(opts.norm_stats, loaded)
+        held = {}
+        if norm_stats == "scene":  # first pass: statistics of training-chip-size windows, then held
+            held = scene_statistics(loaded.model, open_reader, (scene.height, scene.width), fill,
+                                    loaded.chip_size or DEFAULT_CHIP, device, max_windows=opts.norm_windows,
+                                    batch_size=opts.batch_size, amp=amp, name=scene.name)  # fmt: skip
         tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{opts.tile}/{opts.overlap}",
-                "geoseg_tta": str(opts.tta)}  # fmt: skip
+                "geoseg_tta": str(opts.tta), "geoseg_norm_stats": norm_stats}  # fmt: skip
         writing = partial(write_errors, paths["classes"], "the prediction", OUTPUT_FIX)
         with writing():
             threads = 1 if opts.write_threads == 1 else resolve_workers(opts.write_threads, "write_threads")
@@ -208,13 +220,14 @@ def predict_scene(
             remote = any(is_remote(p) for p in scene_files([scene]))
             readers = resolve_workers(opts.read_workers, remote=remote)
             tiles = TileSource(open_reader, fill, plan, opts.batch_size, readers, device)
-            for block in predict_blocks(
-                tiles, plan, loaded.model, device, len(loaded.classes.codes), block=BLOCK, amp=amp,
-                tta=opts.tta, channels_last=opts.channels_last, on_tiles=bar.update,
-                keep_probs="uint8" if "probs" in tmps else None,
-            ):  # fmt: skip
-                with writing():
-                    background.put(block)
+            with hold_statistics(loaded.model, held):
+                for block in predict_blocks(
+                    tiles, plan, loaded.model, device, len(loaded.classes.codes), block=BLOCK, amp=amp,
+                    tta=opts.tta, channels_last=opts.channels_last, on_tiles=bar.update,
+                    keep_probs="uint8" if "probs" in tmps else None,
+                ):  # fmt: skip
+                    with writing():
+                        background.put(block)
             with writing():
                 background.close()
         finally:

@@ -24,6 +24,26 @@ TABLES: list[tuple[str, str, bool | None]] = [
     ("val_miou", "Val mIoU (final epoch)", True),
     ("best_miou", "Val mIoU (best epoch)", True),
     ("generalization_gap", "Train-split mIoU minus val mIoU (the generalisation gap)", None),
+    (
+        "tiling_change_pct",
+        "Tiling: % of pixels whose class changes between tile = chip size and a large "
+        "tile, each tile normalised by itself",
+        False,
+    ),
+    (
+        "tiling_change_pct_default",
+        "Tiling: the same with predict's default norm_stats (scene statistics held "
+        "for GroupNorm/InstanceNorm/FRN)",
+        False,
+    ),
+    (
+        "tiling_seam_score",
+        "Tiling: seam score (change rate within 4 px of tile edges / elsewhere; 1 = no "
+        "seams), each tile normalised by itself",
+        None,
+    ),
+    ("tiling_miou_large", "Tiling: val mIoU at the large tile, each tile normalised by itself", True),
+    ("tiling_miou_large_default", "Tiling: val mIoU at the large tile, predict's default norm_stats", True),
     ("tiles_per_s", "Training throughput (tiles/s)", True),
     ("peak_memory_mb", "Peak memory (MB; CUDA allocated, or process RSS on CPU)", False),
     ("wall_seconds", "Wall time per run (s)", False),
@@ -64,6 +84,7 @@ def job_rows(sweep: Sweep) -> list[dict[str, Any]]:
             "bn_running_stats_miou": bn.get("running_stats_miou"),
             "bn_batch_stats_miou": bn.get("batch_stats_miou"),
             "bn_recalibrated_miou": bn.get("recalibrated_miou"),
+            **tiling_fields(s.get("tiling") or {}),
             "tiles_per_s": s.get("tiles_per_s"), "peak_memory_mb": s.get("peak_memory_mb"),
             "wall_seconds": s.get("wall_seconds"), "device": s.get("device"), "amp": s.get("amp"),
         }  # fmt: skip
@@ -71,6 +92,19 @@ def job_rows(sweep: Sweep) -> list[dict[str, Any]]:
         row["error"] = job.error
         rows.append(row)
     return sorted(rows, key=lambda r: (r["variant"], r["batch_size_per_gpu"] or 0, str(r["seed"])))
+
+
+def tiling_fields(tiling: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary's ``tiling`` diagnostic as flat columns (None where the run did not measure it)."""
+    plain, default = tiling.get("plain") or {}, tiling.get("default") or {}
+    return {
+        "tiling_tiles": "/".join(str(t) for t in tiling["tiles"]) if tiling.get("tiles") else None,
+        "tiling_change_pct": plain.get("change_pct"), "tiling_change_pct_default": default.get("change_pct"),
+        "tiling_seam_score": plain.get("seam_score"), "tiling_seam_score_default": default.get("seam_score"),
+        "tiling_miou_chip": plain.get("miou_chip"), "tiling_miou_large": plain.get("miou_large"),
+        "tiling_miou_chip_default": default.get("miou_chip"),
+        "tiling_miou_large_default": default.get("miou_large"),
+    }  # fmt: skip
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -173,7 +207,8 @@ def to_markdown(sweep: Sweep, rows: Sequence[Mapping[str, Any]], title: str) -> 
     for column, heading, higher in TABLES:
         cells = aggregate(rows, column)
         if cells:
-            digits = 3 if "miou" in column or "gap" in column else 1 if column == "tiles_per_s" else 0
+            digits = (3 if "miou" in column or "gap" in column else 2 if column.startswith("tiling") else
+                      1 if column == "tiles_per_s" else 0)  # fmt: skip
             parts += [f"## {heading}", pivot_markdown(cells, higher, digits)]
     bn = bn_markdown(rows)
     if bn:

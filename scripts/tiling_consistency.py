@@ -1,0 +1,155 @@
+"""How much each trained model's class map depends on the tiling, with each norm-statistics mode.
+
+For every run folder (its best.pt, else last.pt) and every val scene of its training config, the
+whole scene is predicted in memory at every tile size x overlap, with the norm statistics:
+
+- ``tile``: plain (each tile normalises by itself: geoseg 0.1 and ``norm_stats=tile``);
+- ``scene``: held from training-chip-size windows of the scene (``norm_stats=scene``);
+- ``pooled``: the same windows taken as one image (variance includes the spread between windows);
+- ``train``: held from chip-size windows of the training split (what statistics stored at training
+  would give).
+
+Each map is compared with the map of the largest tile without overlap (the scene in one tile, the
+reference): the share of valid pixels whose class changes, and the seam score (that change rate
+within ``--edge`` px of the tiling's inner tile edges divided by the rate elsewhere). mIoU is over
+the val region. Models without GroupNorm/InstanceNorm/FRN layers are measured in ``tile`` mode only
+(the modes do not change them). Writes JSON rows and a Markdown table.
+
+    python scripts/tiling_consistency.py 'outputs/tiling/runs_sen1floods11/*/seed=0' \\
+        --tiles 64,128,256,512,1024 --overlaps 0,64 --out outputs/tiling/sen1floods11.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import itertools
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from geoseg.data.build import load_scenes
+from geoseg.data.normalize import batch_dtype, raw_fill_values
+from geoseg.engine.checkpoint import load_checkpoint
+from geoseg.inference.loaded import load_model
+from geoseg.inference.norm_calibration import scene_statistics
+from geoseg.inference.tiling import plan_tiles
+from geoseg.inference.tiling_consistency import (
+    change_rate,
+    edge_band,
+    label_indices,
+    predict_map,
+    region_miou,
+    seam_score,
+)
+from geoseg.io import atomic_paths
+from geoseg.models.norm_statistics import tile_dependent_layers
+
+MODES = ("tile", "scene", "pooled", "train")
+
+
+def checkpoint_of(run: str) -> str | None:
+    for name in ("best.pt", "last.pt"):
+        if os.path.isfile(os.path.join(run, name)):
+            return os.path.join(run, name)
+    return None
+
+
+def measure_run(run: str, tiles: list[int], overlaps: list[int], modes: list[str], edge: int) -> list[dict]:
+    path = checkpoint_of(run)
+    if path is None:
+        logging.warning("%s: no best.pt or last.pt, skipped", run)
+        return []
+    device = torch.device("cpu")
+    loaded = load_model(path, device)
+    cfg = load_checkpoint(path)["config"]
+    chip = int(cfg["data"]["chip_size"])
+    norm = str(cfg.get("norm", {}).get("_target_", "?")).rsplit(".", 1)[-1]
+    codes = [int(c["code"]) for c in cfg["data"]["classes"]]
+    held_modes = modes if tile_dependent_layers(loaded.model) else ["tile"]
+    val = load_scenes(cfg["data"], "val", progress=False)
+    train = load_scenes(cfg["data"], "train", progress=False)
+    model, classes, rows = loaded.model, len(codes), []
+    for scene in val:
+        labels = label_indices(scene, codes)
+        fill = raw_fill_values(loaded.stats.mean, batch_dtype([scene.dtype]))
+        shape = (scene.height, scene.width)
+        r0, c0, r1, c1 = scene.region or (0, 0, scene.height, scene.width)
+        in_val = np.zeros_like(labels, dtype=bool)
+        in_val[r0:r1, c0:c1] = True
+        for mode in held_modes:
+            started = time.perf_counter()
+            held = None
+            if mode in ("scene", "pooled"):
+                held = scene_statistics(model, scene.reader, shape, fill, chip, device)
+            elif mode == "train":
+                src = ([s for s in train if s.image == scene.image] or train[:1])[0]
+                held = scene_statistics(model, src.reader, (src.height, src.width), fill, chip, device,
+                                        region=src.region)  # fmt: skip
+            calib = time.perf_counter() - started
+            maps, seconds = {}, {}
+            for tile, overlap in itertools.product(tiles, overlaps):
+                if overlap > tile // 2:
+                    continue
+                t0 = time.perf_counter()
+                maps[(tile, overlap)] = predict_map(model, scene.reader, shape, fill, classes, tile, overlap,
+                                                    device, held=held, pooled=mode == "pooled")  # fmt: skip
+                seconds[(tile, overlap)] = time.perf_counter() - t0
+            ref_key = (max(tiles), 0)
+            ref = maps[ref_key]
+            keys = list(maps)
+            pair_max = max(change_rate(maps[a], maps[b]) for a, b in itertools.combinations(keys, 2))
+            for (tile, overlap), m in maps.items():
+                plan = plan_tiles(scene.height, scene.width, tile, overlap, max(tile, 256))
+                seam = seam_score(m, ref, edge_band(plan, edge))
+                lab = np.where(in_val, labels, 255)
+                rows.append({
+                    "run": run, "norm": norm, "scene": scene.name, "chip": chip, "mode": mode,
+                    "tile": tile, "overlap": overlap, "tiles": plan.num_tiles,
+                    "change_vs_one_tile": change_rate(m, ref), **seam,
+                    "miou_val": region_miou(m, lab, len(codes)), "pairwise_max_change": pair_max,
+                    "seconds": seconds[(tile, overlap)], "calibration_seconds": calib,
+                })  # fmt: skip
+            logging.info("%s %s %s: pairwise max change %.4f", norm, scene.name, mode, pair_max)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders (globs quoted)")
+    parser.add_argument("--tiles", default="128,256,512,1024")
+    parser.add_argument("--overlaps", default="0,64")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--edge", type=int, default=4, help="px each side of a tile edge in the seam band")
+    parser.add_argument("--out", required=True, help="new JSON file (an existing one is never replaced)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if os.path.exists(args.out):
+        sys.exit(f"--out {args.out} exists; give a new name")
+    modes = args.modes.split(",")
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        sys.exit(f"--modes: unknown {unknown}; choose from {', '.join(MODES)}")
+    tiles = sorted(int(t) for t in args.tiles.split(","))
+    overlaps = sorted(int(o) for o in args.overlaps.split(","))
+    runs = sorted(itertools.chain.from_iterable(glob.glob(r) for r in args.runs))
+    if not runs:
+        sys.exit(f"no run folder matches {args.runs}")
+    rows = []
+    for run in runs:
+        rows += measure_run(run, tiles, overlaps, modes, args.edge)
+    with atomic_paths(args.out) as (tmp,), open(tmp, "w") as f:
+        json.dump([{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                   for r in rows], f, indent=1)  # fmt: skip
+    print(f"{len(rows)} rows -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
