@@ -17,6 +17,7 @@ the val region. Models without GroupNorm/InstanceNorm/FRN layers are measured in
 
     python scripts/tiling_consistency.py 'outputs/tiling/runs_sen1floods11/*/seed=0' \\
         --tiles 64,128,256,512,1024 --overlaps 0,64 --out outputs/tiling/sen1floods11.json
+    python scripts/tiling_consistency.py --table outputs/tiling/sen1floods11.json ...   # Markdown tables
 """
 
 from __future__ import annotations
@@ -120,15 +121,79 @@ def measure_run(run: str, tiles: list[int], overlaps: list[int], modes: list[str
     return rows
 
 
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Per model and mode: the largest change against the one-tile map over all tilings, the change at
+    the smallest tile without overlap, the mean seam score without overlap, the mIoU range."""
+    lines = ["| data | norm | norm_stats | largest change vs one tile | at tile " "S, overlap 0 | seam score "
+             "(overlap 0) | val mIoU min–max over tilings | mIoU at tile = chip | mIoU at the largest tile |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["data"], r["norm"], r["mode"]), []).append(r)
+    for (data, norm, mode), rs in groups.items():
+        small = min(r["tile"] for r in rs)
+        at_small = next(r for r in rs if r["tile"] == small and r["overlap"] == 0)
+        seams = [r["seam_score"] for r in rs if r["overlap"] == 0 and r["seam_score"] is not None]
+        mious = [r["miou_val"] for r in rs if r["miou_val"] is not None]
+        chip = [r["miou_val"] for r in rs if r["tile"] == r["chip"] and r["overlap"] == 0]
+        largest = max(r["tile"] for r in rs)
+        big = next(r for r in rs if r["tile"] == largest and r["overlap"] == 0)
+        seam = f"{sum(seams) / len(seams):.1f}" if seams else "–"
+        lines.append(
+            f"| {data} | {norm} | {mode} | {pct(max(r['change_vs_one_tile'] for r in rs))} | "
+            f"{pct(at_small['change_vs_one_tile'])} (S={small}) | {seam} | "
+            f"{min(mious):.4f}–{max(mious):.4f} | {f'{chip[0]:.4f}' if chip else '–'} | "
+            f"{big['miou_val']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def tiling_table(rows: list[dict], norms: list[str]) -> str:
+    """Per tiling (tile x overlap) for ``norms``: change vs one tile, seam score, mIoU, seconds."""
+    lines = ["| data | norm | norm_stats | tile | overlap | tiles | change vs one tile | near edges | "
+             "elsewhere | val mIoU | seconds |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        if r["norm"] in norms:
+            lines.append(
+                f"| {r['data']} | {r['norm']} | {r['mode']} | {r['tile']} | {r['overlap']} | {r['tiles']} | "
+                f"{pct(r['change_vs_one_tile'])} | {pct(r['near_edges'])} | {pct(r['elsewhere'])} | "
+                f"{r['miou_val']:.4f} | {r['seconds']:.1f} |"
+            )  # fmt: skip
+    return "\n".join(lines)
+
+
+def tables(paths: list[str], detail: list[str]) -> int:
+    rows = []
+    for path in paths:
+        data = os.path.splitext(os.path.basename(path))[0]
+        with open(path) as f:
+            rows += [{"data": data, **r} for r in json.load(f)]
+    print(summary_table(rows))
+    print()
+    print(tiling_table(rows, detail))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run folders (globs quoted)")
+    parser.add_argument("runs", nargs="*", help="run folders (globs quoted)")
+    parser.add_argument("--table", nargs="+", help="print Markdown tables of these JSON files instead")
+    parser.add_argument("--detail", default="BatchNorm2d,GroupNorm", help="norms of the per-tiling table")
     parser.add_argument("--tiles", default="128,256,512,1024")
     parser.add_argument("--overlaps", default="0,64")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--edge", type=int, default=4, help="px each side of a tile edge in the seam band")
-    parser.add_argument("--out", required=True, help="new JSON file (an existing one is never replaced)")
+    parser.add_argument("--out", help="new JSON file (an existing one is never replaced)")
     args = parser.parse_args()
+    if args.table:
+        return tables(args.table, args.detail.split(","))
+    if not args.out or not args.runs:
+        sys.exit("give run folders and --out (or --table FILES)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if os.path.exists(args.out):
         sys.exit(f"--out {args.out} exists; give a new name")

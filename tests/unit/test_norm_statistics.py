@@ -14,7 +14,12 @@ from torch import nn
 from conftest import save_tiny_checkpoint, write_tif
 from geoseg.errors import GeosegError
 from geoseg.inference.loaded import load_model
-from geoseg.inference.norm_calibration import calibration_windows, check_norm_stats, resolve_norm_stats
+from geoseg.inference.norm_calibration import (
+    calibration_windows,
+    check_norm_stats,
+    held_by_default,
+    resolve_norm_stats,
+)
 from geoseg.inference.predict import PredictOptions, predict_scene, prepare
 from geoseg.inference.tiling import plan_tiles
 from geoseg.inference.tiling_consistency import change_rate, edge_band, region_miou, seam_score
@@ -209,3 +214,24 @@ def test_region_miou_matches_a_hand_count():
     pred = np.array([[0, 1, 1, 1], [0, 0, 0, 0]], np.uint8)
     # class 0: tp 3, fp 1, fn 1 -> 3/5; class 1: tp 2, fp 1, fn 1 -> 2/4
     assert region_miou(pred, label, 2) == pytest.approx((3 / 5 + 2 / 4) / 2)
+
+
+def test_a_scene_without_a_half_valid_window_is_predicted_tile_by_tile_with_a_warning(tmp_path, caplog):
+    img = np.zeros((3, 96, 96), dtype=np.uint16)
+    img[:, :20, :20] = 900  # valid only in a corner: no 64-px window is half valid
+    image = write_tif(tmp_path / "mostly_nodata.tif", img, transform=from_origin(600_000, 4_000_000, 10, 10),
+                      nodata=0)  # fmt: skip
+    gn = save_tiny_checkpoint(tmp_path / "gn.pt", textured_scene(tmp_path / "train.tif"), norm="groupnorm")
+    with caplog.at_level("WARNING"):
+        out = class_map(gn, image, tmp_path / "out.tif", tile=64)
+    assert "no window of 64 px has half its pixels valid" in caplog.text
+    assert (out[:20, :20] != 255).all() and (out[40:, 40:] == 255).all()
+    with rasterio.open(tmp_path / "out.tif") as src:
+        assert src.tags()["geoseg_norm_stats"] == "tile"
+
+
+def test_auto_holds_groupnorm_and_instancenorm_statistics_but_not_frn():
+    assert held_by_default(PixelGroupNormModel(3, 2, GroupNorm(16, num_groups=4)))
+    assert held_by_default(PixelGroupNormModel(3, 2, InstanceNorm2d(16)))
+    assert not held_by_default(PixelGroupNormModel(3, 2, FilterResponseNorm2d(16)))
+    assert not held_by_default(PixelGroupNormModel(3, 2, nn.BatchNorm2d(16)))

@@ -4,7 +4,7 @@ The final model predicts the first val scenes (up to ``MAX_SCENES``, each croppe
 around its val region) at two tile sizes without overlap, as ``geoseg predict`` would: tile = the
 training chip size and a large tile (4x the chip, at least predict's default 512). Recorded per run,
 with the norm statistics of each tile (``plain``) and with predict's default (``default``: statistics
-held from the scene for GroupNorm/InstanceNorm/FRN models, the same as plain otherwise):
+held from the scene for GroupNorm/InstanceNorm models, the same as plain otherwise):
 
 - ``change_pct``: the share of valid pixels whose class differs between the two tile sizes (%);
 - ``seam_score``: that change rate within 4 px of the small tiles' inner edges over the rate elsewhere;
@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from geoseg.data.normalize import batch_dtype, raw_fill_values
 from geoseg.data.scenes import Scene
 from geoseg.engine.state import Run
-from geoseg.inference.norm_calibration import scene_statistics
+from geoseg.inference.norm_calibration import held_by_default, scene_statistics
 from geoseg.inference.tiling import plan_tiles
 from geoseg.inference.tiling_consistency import (
     WindowReader,
@@ -34,7 +34,6 @@ from geoseg.inference.tiling_consistency import (
     region_miou,
     seam_score,
 )
-from geoseg.models.norm_statistics import tile_dependent_layers
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def tiling_eval(run: Run) -> dict[str, Any] | None:
     chip = max(divisor, int(run.cfg.data.chip_size) // divisor * divisor)
     large = max(4 * chip, 512)
     device, classes = run.info.device, len(run.classes)
-    held_mode = bool(tile_dependent_layers(model))
+    held_mode = held_by_default(model)
     codes = run.val.dataset.class_map.codes.astype(int).tolist()
     was_training = model.training
     model.eval()

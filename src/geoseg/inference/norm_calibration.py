@@ -36,22 +36,30 @@ def check_norm_stats(value: object) -> str:
     if value not in NORM_STATS:
         raise GeosegError(
             f"norm_stats={value!r} must be one of {', '.join(NORM_STATS)} (auto = scene for models with "
-            "GroupNorm, InstanceNorm or FRN, whose statistics would otherwise follow the tile)"
+            "GroupNorm or InstanceNorm, whose statistics would otherwise follow the tile)"
         )
     return str(value)
 
 
+def held_by_default(model: object) -> bool:
+    """Whether ``norm_stats=auto`` holds scene statistics for ``model``: it has GroupNorm (GN+WS too) or
+    InstanceNorm layers. FRN keeps each tile's own statistics: held, its class map changed more with
+    the tile size, not less (docs/tiling.md); ``norm_stats=scene`` still holds them when asked."""
+    if not isinstance(model, nn.Module):
+        return False
+    return any(isinstance(m, nn.GroupNorm | nn.InstanceNorm2d) for m in tile_dependent_layers(model).values())
+
+
 def resolve_norm_stats(value: str, loaded: LoadedModel) -> str:
-    """``tile`` or ``scene`` for this model: ``auto`` means scene where any layer depends on the tile."""
+    """``tile`` or ``scene`` for this model (``scene`` only where some layer depends on the tile)."""
     value = check_norm_stats(value)
     model = loaded.model
-    held = isinstance(model, torch.nn.Module) and bool(tile_dependent_layers(model))
-    if value == "scene" and not isinstance(model, torch.nn.Module):
+    if value == "scene" and not isinstance(model, nn.Module):
         raise GeosegError(f"norm_stats=scene needs a geoseg checkpoint; {loaded.path} is an exported model, "
                           "which normalises each tile by itself: set norm_stats=tile")  # fmt: skip
     if value == "auto":
-        return "scene" if held else "tile"
-    return value if held else "tile"
+        return "scene" if held_by_default(model) else "tile"
+    return "scene" if value == "scene" and tile_dependent_layers(model) else "tile"
 
 
 def calibration_windows(
@@ -103,15 +111,17 @@ def scene_statistics(
 ) -> dict[str, LayerStatistics]:  # fmt: skip
     """The tile-dependent layers' statistics averaged over ``chip``-px windows of the ``shape`` scene that
     ``open_reader()`` reads (raw bands, invalid pixels filled with ``fill``; a window of a scene smaller
-    than ``chip`` is padded with it, as predict pads its one tile)."""
+    than ``chip`` is padded with it, as predict pads its one tile); empty, with a warning, when no
+    window is half valid."""
     divisor = int(getattr(model, "size_divisor", 32))
     chip = max(divisor, chip // divisor * divisor)
     windows = calibration_windows(*shape, chip, max_windows, region)
     chips = window_batches(open_reader, windows, fill, batch_size, device)
     stats = collect_statistics(model, (pad_to(x, chip, fill) for x in chips), amp)
     if not stats:
-        raise GeosegError(f"{name}: no window of {chip} px has half its pixels valid, so there are no "
-                          "scene statistics to hold; set norm_stats=tile")  # fmt: skip
+        log.warning("%s: no window of %d px has half its pixels valid; each tile is normalised by itself "
+                    "(norm_stats=tile)", name, chip)  # fmt: skip
+        return {}
     used = next(iter(stats.values())).windows
     log.info("%s: norm statistics of %d layers held from %d windows of %d px", name, len(stats), used, chip)
     return stats

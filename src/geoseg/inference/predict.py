@@ -206,6 +206,7 @@ def predict_scene(
             held = scene_statistics(loaded.model, open_reader, (scene.height, scene.width), fill,
                                     loaded.chip_size or DEFAULT_CHIP, device, max_windows=opts.norm_windows,
                                     batch_size=opts.batch_size, amp=amp, name=scene.name)  # fmt: skip
+            norm_stats = "scene" if held else "tile"
         tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{opts.tile}/{opts.overlap}",
                 "geoseg_tta": str(opts.tta), "geoseg_norm_stats": norm_stats}  # fmt: skip
         writing = partial(write_errors, paths["classes"], "the prediction", OUTPUT_FIX)

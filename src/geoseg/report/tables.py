@@ -33,7 +33,7 @@ TABLES: list[tuple[str, str, bool | None]] = [
     (
         "tiling_change_pct_default",
         "Tiling: the same with predict's default norm_stats (scene statistics held "
-        "for GroupNorm/InstanceNorm/FRN)",
+        "for GroupNorm/InstanceNorm)",
         False,
     ),
     (
