@@ -10,13 +10,14 @@ whole scene is predicted in memory at every tile size x overlap, with the norm s
   would give).
 
 Each map is compared with the map of the largest tile without overlap (the scene in one tile, the
-reference): the share of valid pixels whose class changes, and the seam score (that change rate
-within ``--edge`` px of the tiling's inner tile edges divided by the rate elsewhere). mIoU is over
-the val region. Models without GroupNorm/InstanceNorm/FRN layers are measured in ``tile`` mode only
-(the modes do not change them). Writes JSON rows and a Markdown table.
+reference; a tile larger than the scene is fitted to it, as predict does): the share of valid pixels
+whose class changes, and the seam score (that change rate within ``--edge`` px of the tiling's inner
+tile edges divided by the rate elsewhere). mIoU is over the val region. Models without
+GroupNorm/InstanceNorm/FRN layers are measured in ``tile`` mode only (the modes do not change them).
+Writes JSON rows and a Markdown table.
 
     python scripts/tiling_consistency.py 'outputs/tiling/runs_sen1floods11/*/seed=0' \\
-        --tiles 64,128,256,512,1024 --overlaps 0,64 --out outputs/tiling/sen1floods11.json
+        --tiles 64,128,256,512 --overlaps 0,64 --modes tile,scene,train --out outputs/tiling/sen1floods11.json
     python scripts/tiling_consistency.py --table outputs/tiling/sen1floods11.json ...   # Markdown tables
 """
 
@@ -40,7 +41,7 @@ from geoseg.data.normalize import batch_dtype, raw_fill_values
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.inference.loaded import load_model
 from geoseg.inference.norm_calibration import scene_statistics
-from geoseg.inference.tiling import plan_tiles
+from geoseg.inference.tiling import fitted_tile, plan_tiles
 from geoseg.inference.tiling_consistency import (
     change_rate,
     edge_band,
@@ -107,7 +108,8 @@ def measure_run(run: str, tiles: list[int], overlaps: list[int], modes: list[str
             keys = list(maps)
             pair_max = max(change_rate(maps[a], maps[b]) for a, b in itertools.combinations(keys, 2))
             for (tile, overlap), m in maps.items():
-                plan = plan_tiles(scene.height, scene.width, tile, overlap, max(tile, 256))
+                fitted = fitted_tile(tile, scene.height, scene.width, int(model.size_divisor))
+                plan = plan_tiles(scene.height, scene.width, fitted, overlap, max(fitted, 256))
                 seam = seam_score(m, ref, edge_band(plan, edge))
                 lab = np.where(in_val, labels, 255)
                 rows.append({

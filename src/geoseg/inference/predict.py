@@ -35,7 +35,7 @@ from geoseg.inference.scoring import ScoreOptions
 from geoseg.inference.sliding import predict_blocks
 from geoseg.inference.stats_check import check_statistics
 from geoseg.inference.tile_source import TileSource, resolve_workers
-from geoseg.inference.tiling import check_tiling, plan_tiles
+from geoseg.inference.tiling import check_tiling, fitted_tile, plan_tiles
 from geoseg.inference.vectorize import write_polygons
 from geoseg.inference.writer import (
     BLOCK,
@@ -195,7 +195,8 @@ def predict_scene(
     keys = [k for k in ("classes", "legend", "probs", "vector") if paths.get(k) is not None]
     with atomic_paths(*[paths[k] for k in keys]) as tmp_list:
         tmps = dict(zip(keys, tmp_list, strict=True))
-        plan = plan_tiles(scene.height, scene.width, opts.tile, opts.overlap, opts.panel)
+        tile = fitted_tile(opts.tile, scene.height, scene.width, int(loaded.model.size_divisor))
+        plan = plan_tiles(scene.height, scene.width, tile, opts.overlap, opts.panel)
         fill = raw_fill_values(loaded.stats.mean, batch_dtype([scene.dtype]))
         open_reader = scene.reader
         if scene.is_series:  # each tile: dates x (bands + validity), as the model was trained
@@ -207,7 +208,7 @@ def predict_scene(
                                     loaded.chip_size or DEFAULT_CHIP, device, max_windows=opts.norm_windows,
                                     batch_size=opts.batch_size, amp=amp, name=scene.name)  # fmt: skip
             norm_stats = "scene" if held else "tile"
-        tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{opts.tile}/{opts.overlap}",
+        tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{tile}/{opts.overlap}",
                 "geoseg_tta": str(opts.tta), "geoseg_norm_stats": norm_stats}  # fmt: skip
         writing = partial(write_errors, paths["classes"], "the prediction", OUTPUT_FIX)
         with writing():

@@ -96,6 +96,14 @@ def check_tiling(tile: int, overlap: int, divisor: int, panel: int, block: int) 
         raise GeosegError(f"panel={panel} must be at least tile={tile} and a multiple of {block} px")
 
 
+def fitted_tile(tile: int, height: int, width: int, divisor: int) -> int:
+    """``tile``, or for a scene smaller than it the scene's longer side rounded up to ``divisor``: its one
+    tile is padded only to the next multiple of the output stride, not to ``tile``. Padding is band
+    means the model never saw around a real scene, and GroupNorm-like layers would count it in their
+    statistics (a 512 px scene in one 1024 px tile lost 0.04 mIoU under plain GroupNorm, docs/tiling.md)."""
+    return min(tile, -(-max(height, width) // divisor) * divisor)
+
+
 def plan_tiles(height: int, width: int, tile: int, overlap: int, panel: int) -> TilePlan:
     """The tiles of a ``height`` x ``width`` scene, grouped into panels of at most ``panel`` columns."""
     stride = tile - overlap

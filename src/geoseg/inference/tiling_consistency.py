@@ -25,7 +25,7 @@ from geoseg.data.labels import ClassMap, open_label_on_grid
 from geoseg.data.scenes import Scene
 from geoseg.inference.sliding import predict_blocks
 from geoseg.inference.tile_source import TileSource
-from geoseg.inference.tiling import TilePlan, plan_tiles
+from geoseg.inference.tiling import TilePlan, fitted_tile, plan_tiles
 from geoseg.inference.writer import BLOCK
 from geoseg.models.norm_statistics import LayerStatistics, hold_statistics
 
@@ -50,9 +50,11 @@ def predict_map(
     pooled: bool = False, batch_size: int = 8, amp: torch.dtype | None = None,
 ) -> np.ndarray:  # fmt: skip
     """(H, W) class indices of the ``shape`` scene ``open_reader()`` reads (raw bands, invalid pixels
-    filled with ``fill``) at ``tile``/``overlap``, exactly as ``geoseg predict`` blends them, with the
-    norm statistics ``held`` if given; 255 where no input pixel is valid."""
+    filled with ``fill``) at ``tile``/``overlap`` (:func:`fitted_tile` to a smaller scene), exactly as
+    ``geoseg predict`` blends them, with the norm statistics ``held`` if given; 255 where no input pixel
+    is valid."""
     height, width = shape
+    tile = fitted_tile(tile, height, width, int(getattr(model, "size_divisor", 32)))
     panel = -(-max(tile, width) // BLOCK) * BLOCK
     plan = plan_tiles(height, width, tile, overlap, panel)
     tiles = TileSource(open_reader, fill, plan, batch_size, 1, device)
