@@ -172,7 +172,7 @@ def tiling_table(rows: list[dict], norms: list[str]) -> str:
 def tables(paths: list[str], detail: list[str]) -> int:
     rows = []
     for path in paths:
-        data = os.path.splitext(os.path.basename(path))[0]
+        data = os.path.splitext(os.path.basename(path))[0].split("-")[0]
         with open(path) as f:
             rows += [{"data": data, **r} for r in json.load(f)]
     print(summary_table(rows))

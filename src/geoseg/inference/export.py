@@ -28,6 +28,7 @@ from torch import nn
 from geoseg.engine.checkpoint import load_checkpoint
 from geoseg.errors import GeosegError, first_line
 from geoseg.inference.loaded import LoadedModel, load_model
+from geoseg.inference.norm_calibration import held_by_default
 from geoseg.inference.tiling import check_tiling
 from geoseg.io import WRITE_FIX, atomic_paths, json_safe, write_errors
 
@@ -117,6 +118,10 @@ def export_model(checkpoint: str, fmt: str, output: str, tile: int = 512, overla
             fh.write(json.dumps(meta, indent=2) + "\n")
     log.info("wrote %s and %s (%s; max |logit - PyTorch| %.1e on a %s chip)", output, sidecar_path(output),
              fmt, diff, "×".join(map(str, chip.shape)))  # fmt: skip
+    if held_by_default(loaded.model):
+        log.warning("the exported model normalises each tile by its own GroupNorm/InstanceNorm statistics "
+                    "(geoseg predict norm_stats=tile): its class map depends on the tile size, which "
+                    "predicting with the checkpoint avoids (docs/tiling.md)")  # fmt: skip
     return meta
 
 

@@ -165,6 +165,9 @@ def hold_statistics(
 ) -> Iterator[int]:
     """Within the context every tile-dependent layer with statistics in ``stats`` is a :class:`HeldNorm`;
     yields how many layers were swapped. The original layers are put back on exit."""
+    if not stats:  # nothing to hold (also for an exported model, which has no modules to swap)
+        yield 0
+        return
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
     try:
         for name, layer in tile_dependent_layers(model).items():
