@@ -109,11 +109,14 @@ def measure_run(run: str, tiles: list[int], overlaps: list[int], modes: list[str
             pair_max = max(change_rate(maps[a], maps[b]) for a, b in itertools.combinations(keys, 2))
             for (tile, overlap), m in maps.items():
                 fitted = fitted_tile(tile, scene.height, scene.width, int(model.size_divisor))
-                plan = plan_tiles(scene.height, scene.width, fitted, overlap, max(fitted, 256))
+                plan = plan_tiles(
+                    scene.height, scene.width, fitted, overlap, -(-max(fitted, scene.width) // 256) * 256
+                )
                 seam = seam_score(m, ref, edge_band(plan, edge))
                 lab = np.where(in_val, labels, 255)
                 rows.append({
-                    "run": run, "norm": norm, "scene": scene.name, "chip": chip, "mode": mode,
+                    "run": run, "norm": norm, "scene": scene.name, "height": scene.height,
+                    "width": scene.width, "chip": chip, "mode": mode,
                     "tile": tile, "overlap": overlap, "tiles": plan.num_tiles,
                     "change_vs_one_tile": change_rate(m, ref), **seam,
                     "miou_val": region_miou(m, lab, len(codes)), "pairwise_max_change": pair_max,
@@ -127,14 +130,31 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
 
+def per_tiling(rows: list[dict]) -> list[dict]:
+    """Rows averaged over the scenes of a dataset: one per data, norm, mode, tile and overlap."""
+    keys = ("change_vs_one_tile", "near_edges", "elsewhere", "seam_score", "miou_val", "seconds")
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["data"], r["norm"], r["mode"], r["tile"], r["overlap"]), []).append(r)
+    out = []
+    for group in groups.values():
+        row = dict(group[0], scenes=len(group))
+        for key in keys:
+            values = [r[key] for r in group if r[key] is not None]
+            row[key] = sum(values) / len(values) if values else None
+        out.append(row)
+    return out
+
+
 def summary_table(rows: list[dict]) -> str:
-    """Per model and mode: the largest change against the one-tile map over all tilings, the change at
-    the smallest tile without overlap, the mean seam score without overlap, the mIoU range."""
+    """Per model and mode (averaged over scenes): the largest change against the one-tile map over all
+    tilings, the change at the smallest tile without overlap, the mean seam score without overlap, the
+    mIoU range."""
     lines = ["| data | norm | norm_stats | largest change vs one tile | at tile " "S, overlap 0 | seam score "
              "(overlap 0) | val mIoU min–max over tilings | mIoU at tile = chip | mIoU at the largest tile |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     groups: dict[tuple, list[dict]] = {}
-    for r in rows:
+    for r in per_tiling(rows):
         groups.setdefault((r["data"], r["norm"], r["mode"]), []).append(r)
     for (data, norm, mode), rs in groups.items():
         small = min(r["tile"] for r in rs)
@@ -159,7 +179,7 @@ def tiling_table(rows: list[dict], norms: list[str]) -> str:
     lines = ["| data | norm | norm_stats | tile | overlap | tiles | change vs one tile | near edges | "
              "elsewhere | val mIoU | seconds |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for r in rows:
+    for r in per_tiling(rows):
         if r["norm"] in norms:
             lines.append(
                 f"| {r['data']} | {r['norm']} | {r['mode']} | {r['tile']} | {r['overlap']} | {r['tiles']} | "
