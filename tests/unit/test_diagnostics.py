@@ -65,3 +65,25 @@ def test_groupnorm_run_has_no_batchnorm_block_and_diagnostics_can_be_off(demo_ro
                          "trainer.diagnostics.train_max_chips=0")  # fmt: skip
     saved = fit(cfg, str(tmp_path))
     assert "bn_eval" not in saved and "train_eval" not in saved and "generalization_gap" not in saved
+
+
+def test_tiling_diagnostic_records_changes_seams_and_miou_plain_and_held(demo_root, tmp_path):
+    cfg = tiny_train_cfg(
+        demo_root, "trainer.max_steps=2", "trainer.diagnostics.tiling=true", "norm=groupnorm"
+    )
+    fit(cfg, str(tmp_path))
+    tiling = json.loads((tmp_path / "summary.json").read_text())["tiling"]
+    assert tiling["tiles"] == [32, 512] and tiling["norm_stats"] == "scene" and tiling["scenes"] >= 1
+    for mode in ("plain", "default"):
+        assert 0.0 <= tiling[mode]["change_pct"] <= 100.0
+        assert 0.0 <= tiling[mode]["miou_chip"] <= 1.0 and 0.0 <= tiling[mode]["miou_large"] <= 1.0
+    assert tiling["plain"] != tiling["default"]  # held statistics give other maps than each tile's own
+
+
+def test_tiling_diagnostic_of_a_batchnorm_model_is_the_same_in_both_modes(demo_root, tmp_path):
+    cfg = tiny_train_cfg(
+        demo_root, "trainer.max_steps=2", "trainer.diagnostics.tiling=true", "norm=batchnorm"
+    )
+    fit(cfg, str(tmp_path))
+    tiling = json.loads((tmp_path / "summary.json").read_text())["tiling"]
+    assert tiling["norm_stats"] == "tile" and tiling["plain"] == tiling["default"]
