@@ -84,7 +84,7 @@ def tiling_eval(run: Run) -> dict[str, Any] | None:
             band = edge_band(plan_tiles(h, w, chip, 0, max(chip, 256)), EDGE)
             held = None
             if held_mode:
-                held = scene_statistics(model, opener, (h, w), fill, chip, device, amp=run.amp,
+                held = scene_statistics(model, opener, (h, w), fill, chip, device, amp=run.amp, batch_size=32,
                                         name=scene.name)  # fmt: skip
             for mode, stats in (("plain", None), ("default", held)):
                 maps = [predict_map(model, opener, (h, w), fill, classes, t, 0, device, held=stats,

@@ -204,9 +204,11 @@ def predict_scene(
         norm_stats = resolve_norm_stats(opts.norm_stats, loaded)
         held = {}
         if norm_stats == "scene":  # first pass: statistics of training-chip-size windows, then held
-            held = scene_statistics(loaded.model, open_reader, (scene.height, scene.width), fill,
-                                    loaded.chip_size or DEFAULT_CHIP, device, max_windows=opts.norm_windows,
-                                    batch_size=opts.batch_size, amp=amp, name=scene.name)  # fmt: skip
+            chip = loaded.chip_size or DEFAULT_CHIP
+            windows = min(64, max(opts.batch_size, opts.batch_size * (tile // chip) ** 2))  # a batch's pixels
+            held = scene_statistics(loaded.model, open_reader, (scene.height, scene.width), fill, chip,
+                                    device, max_windows=opts.norm_windows, batch_size=windows, amp=amp,
+                                    name=scene.name)  # fmt: skip
             norm_stats = "scene" if held else "tile"
         tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{tile}/{opts.overlap}",
                 "geoseg_tta": str(opts.tta), "geoseg_norm_stats": norm_stats}  # fmt: skip
