@@ -189,12 +189,42 @@ def tiling_table(rows: list[dict], norms: list[str]) -> str:
     return "\n".join(lines)
 
 
+HELD_BY_DEFAULT = ("GroupNorm", "GroupNormWS", "InstanceNorm2d")  # norm_stats=auto holds these (predict)
+
+
+def before_after(rows: list[dict]) -> str:
+    """Per data and norm: each tile normalised by itself (before) against predict's default (after)."""
+    lines = ["| data | norm | predict's default | largest change vs one tile: before → after | seam score "
+             "(overlap 0): before → after | val mIoU over tilings: before → after |",
+             "|---|---|---|---:|---:|---:|"]  # fmt: skip
+    groups: dict[tuple, list[dict]] = {}
+    for r in per_tiling(rows):
+        groups.setdefault((r["data"], r["norm"], r["mode"]), []).append(r)
+
+    def cells(rs: list[dict]) -> tuple[str, str, str]:
+        seams = [r["seam_score"] for r in rs if r["overlap"] == 0 and r["seam_score"] is not None]
+        mious = [r["miou_val"] for r in rs if r["miou_val"] is not None]
+        seam = f"{sum(seams) / len(seams):.1f}" if seams else "–"
+        return pct(max(r["change_vs_one_tile"] for r in rs)), seam, f"{min(mious):.3f}–{max(mious):.3f}"
+
+    for (data, norm, mode), rs in groups.items():
+        if mode != "tile":
+            continue
+        after_mode = "scene" if norm in HELD_BY_DEFAULT and (data, norm, "scene") in groups else "tile"
+        before, after = cells(rs), cells(groups[(data, norm, after_mode)])
+        pairs = " | ".join(f"{b} → {a}" for b, a in zip(before, after, strict=True))
+        lines.append(f"| {data} | {norm} | {after_mode} | {pairs} |")
+    return "\n".join(lines)
+
+
 def tables(paths: list[str], detail: list[str]) -> int:
     rows = []
     for path in paths:
         data = os.path.splitext(os.path.basename(path))[0].split("-")[0]
         with open(path) as f:
             rows += [{"data": data, **r} for r in json.load(f)]
+    print(before_after(rows))
+    print()
     print(summary_table(rows))
     print()
     print(tiling_table(rows, detail))
