@@ -508,6 +508,33 @@ def test_train_on_a_series_then_predict_a_date_pattern(series_run, tmp_path, cap
     assert "{date}" in line and "one date" in line
 
 
+def test_a_groupnorm_series_model_predicts_with_scene_statistics(tmp_path, monkeypatch, capsys,
+                                                                  release_hydra_logging):  # fmt: skip
+    """norm_stats=auto on a series model: the calibration windows are read as its tiles are (dates x
+    (bands + validity))."""
+    from geoseg.cli import main
+    from geoseg.engine.fit import fit
+
+    write_series_folder(tmp_path / "train", 0)
+    write_series_folder(tmp_path / "val", 1)
+    cfg = compose_config("train", *tiny_run(
+        tmp_path, "temporal=early", "norm=groupnorm", "trainer.max_steps=1", "data.val_stride=32",
+        f"data.cache_dir={tmp_path}/cache", "data.splits.train.images='train/scene_{date}.tif'",
+        "data.splits.train.labels='train/labels/{scene}.tif'",
+        "data.splits.val.images='val/scene_{date}.tif'", "data.splits.val.labels='val/labels/{scene}.tif'",
+    ))  # fmt: skip
+    fit(cfg, str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", sys.argv)
+    pattern = f"input='{tmp_path}/val/scene_{{date}}.tif'"
+    main(["predict", f"checkpoint={tmp_path}/run/best.pt", pattern, f"output={tmp_path}/pred.tif",
+          "device=cpu", "tile=32", "overlap=8"])  # fmt: skip
+    capsys.readouterr()
+    with rasterio.open(tmp_path / "pred.tif") as pred:
+        assert pred.tags()["geoseg_norm_stats"] == "scene"
+        assert set(np.unique(pred.read(1))) <= {0, 1, 2, 3}
+
+
 # --- 7. the shared eo-learn example as one series ----------------------------------------------------------
 
 SLOVENIA = SHARED_DATA / "eolearn_s2_slovenia"
