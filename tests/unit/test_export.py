@@ -75,8 +75,7 @@ def test_the_sidecar_says_what_a_runtime_needs(exported):
 def test_predict_on_the_onnx_model_gives_the_checkpoints_class_map(exported, tmp_path):
     ckpt, onnx_path, _ = exported
     image = scene(tmp_path / "scene.tif", 150, 131, seed=5)
-    # an exported GroupNorm model normalises each tile by itself: the checkpoint's norm_stats=tile
-    predict(ckpt, image, tmp_path / "from_ckpt.tif", probabilities=True, norm_stats="tile")
+    predict(ckpt, image, tmp_path / "from_ckpt.tif", probabilities=True)
     predict(onnx_path, image, tmp_path / "from_onnx.tif", probabilities=True)
     with rasterio.open(tmp_path / "from_ckpt.tif") as a, rasterio.open(tmp_path / "from_onnx.tif") as b:
         assert np.array_equal(a.read(), b.read()) and a.transform == b.transform
@@ -85,6 +84,18 @@ def test_predict_on_the_onnx_model_gives_the_checkpoints_class_map(exported, tmp
     probs = tmp_path / "from_ckpt_probs.tif", tmp_path / "from_onnx_probs.tif"
     with rasterio.open(probs[0]) as a, rasterio.open(probs[1]) as b:
         assert np.abs(a.read().astype(int) - b.read().astype(int)).max() <= 1  # uint8 rounding, ~1e-5 apart
+
+
+def test_exporting_a_groupnorm_model_says_it_normalises_each_tile_by_itself(tmp_path, caplog):
+    ckpt = save_tiny_checkpoint(tmp_path / "gn.pt", scene(tmp_path / "train.tif", 64, 64), norm="groupnorm")
+    with caplog.at_level("INFO"):
+        export_model(str(ckpt), "onnx", str(tmp_path / "gn.onnx"), tile=64, overlap=16)
+    assert "normalise each tile by itself" in caplog.text
+    image = scene(tmp_path / "scene.tif", 96, 96, seed=2)
+    predict(ckpt, image, tmp_path / "tile.tif", norm_stats="tile")  # what the export does
+    predict(tmp_path / "gn.onnx", image, tmp_path / "onnx.tif")
+    with rasterio.open(tmp_path / "tile.tif") as a, rasterio.open(tmp_path / "onnx.tif") as b:
+        assert np.array_equal(a.read(), b.read()) and b.tags()["geoseg_norm_stats"] == "tile"
 
 
 @pytest.mark.usefixtures("release_hydra_logging")

@@ -116,12 +116,11 @@ def export_model(checkpoint: str, fmt: str, output: str, tile: int = 512, overla
         meta["check"] = {"chip": list(chip.shape), "max_abs_logit_difference": diff, "max_abs_logit": scale}
         with open(tmp_json, "w") as fh:
             fh.write(json.dumps(meta, indent=2) + "\n")
-    log.info("wrote %s and %s (%s; max |logit - PyTorch| %.1e on a %s chip)", output, sidecar_path(output),
-             fmt, diff, "×".join(map(str, chip.shape)))  # fmt: skip
-    if held_by_default(loaded.model):
-        log.warning("the exported model normalises each tile by its own GroupNorm/InstanceNorm statistics "
-                    "(geoseg predict norm_stats=tile): its class map depends on the tile size, which "
-                    "predicting with the checkpoint avoids (docs/tiling.md)")  # fmt: skip
+    per_tile = (": its GroupNorm/InstanceNorm layers normalise each tile by itself, so its class map depends "
+                "on the tile size, which predicting with the checkpoint avoids (docs/tiling.md)"
+                if held_by_default(loaded.model) else "")  # fmt: skip
+    log.info("wrote %s and %s (%s; max |logit - PyTorch| %.1e on a %s chip)%s", output, sidecar_path(output),
+             fmt, diff, "×".join(map(str, chip.shape)), per_tile)  # fmt: skip
     return meta
 
 
