@@ -33,7 +33,6 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 from geoseg.data.build import load_scenes
@@ -45,8 +44,8 @@ from geoseg.inference.tiling import fitted_tile, plan_tiles
 from geoseg.inference.tiling_consistency import (
     change_rate,
     edge_band,
-    label_indices,
     predict_map,
+    region_labels,
     region_miou,
     seam_score,
 )
@@ -79,12 +78,9 @@ def measure_run(run: str, tiles: list[int], overlaps: list[int], modes: list[str
     train = load_scenes(cfg["data"], "train", progress=False)
     model, classes, rows = loaded.model, len(codes), []
     for scene in val:
-        labels = label_indices(scene, codes)
+        labels = region_labels(scene, codes)
         fill = raw_fill_values(loaded.stats.mean, batch_dtype([scene.dtype]))
         shape = (scene.height, scene.width)
-        r0, c0, r1, c1 = scene.region or (0, 0, scene.height, scene.width)
-        in_val = np.zeros_like(labels, dtype=bool)
-        in_val[r0:r1, c0:c1] = True
         for mode in held_modes:
             started = time.perf_counter()
             held = None
@@ -113,13 +109,12 @@ def measure_run(run: str, tiles: list[int], overlaps: list[int], modes: list[str
                     scene.height, scene.width, fitted, overlap, -(-max(fitted, scene.width) // 256) * 256
                 )
                 seam = seam_score(m, ref, edge_band(plan, edge))
-                lab = np.where(in_val, labels, 255)
                 rows.append({
                     "run": run, "norm": norm, "scene": scene.name, "height": scene.height,
                     "width": scene.width, "chip": chip, "mode": mode,
                     "tile": tile, "overlap": overlap, "tiles": plan.num_tiles,
                     "change_vs_one_tile": change_rate(m, ref), **seam,
-                    "miou_val": region_miou(m, lab, len(codes)), "pairwise_max_change": pair_max,
+                    "miou_val": region_miou(m, labels, len(codes)), "pairwise_max_change": pair_max,
                     "seconds": seconds[(tile, overlap)], "calibration_seconds": calib,
                 })  # fmt: skip
             logging.info("%s %s %s: pairwise max change %.4f", norm, scene.name, mode, pair_max)

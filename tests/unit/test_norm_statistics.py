@@ -235,3 +235,24 @@ def test_auto_holds_groupnorm_and_instancenorm_statistics_but_not_frn():
     assert held_by_default(PixelGroupNormModel(3, 2, InstanceNorm2d(16)))
     assert not held_by_default(PixelGroupNormModel(3, 2, FilterResponseNorm2d(16)))
     assert not held_by_default(PixelGroupNormModel(3, 2, nn.BatchNorm2d(16)))
+
+
+def test_region_labels_are_class_indices_inside_the_split_region_only(tmp_path):
+    import dataclasses
+
+    from rasterio.windows import Window
+
+    from geoseg.data.scenes import inspect_scene
+    from geoseg.inference.tiling_consistency import region_labels
+
+    image = textured_scene(tmp_path / "img.tif", size=32)
+    codes = np.full((1, 32, 32), 20, dtype=np.uint8)
+    codes[:, :, :8] = 10
+    label = write_tif(tmp_path / "lab.tif", codes, transform=from_origin(600_000, 4_000_000, 10, 10))
+    scene = dataclasses.replace(inspect_scene(str(image), str(label)), region=(0, 16, 32, 32))
+    whole = region_labels(scene, [10, 20])
+    assert (whole[:, :16] == 255).all() and (whole[:, 16:] == 1).all()
+    part = region_labels(scene, [10, 20], Window(12, 4, 8, 8))  # columns 12..19: 4 outside, 4 inside
+    assert (part[:, :4] == 255).all() and (part[:, 4:] == 1).all()
+    free = region_labels(dataclasses.replace(scene, region=None), [10, 20])
+    assert (free[:, :8] == 0).all() and (free[:, 8:] == 1).all()

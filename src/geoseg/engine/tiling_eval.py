@@ -17,7 +17,6 @@ import logging
 import math
 from typing import Any
 
-import numpy as np
 from rasterio.windows import Window
 
 from geoseg.data.normalize import batch_dtype, raw_fill_values
@@ -29,8 +28,8 @@ from geoseg.inference.tiling_consistency import (
     WindowReader,
     change_rate,
     edge_band,
-    label_indices,
     predict_map,
+    region_labels,
     region_miou,
     seam_score,
 )
@@ -76,11 +75,7 @@ def tiling_eval(run: Run) -> dict[str, Any] | None:
             def opener(scene: Scene = scene, row0: int = row0, col0: int = col0) -> WindowReader:
                 return WindowReader(scene.reader(), row0, col0)
 
-            labels = label_indices(scene, codes, Window(col0, row0, w, h))
-            r0, c0, r1, c1 = scene.region or (0, 0, scene.height, scene.width)
-            in_val = np.zeros((h, w), dtype=bool)
-            in_val[max(0, r0 - row0) : max(0, r1 - row0), max(0, c0 - col0) : max(0, c1 - col0)] = True
-            labels[~in_val] = 255
+            labels = region_labels(scene, codes, Window(col0, row0, w, h))
             band = edge_band(plan_tiles(h, w, chip, 0, max(chip, 256)), EDGE)
             held = None
             if held_mode:

@@ -205,9 +205,9 @@ def predict_scene(
         held = {}
         if norm_stats == "scene":  # first pass: statistics of training-chip-size windows, then held
             chip = loaded.chip_size or DEFAULT_CHIP
-            windows = min(64, max(opts.batch_size, opts.batch_size * (tile // chip) ** 2))  # a batch's pixels
+            batch = min(64, max(opts.batch_size, opts.batch_size * (tile // chip) ** 2))  # a batch's pixels
             held = scene_statistics(loaded.model, open_reader, (scene.height, scene.width), fill, chip,
-                                    device, max_windows=opts.norm_windows, batch_size=windows, amp=amp,
+                                    device, max_windows=opts.norm_windows, batch_size=batch, amp=amp,
                                     name=scene.name)  # fmt: skip
             norm_stats = "scene" if held else "tile"
         tags = {"geoseg_checkpoint": str(loaded.path), "geoseg_tile": f"{tile}/{opts.overlap}",

@@ -7,7 +7,8 @@ overlaps, and the measures that compare them.
 - :func:`edge_band`: the pixels within ``width`` px of a tiling's inner tile edges;
 - :func:`seam_score`: the change rate in that band divided by the change rate elsewhere (1 = changes
   do not gather at tile edges; 5 = five times as likely there);
-- :func:`region_miou`: mIoU of a map against labels inside a region.
+- :func:`region_labels` / :func:`region_miou`: the labels of a scene's split region and a map's mIoU
+  against them.
 """
 
 from __future__ import annotations
@@ -68,16 +69,23 @@ def predict_map(
     return out
 
 
-def label_indices(scene: Scene, codes: list[int], window: Window | None = None) -> np.ndarray:
-    """(H, W) class indices of the scene's label on its grid (in ``window``), 255 where unlabelled."""
+def region_labels(scene: Scene, codes: list[int], window: Window | None = None) -> np.ndarray:
+    """Class indices of the scene's label on its grid (in ``window``, default the whole scene), 255 where
+    unlabelled or outside the scene's split region (the val strip of a scene split by region)."""
     src, reader = open_label_on_grid(scene, codes)
     try:
-        raw = reader.read(1, window=window)
+        labels = ClassMap(codes)(reader.read(1, window=window))
     finally:
         for handle in {id(src): src, id(reader): reader}.values():
             if hasattr(handle, "close"):
                 handle.close()
-    return ClassMap(codes)(raw)
+    if scene.region is not None:
+        row0, col0 = (0, 0) if window is None else (int(window.row_off), int(window.col_off))
+        r0, c0, r1, c1 = scene.region
+        inside = np.zeros(labels.shape, dtype=bool)
+        inside[max(0, r0 - row0) : max(0, r1 - row0), max(0, c0 - col0) : max(0, c1 - col0)] = True
+        labels[~inside] = 255
+    return labels
 
 
 def change_rate(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:

@@ -71,13 +71,6 @@ class LayerStatistics:
             return self.var
         return self.var + (self.mean_sq - self.mean**2).clamp(min=0)
 
-    def to_dict(self) -> dict[str, torch.Tensor | int]:
-        return {"windows": self.windows, "mean": self.mean, "var": self.var, "mean_sq": self.mean_sq}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LayerStatistics:
-        return cls(int(d["windows"]), d["mean"].double(), d["var"].double(), d["mean_sq"].double())
-
 
 class _Accumulator:
     """Per-layer sums of window means, variances and squared means, added by a forward pre-hook."""
